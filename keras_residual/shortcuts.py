@@ -1,0 +1,341 @@
+"""Shortcut connections: the `h(x)` of a residual unit `y = merge(h(x), F(x))`.
+
+He et al., "Deep Residual Learning for Image Recognition" (2015), Sec. 3.3:
+identity shortcuts where shapes match; where they differ, (A) zero-padding
+with parameter-free subsampling or (B) a 1x1 projection. He et al., "Bag of
+Tricks" (2019) adds ResNet-D: average pooling before the 1x1 projection.
+
+The shortcut classes here take `filters=None, strides=None` by default: the
+`Residual` wrapper fills them in from the shapes it sees when it is built.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import keras
+from keras import layers, ops
+
+Shape = Sequence[Any]
+
+#: Names accepted by `Residual(shortcut=...)`.
+SHORTCUT_KINDS = ("identity", "projection", "zero_pad", "avg_down", "none")
+
+
+def channel_axis(ndim: int, data_format: str) -> int:
+    """Index of the channel axis of a rank-`ndim` tensor."""
+    return 1 if (data_format == "channels_first" and ndim > 2) else ndim - 1
+
+
+def spatial_dims(shape: Shape, data_format: str) -> tuple:
+    """The spatial (non-batch, non-channel) dimensions of `shape`."""
+    if len(shape) <= 2:
+        return ()
+    return tuple(shape[2:]) if data_format == "channels_first" else tuple(shape[1:-1])
+
+
+def infer_strides(input_shape: Shape, output_shape: Shape, data_format: str) -> tuple:
+    """Strides that take the spatial size of `input_shape` to `output_shape`.
+
+    A 1x1 kernel with stride `s` and "valid" padding maps a length `n` to
+    `ceil(n / s)`, which is also what a strided 3x3 "same" conv gives, so
+    the same stride aligns the shortcut with a strided branch.
+
+    Raises:
+        ValueError: if no integer stride maps one size to the other.
+    """
+    strides = []
+    for n_in, n_out in zip(
+        spatial_dims(input_shape, data_format), spatial_dims(output_shape, data_format)
+    ):
+        if n_in is None or n_out is None or n_in == n_out:
+            strides.append(1)
+            continue
+        s = max(1, round(n_in / n_out))
+        if math.ceil(n_in / s) != n_out:
+            raise ValueError(
+                f"No integer stride maps spatial size {n_in} to {n_out}. "
+                f"Received: input_shape={tuple(input_shape)}, "
+                f"output_shape={tuple(output_shape)}"
+            )
+        strides.append(s)
+    return tuple(strides)
+
+
+class _InferredShortcut(layers.Layer):
+    """Base for shortcuts whose output size is set by the `Residual` around them."""
+
+    def __init__(
+        self,
+        filters: int | None = None,
+        strides: int | Sequence[int] | None = None,
+        data_format: str | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.strides = strides
+        self.data_format = data_format
+
+    def adapt(self, input_shape: Shape, output_shape: Shape, data_format: str) -> None:
+        """Fill in `filters`, `strides` and `data_format` from the shapes to bridge."""
+        if self.data_format is None:
+            self.data_format = data_format
+        if self.filters is None:
+            self.filters = output_shape[channel_axis(len(output_shape), self.data_format)]
+        if self.strides is None:
+            self.strides = infer_strides(input_shape, output_shape, self.data_format)
+        elif isinstance(self.strides, int):
+            self.strides = (self.strides,) * max(len(input_shape) - 2, 0)
+        else:
+            self.strides = tuple(self.strides)
+
+    def _rank(self, input_shape: Shape) -> int:
+        return len(input_shape) - 2
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        strides = list(self.strides) if isinstance(self.strides, tuple) else self.strides
+        config.update(filters=self.filters, strides=strides, data_format=self.data_format)
+        return config
+
+
+def _conv_or_dense(rank: int, filters: int, strides: tuple, data_format: str, **kwargs):
+    if rank == 0:
+        return layers.Dense(filters, **kwargs)
+    conv = {1: layers.Conv1D, 2: layers.Conv2D, 3: layers.Conv3D}.get(rank)
+    if conv is None:
+        raise ValueError(f"Projection shortcuts support 0 to 3 spatial dims. Received: {rank}")
+    return conv(filters, 1, strides=strides, data_format=data_format, **kwargs)
+
+
+@keras.saving.register_keras_serializable(package="keras_residual")
+class ProjectionShortcut(_InferredShortcut):
+    """Projection shortcut (He et al. 2015, Eq. 2, option B): `W_s x`.
+
+    A 1x1 convolution for 1D/2D/3D inputs (stride taken from the spatial
+    shapes) or a Dense layer for vectors, optionally followed by
+    BatchNormalization as in the ImageNet ResNets.
+
+    Args:
+        filters: int or None. Output channels; None takes the branch's.
+        strides: int, tuple or None. None infers them from the shapes.
+        batchnorm: bool. Add BatchNormalization after the projection.
+            Defaults to False.
+        use_bias: bool. Bias on the projection. Defaults to `not batchnorm`.
+        bn_momentum: float. BatchNormalization momentum. Defaults to 0.99.
+        bn_epsilon: float. BatchNormalization epsilon. Defaults to 1.001e-5.
+        kernel_initializer: initializer of the projection kernel.
+        data_format: str or None. None takes the Residual's.
+        **kwargs: base Layer arguments. With `name="conv2_block1_0"` the inner
+            layers are `conv2_block1_0_conv` and `conv2_block1_0_bn`
+            (keras.applications' names).
+
+    Example:
+        >>> import keras
+        >>> from keras_residual import Residual, ProjectionShortcut
+        >>> block = Residual(keras.layers.Conv2D(8, 3, strides=2, padding="same"),
+        ...                  shortcut=ProjectionShortcut(batchnorm=True))
+        >>> tuple(block(keras.ops.ones((1, 8, 8, 4))).shape)
+        (1, 4, 4, 8)
+    """
+
+    def __init__(
+        self,
+        filters: int | None = None,
+        strides: int | Sequence[int] | None = None,
+        batchnorm: bool = False,
+        use_bias: bool | None = None,
+        bn_momentum: float = 0.99,
+        bn_epsilon: float = 1.001e-5,
+        kernel_initializer: Any = "glorot_uniform",
+        data_format: str | None = None,
+        **kwargs,
+    ):
+        super().__init__(filters, strides, data_format, **kwargs)
+        self.batchnorm = batchnorm
+        self.use_bias = (not batchnorm) if use_bias is None else use_bias
+        self.bn_momentum = bn_momentum
+        self.bn_epsilon = bn_epsilon
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.proj = None
+        self.bn = None
+
+    def build(self, input_shape: Shape) -> None:
+        rank = self._rank(input_shape)
+        if self.strides is None or self.filters is None:
+            self.adapt(input_shape, input_shape, self.data_format or "channels_last")
+        self.proj = _conv_or_dense(
+            rank,
+            self.filters,
+            self.strides,
+            self.data_format,
+            use_bias=self.use_bias,
+            kernel_initializer=self.kernel_initializer,
+            name=f"{self.name}_conv",
+            dtype=self.dtype_policy,
+        )
+        self.proj.build(input_shape)
+        if self.batchnorm:
+            out_shape = self.proj.compute_output_shape(input_shape)
+            self.bn = layers.BatchNormalization(
+                axis=channel_axis(len(input_shape), self.data_format),
+                momentum=self.bn_momentum,
+                epsilon=self.bn_epsilon,
+                name=f"{self.name}_bn",
+                dtype=self.dtype_policy,
+            )
+            self.bn.build(out_shape)
+
+    def call(self, inputs, training=None):
+        x = self.proj(inputs)
+        if self.bn is not None:
+            x = self.bn(x, training=training)
+        return x
+
+    def compute_output_shape(self, input_shape: Shape) -> tuple:
+        return self.proj.compute_output_shape(input_shape)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(
+            batchnorm=self.batchnorm,
+            use_bias=self.use_bias,
+            bn_momentum=self.bn_momentum,
+            bn_epsilon=self.bn_epsilon,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_residual")
+class ZeroPadShortcut(_InferredShortcut):
+    """Parameter-free shortcut, option A of He et al. (2015), Sec. 3.3 and 4.2.
+
+    Subsamples spatially by taking every `stride`-th position (a 1x1
+    max-pool with that stride) and appends zero channels up to `filters`.
+    This is the shortcut of the CIFAR-10 ResNets (Table 6).
+
+    Args:
+        filters: int or None. Output channels (>= input channels); None takes
+            the branch's.
+        strides: int, tuple or None. None infers them from the shapes.
+        data_format: str or None. None takes the Residual's.
+        **kwargs: base Layer arguments.
+
+    Example:
+        >>> import keras
+        >>> from keras_residual import Residual
+        >>> block = Residual(keras.layers.Conv2D(32, 3, strides=2, padding="same"),
+        ...                  shortcut="zero_pad")
+        >>> tuple(block(keras.ops.ones((1, 8, 8, 16))).shape)
+        (1, 4, 4, 32)
+    """
+
+    def build(self, input_shape: Shape) -> None:
+        if self.strides is None or self.filters is None:
+            self.adapt(input_shape, input_shape, self.data_format or "channels_last")
+        axis = channel_axis(len(input_shape), self.data_format)
+        in_channels = input_shape[axis]
+        if in_channels is not None and self.filters < in_channels:
+            raise ValueError(
+                "ZeroPadShortcut can only add channels: the branch has "
+                f"{self.filters} output channels but the input has {in_channels}. "
+                "Use shortcut='projection' instead."
+            )
+
+    def call(self, inputs):
+        x = inputs
+        if any(s != 1 for s in self.strides):
+            x = ops.max_pool(
+                x, pool_size=1, strides=self.strides, padding="valid",
+                data_format=self.data_format,
+            )
+        axis = channel_axis(len(x.shape), self.data_format)
+        extra = self.filters - x.shape[axis]
+        if extra > 0:
+            pad = [[0, 0]] * len(x.shape)
+            pad[axis] = [0, extra]
+            x = ops.pad(x, pad)
+        return x
+
+    def compute_output_shape(self, input_shape: Shape) -> tuple:
+        shape = list(input_shape)
+        axis = channel_axis(len(shape), self.data_format)
+        offset = 2 if self.data_format == "channels_first" else 1
+        for i, s in enumerate(self.strides):
+            if shape[offset + i] is not None:
+                shape[offset + i] = math.ceil(shape[offset + i] / s)
+        shape[axis] = self.filters
+        return tuple(shape)
+
+
+@keras.saving.register_keras_serializable(package="keras_residual")
+class AvgDownShortcut(ProjectionShortcut):
+    """ResNet-D shortcut (He et al., "Bag of Tricks", 2019, Fig. 2c).
+
+    Average pooling with the block's stride, then a stride-1 1x1 projection
+    (and optional BatchNormalization), so that the projection sees every
+    input position instead of one in four.
+
+    Args:
+        Same as `ProjectionShortcut`.
+
+    Example:
+        >>> import keras
+        >>> from keras_residual import Residual
+        >>> block = Residual(keras.layers.Conv2D(8, 3, strides=2, padding="same"),
+        ...                  shortcut="avg_down")
+        >>> tuple(block(keras.ops.ones((1, 8, 8, 4))).shape)
+        (1, 4, 4, 8)
+    """
+
+    def build(self, input_shape: Shape) -> None:
+        rank = self._rank(input_shape)
+        if rank == 0:
+            raise ValueError("avg_down needs spatial inputs; use 'projection' for vectors.")
+        if self.strides is None or self.filters is None:
+            self.adapt(input_shape, input_shape, self.data_format or "channels_last")
+        self.pool = None
+        pooled_shape = input_shape
+        if any(s != 1 for s in self.strides):
+            pool = {1: layers.AveragePooling1D, 2: layers.AveragePooling2D,
+                    3: layers.AveragePooling3D}[rank]
+            self.pool = pool(
+                self.strides, strides=self.strides, padding="same",
+                data_format=self.data_format, name=f"{self.name}_pool",
+                dtype=self.dtype_policy,
+            )
+            pooled_shape = self.pool.compute_output_shape(input_shape)
+        strides, self.strides = self.strides, (1,) * rank
+        try:
+            super().build(pooled_shape)
+        finally:
+            self.strides = strides
+
+    def call(self, inputs, training=None):
+        x = inputs if self.pool is None else self.pool(inputs)
+        return super().call(x, training=training)
+
+    def compute_output_shape(self, input_shape: Shape) -> tuple:
+        if self.pool is not None:
+            input_shape = self.pool.compute_output_shape(input_shape)
+        return self.proj.compute_output_shape(input_shape)
+
+
+def make_shortcut(kind: str | layers.Layer) -> layers.Layer | None:
+    """The shortcut layer for a `Residual(shortcut=...)` value (None: identity or none)."""
+    if isinstance(kind, layers.Layer):
+        return kind
+    if kind in ("identity", "none"):
+        return None
+    if kind == "projection":
+        return ProjectionShortcut(name="shortcut")
+    if kind == "zero_pad":
+        return ZeroPadShortcut(name="shortcut")
+    if kind == "avg_down":
+        return AvgDownShortcut(name="shortcut")
+    raise ValueError(
+        f"`shortcut` must be one of {SHORTCUT_KINDS} or a Keras layer. Received: shortcut={kind!r}"
+    )
