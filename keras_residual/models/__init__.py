@@ -1,0 +1,1 @@
+"""Model builders: ImageNet and CIFAR ResNets, ResNeXt, plain twins, small MNIST nets."""
