@@ -10,7 +10,8 @@ variants follow He et al., "Identity Mappings in Deep Residual Networks"
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import keras
 from keras import layers, ops
@@ -38,6 +39,12 @@ class Merge(layers.Layer):
     Subclass it to write a merge that needs the block input (a gate) or
     weights of its own; `Residual` builds it with the three shapes.
     """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        # Merges act position by position: a sequence mask on the inputs still
+        # holds for the output (without this Keras warns that it drops the mask).
+        self.supports_masking = True
 
     def build(self, shortcut_shape: Shape, branch_shape: Shape = None, input_shape: Shape = None):
         self.built = True

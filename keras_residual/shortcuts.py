@@ -12,7 +12,8 @@ The shortcut classes here take `filters=None, strides=None` by default: the
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import keras
 from keras import layers, ops
@@ -40,19 +41,29 @@ def infer_strides(input_shape: Shape, output_shape: Shape, data_format: str) -> 
 
     A 1x1 kernel with stride `s` and "valid" padding maps a length `n` to
     `ceil(n / s)`, which is also what a strided 3x3 "same" conv gives, so
-    the same stride aligns the shortcut with a strided branch.
+    the same stride aligns the shortcut with a strided branch. The smallest
+    such stride is `ceil(n / n_out)`; rounding `n / n_out` instead misses
+    cases such as a 3x3 "valid" conv with stride 2 on 5 positions (5 -> 2,
+    bridged by stride 3).
 
     Raises:
         ValueError: if no integer stride maps one size to the other.
     """
+    if len(input_shape) != len(output_shape):
+        raise ValueError(
+            "A strided shortcut needs input and output of the same rank. "
+            f"Received: input_shape={tuple(input_shape)}, output_shape={tuple(output_shape)}"
+        )
     strides = []
     for n_in, n_out in zip(
-        spatial_dims(input_shape, data_format), spatial_dims(output_shape, data_format)
+        spatial_dims(input_shape, data_format),
+        spatial_dims(output_shape, data_format),
+        strict=True,
     ):
         if n_in is None or n_out is None or n_in == n_out:
             strides.append(1)
             continue
-        s = max(1, round(n_in / n_out))
+        s = max(1, math.ceil(n_in / n_out))
         if math.ceil(n_in / s) != n_out:
             raise ValueError(
                 f"No integer stride maps spatial size {n_in} to {n_out}. "
@@ -74,6 +85,8 @@ class _InferredShortcut(layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        # Position-wise (a strided 1x1 map): a sequence mask still holds.
+        self.supports_masking = True
         self.filters = filters
         self.strides = strides
         self.data_format = data_format
