@@ -1,0 +1,637 @@
+"""Residual block factories: each returns ONE `Residual` layer.
+
+- `basic_block` and `bottleneck_block`: He et al., "Deep Residual Learning for
+  Image Recognition" (2015), Fig. 5.
+- The five activation placements of He et al., "Identity Mappings in Deep
+  Residual Networks" (2016), Fig. 4, as `placement=`.
+- `resnext_block`: Xie et al., "Aggregated Residual Transformations" (2017),
+  Fig. 3c (grouped convolution).
+- `dense_block` and `recurrent_block`: residual MLPs and RNNs (seed 003).
+
+Inner layers follow keras.applications' name grammar: with `name="conv2_block1"`
+the branch holds `conv2_block1_1_conv`, `conv2_block1_1_bn`,
+`conv2_block1_1_relu`, `conv2_block1_2_conv`, ...; a projection shortcut holds
+`conv2_block1_0_conv` / `conv2_block1_0_bn`; a pre-activation holds
+`conv2_block1_preact_bn` / `conv2_block1_preact_relu`. The `Residual` itself is
+named `conv2_block1` and its post-merge activation plays keras.applications'
+`conv2_block1_out`. The branch is the `Residual`'s `layer`, a
+`keras.Sequential` named `conv2_block1_branch`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+from keras import layers
+
+from keras_residual.merges import Merge
+from keras_residual.residual import Residual
+from keras_residual.shortcuts import AvgDownShortcut, ProjectionShortcut, ZeroPadShortcut
+
+#: Activation placements of He et al. (2016), Fig. 4 (a) to (e).
+PLACEMENTS = ("original", "bn_after_add", "relu_before_add", "relu_preact", "full_preact")
+#: Placements whose branch starts with an activation of the block input.
+PREACT_PLACEMENTS = ("relu_preact", "full_preact")
+#: Where a bottleneck puts its stride.
+STRIDE_POSITIONS = ("1x1", "3x3")
+#: Shortcut kinds the factories accept besides a Keras layer.
+SHORTCUTS = ("identity", "projection", "zero_pad", "avg_down", "none")
+
+
+@keras.saving.register_keras_serializable(package="keras_residual")
+class BatchNormAddMerge(Merge):
+    """`y = BN(h(x) + F(x))`: the "BN after addition" unit of He et al. (2016), Fig. 4b.
+
+    Args:
+        axis: int. Channel axis of the BatchNormalization. Defaults to -1.
+        momentum: float. BatchNormalization momentum. Defaults to 0.99.
+        epsilon: float. BatchNormalization epsilon. Defaults to 1.001e-5.
+        **kwargs: base Layer arguments; with `name="conv2_block1_add"` the
+            BatchNormalization is named `conv2_block1_add_bn`.
+
+    Example:
+        >>> import keras
+        >>> from keras_residual import Residual
+        >>> block = Residual(keras.layers.Dense(4), merge=BatchNormAddMerge())
+        >>> tuple(block(keras.ops.ones((2, 4))).shape)
+        (2, 4)
+    """
+
+    def __init__(
+        self, axis: int = -1, momentum: float = 0.99, epsilon: float = 1.001e-5, **kwargs
+    ):
+        super().__init__(**kwargs)
+        self.axis = axis
+        self.momentum = momentum
+        self.epsilon = epsilon
+        self.bn = layers.BatchNormalization(
+            axis=axis, momentum=momentum, epsilon=epsilon, name=f"{self.name}_bn",
+            dtype=self.dtype_policy,
+        )
+
+    def build(self, shortcut_shape, branch_shape=None, input_shape=None):
+        self.bn.build(tuple(branch_shape if branch_shape is not None else shortcut_shape))
+        self.built = True
+
+    def call(self, shortcut, branch, inputs=None, training=None):
+        return self.bn(keras.ops.add(shortcut, branch), training=training)
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "axis": self.axis,
+            "momentum": self.momentum,
+            "epsilon": self.epsilon,
+        }
+
+
+@dataclass(frozen=True)
+class _Options:
+    """Settings shared by every conv, BN and shortcut of one block."""
+
+    name: str
+    placement: str
+    use_bias: bool | None
+    bn_momentum: float
+    bn_epsilon: float
+    kernel_initializer: Any
+    data_format: str
+
+    @property
+    def axis(self) -> int:
+        return 1 if self.data_format == "channels_first" else -1
+
+    @property
+    def preact(self) -> bool:
+        return self.placement in PREACT_PLACEMENTS
+
+    def bias(self, followed_by_bn: bool) -> bool:
+        # A bias right before BatchNormalization is cancelled by its mean
+        # subtraction, so None keeps biases only where no BN follows.
+        return (not followed_by_bn) if self.use_bias is None else self.use_bias
+
+    def bn(self, name: str, zero_gamma: bool = False) -> layers.BatchNormalization:
+        return layers.BatchNormalization(
+            axis=self.axis,
+            momentum=self.bn_momentum,
+            epsilon=self.bn_epsilon,
+            gamma_initializer="zeros" if zero_gamma else "ones",
+            name=name,
+        )
+
+
+def _validate(placement: str, shortcut: Any, drop_rate: float, data_format: str | None) -> str:
+    if placement not in PLACEMENTS:
+        raise ValueError(f"`placement` must be one of {PLACEMENTS}. Received: placement={placement!r}")
+    if not isinstance(shortcut, layers.Layer) and shortcut not in SHORTCUTS:
+        raise ValueError(
+            f"`shortcut` must be one of {SHORTCUTS} or a Keras layer. Received: shortcut={shortcut!r}"
+        )
+    if not 0.0 <= drop_rate < 1.0:
+        raise ValueError(f"`drop_rate` must be in [0, 1). Received: drop_rate={drop_rate}")
+    if data_format not in (None, "channels_last", "channels_first"):
+        raise ValueError(
+            "`data_format` must be None, 'channels_last' or 'channels_first'. "
+            f"Received: data_format={data_format!r}"
+        )
+    return data_format or keras.config.image_data_format()
+
+
+def _block_name(name: str | None, prefix: str) -> str:
+    return name if name is not None else f"{prefix}_{keras.backend.get_uid(prefix)}"
+
+
+def _conv(
+    opts: _Options,
+    index: int,
+    filters: int,
+    kernel_size: int,
+    stride: int,
+    groups: int,
+    followed_by_bn: bool,
+    zero_kernel: bool,
+) -> list[layers.Layer]:
+    """`{name}_{index}_conv`, with explicit symmetric padding when strided.
+
+    A strided "same" convolution pads asymmetrically on TensorFlow (0 before,
+    1 after for even sizes) but symmetrically elsewhere; explicit (1, 1)
+    zero-padding plus a "valid" convolution is what keras.applications
+    ResNetV2 and torchvision do, on every backend.
+    """
+    out = []
+    padding = "valid" if kernel_size == 1 else "same"
+    if kernel_size > 1 and stride > 1:
+        out.append(
+            layers.ZeroPadding2D(
+                kernel_size // 2, data_format=opts.data_format, name=f"{opts.name}_{index}_pad"
+            )
+        )
+        padding = "valid"
+    out.append(
+        layers.Conv2D(
+            filters,
+            kernel_size,
+            strides=stride,
+            padding=padding,
+            groups=groups,
+            use_bias=opts.bias(followed_by_bn),
+            kernel_initializer="zeros" if zero_kernel else opts.kernel_initializer,
+            data_format=opts.data_format,
+            name=f"{opts.name}_{index}_conv",
+        )
+    )
+    return out
+
+
+def _branch(opts: _Options, convs: Sequence[tuple], zero_init_last: bool) -> keras.Sequential:
+    """The branch F as conv / BN / ReLU layers placed as `opts.placement` says.
+
+    `convs` holds one `(filters, kernel_size, stride, groups)` per conv.
+    """
+    stack = []
+    last = len(convs)
+    for index, (filters, kernel_size, stride, groups) in enumerate(convs, start=1):
+        is_last = index == last
+        # (b) moves the last BN after the addition; (e) has no BN after the last conv.
+        with_bn = not (is_last and opts.placement in ("bn_after_add", "full_preact"))
+        with_relu = not is_last or opts.placement == "relu_before_add"
+        # zero_init_last: the last BN's gamma, or the last conv's kernel where no BN follows.
+        stack += _conv(
+            opts, index, filters, kernel_size, stride, groups,
+            followed_by_bn=with_bn, zero_kernel=zero_init_last and is_last and not with_bn,
+        )
+        if with_bn:
+            stack.append(opts.bn(f"{opts.name}_{index}_bn", zero_gamma=zero_init_last and is_last))
+        if with_relu:
+            stack.append(layers.ReLU(name=f"{opts.name}_{index}_relu"))
+    return keras.Sequential(stack, name=f"{opts.name}_branch")
+
+
+def _shortcut(opts: _Options, shortcut: str | layers.Layer) -> str | layers.Layer:
+    """A named shortcut layer for the string kinds that carry weights or options."""
+    if isinstance(shortcut, layers.Layer) or shortcut in ("identity", "none"):
+        return shortcut
+    if shortcut == "zero_pad":
+        return ZeroPadShortcut(data_format=opts.data_format, name=f"{opts.name}_0")
+    # Post-activation units normalize the projection (ResNet v1); pre-activation
+    # units add a bare 1x1 conv to the pre-activated input (keras.applications v2).
+    kind = ProjectionShortcut if shortcut == "projection" else AvgDownShortcut
+    return kind(
+        batchnorm=not opts.preact,
+        use_bias=opts.bias(followed_by_bn=not opts.preact),
+        bn_momentum=opts.bn_momentum,
+        bn_epsilon=opts.bn_epsilon,
+        kernel_initializer=opts.kernel_initializer,
+        data_format=opts.data_format,
+        name=f"{opts.name}_0",
+    )
+
+
+def _preactivation(opts: _Options) -> layers.Layer | None:
+    if opts.placement == "relu_preact":
+        return layers.ReLU(name=f"{opts.name}_preact_relu")
+    if opts.placement == "full_preact":
+        return keras.Sequential(
+            [opts.bn(f"{opts.name}_preact_bn"), layers.ReLU(name=f"{opts.name}_preact_relu")],
+            name=f"{opts.name}_preact",
+        )
+    return None
+
+
+def _residual(
+    opts: _Options,
+    convs: Sequence[tuple],
+    shortcut: str | layers.Layer,
+    zero_init_last: bool,
+    drop_rate: float,
+) -> Residual:
+    """Wrap the branch of `convs` into one Residual with `opts.placement`'s wiring."""
+    shortcut_layer = _shortcut(opts, shortcut)
+    merge = "add"
+    if opts.placement == "bn_after_add" and shortcut != "none":
+        merge = BatchNormAddMerge(
+            axis=opts.axis, momentum=opts.bn_momentum, epsilon=opts.bn_epsilon,
+            name=f"{opts.name}_add",
+        )
+    # The string shortcut kinds read the pre-activated input in pre-activation
+    # units (He et al. 2016; keras.applications v2); a user's layer reads x.
+    from_preact = opts.preact and isinstance(shortcut, str) and shortcut not in ("identity", "none")
+    return Residual(
+        _branch(opts, convs, zero_init_last),
+        shortcut=shortcut_layer,
+        merge=merge,
+        activation="relu" if opts.placement in ("original", "bn_after_add") else None,
+        preactivation=_preactivation(opts),
+        shortcut_from="preactivated" if from_preact else "input",
+        drop_rate=drop_rate,
+        data_format=opts.data_format,
+        name=opts.name,
+    )
+
+
+def basic_block(
+    filters: int,
+    stride: int = 1,
+    placement: str = "original",
+    shortcut: str | layers.Layer = "identity",
+    use_bias: bool | None = None,
+    bn_momentum: float = 0.99,
+    bn_epsilon: float = 1.001e-5,
+    kernel_initializer: Any = "he_normal",
+    zero_init_last: bool = False,
+    drop_rate: float = 0.0,
+    data_format: str | None = None,
+    name: str | None = None,
+) -> Residual:
+    """Two 3x3 convolutions around a shortcut: He et al. (2015), Fig. 5 left.
+
+    Args:
+        filters: int. Channels of both convolutions (the block's output).
+        stride: int. Stride of the first 3x3 conv. Defaults to 1.
+        placement: str. Where BN and ReLU sit (He et al. 2016, Fig. 4):
+            "original" (a; BN after each conv, ReLU after the addition),
+            "bn_after_add" (b), "relu_before_add" (c), "relu_preact" (d;
+            ReLU-only pre-activation) or "full_preact" (e; BN-ReLU-conv).
+            Defaults to "original".
+        shortcut: str or keras.layers.Layer. "identity" (default),
+            "projection" (1x1 conv `{name}_0_conv`, with `{name}_0_bn` in the
+            post-activation placements; option B), "zero_pad" (option A),
+            "avg_down" (ResNet-D), "none" (plain twin) or a layer applied to
+            the block input. Shape-changing blocks need a non-identity one.
+        use_bias: bool or None. Bias on the convolutions; None (default)
+            keeps it only on convolutions that no BatchNormalization follows.
+        bn_momentum: float. BatchNormalization momentum. Defaults to 0.99.
+        bn_epsilon: float. BatchNormalization epsilon. Defaults to 1.001e-5
+            (keras.applications).
+        kernel_initializer: initializer of the convolutions. Defaults to
+            "he_normal" (He et al. 2015).
+        zero_init_last: bool. Start the branch at 0 so the block starts as
+            its shortcut: the last BN's gamma is 0, or, where the branch ends
+            in a convolution ("bn_after_add", "full_preact"), its kernel.
+            Defaults to False.
+        drop_rate: float. Stochastic depth rate of this block. Defaults to 0.
+        data_format: str or None. None: `keras.config.image_data_format()`.
+        name: str or None. Block name, e.g. "conv2_block1"; None picks a
+            unique "basic_block_N".
+
+    Returns:
+        A `Residual` layer.
+
+    Example:
+        >>> import keras
+        >>> block = basic_block(32, stride=2, shortcut="projection", name="conv3_block1")
+        >>> tuple(block(keras.ops.ones((1, 8, 8, 16))).shape)
+        (1, 4, 4, 32)
+        >>> [l.name for l in block.layer.layers][:3]
+        ['conv3_block1_1_pad', 'conv3_block1_1_conv', 'conv3_block1_1_bn']
+    """
+    data_format = _validate(placement, shortcut, drop_rate, data_format)
+    opts = _Options(
+        _block_name(name, "basic_block"), placement, use_bias, bn_momentum, bn_epsilon,
+        kernel_initializer, data_format,
+    )
+    convs = [(filters, 3, stride, 1), (filters, 3, 1, 1)]
+    return _residual(opts, convs, shortcut, zero_init_last, drop_rate)
+
+
+def _bottleneck(
+    prefix: str,
+    name: str | None,
+    width: int,
+    out_channels: int,
+    groups: int,
+    stride: int,
+    stride_on: str,
+    placement: str,
+    shortcut: str | layers.Layer,
+    use_bias: bool | None,
+    bn_momentum: float,
+    bn_epsilon: float,
+    kernel_initializer: Any,
+    zero_init_last: bool,
+    drop_rate: float,
+    data_format: str | None,
+) -> Residual:
+    data_format = _validate(placement, shortcut, drop_rate, data_format)
+    if stride_on not in STRIDE_POSITIONS:
+        raise ValueError(
+            f"`stride_on` must be one of {STRIDE_POSITIONS}. Received: stride_on={stride_on!r}"
+        )
+    opts = _Options(
+        _block_name(name, prefix), placement, use_bias, bn_momentum, bn_epsilon,
+        kernel_initializer, data_format,
+    )
+    on_1x1 = stride_on == "1x1"
+    convs = [
+        (width, 1, stride if on_1x1 else 1, 1),
+        (width, 3, 1 if on_1x1 else stride, groups),
+        (out_channels, 1, 1, 1),
+    ]
+    return _residual(opts, convs, shortcut, zero_init_last, drop_rate)
+
+
+def bottleneck_block(
+    filters: int,
+    stride: int = 1,
+    stride_on: str = "1x1",
+    expansion: int = 4,
+    placement: str = "original",
+    shortcut: str | layers.Layer = "identity",
+    use_bias: bool | None = None,
+    bn_momentum: float = 0.99,
+    bn_epsilon: float = 1.001e-5,
+    kernel_initializer: Any = "he_normal",
+    zero_init_last: bool = False,
+    drop_rate: float = 0.0,
+    data_format: str | None = None,
+    name: str | None = None,
+) -> Residual:
+    """1x1 reduce, 3x3, 1x1 expand: He et al. (2015), Fig. 5 right.
+
+    Args:
+        filters: int. Width of the 1x1 and 3x3 convolutions; the block
+            outputs `expansion * filters` channels.
+        stride: int. Defaults to 1.
+        stride_on: str. "1x1" (default): on the first 1x1 conv, as the paper
+            and keras.applications ResNet50; "3x3": on the 3x3 conv ("ResNet
+            v1.5", torchvision), more multiply-adds and better accuracy.
+        expansion: int. Output channels over `filters`. Defaults to 4.
+        placement, shortcut, use_bias, bn_momentum, bn_epsilon,
+        kernel_initializer, zero_init_last, drop_rate, data_format: as in
+            `basic_block`.
+        name: str or None. Block name; None picks "bottleneck_block_N".
+
+    Returns:
+        A `Residual` layer.
+
+    Example:
+        >>> import keras
+        >>> block = bottleneck_block(8, stride=2, shortcut="projection", name="conv3_block1")
+        >>> tuple(block(keras.ops.ones((1, 8, 8, 16))).shape)
+        (1, 4, 4, 32)
+        >>> block.shortcut_layer.name
+        'conv3_block1_0'
+    """
+    return _bottleneck(
+        "bottleneck_block", name, filters, expansion * filters, 1, stride, stride_on,
+        placement, shortcut, use_bias, bn_momentum, bn_epsilon, kernel_initializer,
+        zero_init_last, drop_rate, data_format,
+    )
+
+
+def resnext_block(
+    filters: int,
+    cardinality: int = 32,
+    bottleneck_width: int = 4,
+    stride: int = 1,
+    stride_on: str = "3x3",
+    expansion: int = 4,
+    placement: str = "original",
+    shortcut: str | layers.Layer = "identity",
+    use_bias: bool | None = None,
+    bn_momentum: float = 0.99,
+    bn_epsilon: float = 1.001e-5,
+    kernel_initializer: Any = "he_normal",
+    zero_init_last: bool = False,
+    drop_rate: float = 0.0,
+    data_format: str | None = None,
+    name: str | None = None,
+) -> Residual:
+    """A bottleneck whose 3x3 is a grouped convolution: Xie et al. (2017), Fig. 3c.
+
+    The grouped 3x3 has `cardinality` groups of `bottleneck_width * filters /
+    64` channels each, so `filters=64, cardinality=32, bottleneck_width=4`
+    is the first stage of ResNeXt-50 (32x4d): 1x1 to 128, grouped 3x3 with 32
+    groups of 4, 1x1 to 256.
+
+    Args:
+        filters: int. The matching ResNet bottleneck's width (64, 128, 256,
+            512 by stage); the block outputs `expansion * filters` channels.
+        cardinality: int. Number of groups `C`. Defaults to 32.
+        bottleneck_width: int. Channels per group at `filters=64` (the `d`
+            of "32x4d"). Defaults to 4.
+        stride: int. Defaults to 1.
+        stride_on: str. "3x3" (default, as Xie et al.) or "1x1".
+        expansion: int. Output channels over `filters`. Defaults to 4.
+        placement, shortcut, use_bias, bn_momentum, bn_epsilon,
+        kernel_initializer, zero_init_last, drop_rate, data_format: as in
+            `basic_block`.
+        name: str or None. Block name; None picks "resnext_block_N".
+
+    Returns:
+        A `Residual` layer.
+
+    Example:
+        >>> import keras
+        >>> block = resnext_block(64, shortcut="projection", name="conv2_block1")
+        >>> tuple(block(keras.ops.ones((1, 4, 4, 64))).shape)
+        (1, 4, 4, 256)
+        >>> block.layer.get_layer("conv2_block1_2_conv").groups
+        32
+    """
+    width = cardinality * (bottleneck_width * filters // 64)
+    if width <= 0:
+        raise ValueError(
+            "`cardinality * bottleneck_width * filters / 64` must be a positive number of "
+            f"channels. Received: filters={filters}, cardinality={cardinality}, "
+            f"bottleneck_width={bottleneck_width}"
+        )
+    return _bottleneck(
+        "resnext_block", name, width, expansion * filters, cardinality, stride, stride_on,
+        placement, shortcut, use_bias, bn_momentum, bn_epsilon, kernel_initializer,
+        zero_init_last, drop_rate, data_format,
+    )
+
+
+def dense_block(
+    units: int,
+    hidden_units: int | None = None,
+    num_layers: int = 2,
+    activation: str = "relu",
+    normalization: str | None = None,
+    post_activation: str | None = None,
+    shortcut: str | layers.Layer = "identity",
+    use_bias: bool = True,
+    zero_init_last: bool = False,
+    drop_rate: float = 0.0,
+    name: str | None = None,
+) -> Residual:
+    """A residual MLP: `y = post_activation(x + Dense(act(...Dense(x))))`.
+
+    The fully connected residual unit of seed 003 ("Mathematical Example":
+    the second layer of a two-layer network expressed as a residual).
+
+    Args:
+        units: int. Output width (the input width for an identity shortcut).
+        hidden_units: int or None. Width of the inner layers; None: `units`.
+        num_layers: int. Dense layers in the branch (>= 1). Defaults to 2.
+        activation: str. Activation between the Dense layers. Defaults to "relu".
+        normalization: str or None. "batch" or "layer" normalization after
+            each Dense layer, or None (default).
+        post_activation: str or None. Activation after the addition.
+        shortcut: str or keras.layers.Layer. "identity" (default),
+            "projection" (a Dense layer `{name}_0_conv` inside a
+            `ProjectionShortcut`), "none" or a layer.
+        use_bias: bool. Bias on the Dense layers. Defaults to True.
+        zero_init_last: bool. Zero the last normalization's gamma, or the last
+            Dense kernel without normalization: the block starts as its
+            shortcut. Defaults to False.
+        drop_rate: float. Stochastic depth rate. Defaults to 0.
+        name: str or None. Block name; None picks "dense_block_N". Inner
+            layers are `{name}_{i}_dense`, `{name}_{i}_norm`, `{name}_{i}_act`.
+
+    Returns:
+        A `Residual` layer.
+
+    Example:
+        >>> import keras
+        >>> block = dense_block(16, hidden_units=32, name="fc1")
+        >>> tuple(block(keras.ops.ones((2, 16))).shape)
+        (2, 16)
+    """
+    if num_layers < 1:
+        raise ValueError(f"`num_layers` must be >= 1. Received: num_layers={num_layers}")
+    if normalization not in (None, "batch", "layer"):
+        raise ValueError(
+            f"`normalization` must be None, 'batch' or 'layer'. Received: {normalization!r}"
+        )
+    if shortcut in ("zero_pad", "avg_down"):
+        raise ValueError(
+            f"dense_block needs shortcut 'identity', 'projection', 'none' or a layer. "
+            f"Received: shortcut={shortcut!r}"
+        )
+    _validate("original", shortcut, drop_rate, None)
+    name = _block_name(name, "dense_block")
+    hidden_units = hidden_units or units
+    stack = []
+    for index in range(1, num_layers + 1):
+        is_last = index == num_layers
+        zero = zero_init_last and is_last
+        stack.append(
+            layers.Dense(
+                units if is_last else hidden_units,
+                use_bias=use_bias,
+                kernel_initializer="zeros" if zero and normalization is None else "glorot_uniform",
+                name=f"{name}_{index}_dense",
+            )
+        )
+        gamma = "zeros" if zero else "ones"
+        if normalization == "batch":
+            stack.append(layers.BatchNormalization(gamma_initializer=gamma, name=f"{name}_{index}_norm"))
+        elif normalization == "layer":
+            stack.append(layers.LayerNormalization(gamma_initializer=gamma, name=f"{name}_{index}_norm"))
+        if not is_last:
+            stack.append(layers.Activation(activation, name=f"{name}_{index}_act"))
+    if shortcut == "projection":
+        shortcut = ProjectionShortcut(name=f"{name}_0")
+    return Residual(
+        keras.Sequential(stack, name=f"{name}_branch"),
+        shortcut=shortcut,
+        activation=post_activation,
+        drop_rate=drop_rate,
+        name=name,
+    )
+
+
+def recurrent_block(
+    units: int,
+    cell: str = "gru",
+    num_layers: int = 1,
+    dropout: float = 0.0,
+    shortcut: str | layers.Layer = "identity",
+    drop_rate: float = 0.0,
+    name: str | None = None,
+) -> Residual:
+    """A residual RNN over sequences: `y = x + RNN(x)` with `return_sequences=True`.
+
+    Seed 003 applies residual connections to recurrent layers (its GRU
+    example); this stacks `num_layers` GRU or LSTM layers as the branch.
+
+    Args:
+        units: int. Units of every recurrent layer (the output width).
+        cell: str. "gru" (default) or "lstm".
+        num_layers: int. Recurrent layers in the branch (>= 1). Defaults to 1.
+        dropout: float. Input dropout of each recurrent layer. Defaults to 0.
+        shortcut: str or keras.layers.Layer. "identity" (default; needs
+            input width == `units`), "projection" (a 1x1 Conv1D per time
+            step), "none" or a layer.
+        drop_rate: float. Stochastic depth rate. Defaults to 0.
+        name: str or None. Block name; None picks "recurrent_block_N". Inner
+            layers are `{name}_{i}_gru` / `{name}_{i}_lstm`.
+
+    Returns:
+        A `Residual` layer.
+
+    Example:
+        >>> import keras
+        >>> block = recurrent_block(8, cell="lstm", name="rnn1")
+        >>> tuple(block(keras.ops.ones((2, 5, 8))).shape)
+        (2, 5, 8)
+    """
+    rnn = {"gru": layers.GRU, "lstm": layers.LSTM}.get(cell)
+    if rnn is None:
+        raise ValueError(f"`cell` must be 'gru' or 'lstm'. Received: cell={cell!r}")
+    if num_layers < 1:
+        raise ValueError(f"`num_layers` must be >= 1. Received: num_layers={num_layers}")
+    if shortcut in ("zero_pad", "avg_down"):
+        raise ValueError(
+            "recurrent_block needs shortcut 'identity', 'projection', 'none' or a layer. "
+            f"Received: shortcut={shortcut!r}"
+        )
+    _validate("original", shortcut, drop_rate, None)
+    name = _block_name(name, "recurrent_block")
+    stack = [
+        rnn(units, return_sequences=True, dropout=dropout, name=f"{name}_{index}_{cell}")
+        for index in range(1, num_layers + 1)
+    ]
+    if shortcut == "projection":
+        shortcut = ProjectionShortcut(name=f"{name}_0")
+    return Residual(
+        keras.Sequential(stack, name=f"{name}_branch"),
+        shortcut=shortcut,
+        drop_rate=drop_rate,
+        name=name,
+    )

@@ -1,0 +1,436 @@
+"""ImageNet ResNets, pre-activation ResNets, ResNeXt and their plain twins.
+
+One generic builder, `build_resnet`, reads a stack specification (a preset of
+`specs.IMAGENET_SPECS` plus keyword overrides); the named entry points are
+thin. Every residual block is one `Residual` layer named `conv{stage}_block{i}`
+holding keras.applications' inner layer names, and the stem and head use
+keras.applications' names (`conv1_pad`, `conv1_conv`, `conv1_bn`,
+`conv1_relu`, `pool1_pad`, `pool1_pool`, `post_bn`, `post_relu`, `avg_pool`,
+`predictions`), so keras.applications checkpoints load by name.
+
+Papers: He et al., "Deep Residual Learning for Image Recognition" (2015),
+Table 1 and Fig. 3 (plain twins); He et al., "Identity Mappings in Deep
+Residual Networks" (2016); Xie et al., "Aggregated Residual Transformations
+for Deep Neural Networks" (2017), Table 1.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import keras
+from keras import layers
+
+from keras_residual import blocks as blocks_lib
+from keras_residual import weights as weights_lib
+from keras_residual.lesion.schedules import linear_decay_drop_rates
+from keras_residual.models.specs import IMAGENET_SPECS
+
+_SPEC_KEYS = (
+    "block", "blocks", "filters", "strides", "stride_block", "stride_on", "placement",
+    "stem", "shortcut", "use_bias", "cardinality", "bottleneck_width", "weights_name",
+)
+_DEFAULT_SIZES = {"imagenet": 224, "cifar": 32}
+
+
+def _check_arguments(spec: dict, weights: Any, include_top: bool, classes: int, pooling: Any) -> None:
+    unknown = sorted(set(spec) - set(_SPEC_KEYS))
+    if unknown:
+        raise ValueError(f"Unknown stack specification keys {unknown}; known: {list(_SPEC_KEYS)}")
+    if spec["block"] not in ("basic", "bottleneck", "resnext"):
+        raise ValueError(
+            f"`block` must be 'basic', 'bottleneck' or 'resnext'. Received: block={spec['block']!r}"
+        )
+    if spec["stem"] not in _DEFAULT_SIZES:
+        raise ValueError(f"`stem` must be one of {list(_DEFAULT_SIZES)}. Received: {spec['stem']!r}")
+    if not len(spec["blocks"]) == len(spec["filters"]) == len(spec["strides"]):
+        raise ValueError(
+            "`blocks`, `filters` and `strides` need one entry per stage. Received: "
+            f"blocks={spec['blocks']}, filters={spec['filters']}, strides={spec['strides']}"
+        )
+    if min(spec["blocks"]) < 1:
+        raise ValueError(f"Every stage needs at least one block. Received: blocks={spec['blocks']}")
+    if pooling not in (None, "avg", "max"):
+        raise ValueError(f"`pooling` must be None, 'avg' or 'max'. Received: pooling={pooling!r}")
+    if weights == "imagenet":
+        if spec.get("weights_name") is None:
+            raise ValueError(
+                "keras.applications publishes ImageNet weights only for ResNet50/101/152 and "
+                "their V2 versions; this model has none. Received: weights='imagenet'"
+            )
+        if include_top and classes != 1000:
+            raise ValueError(
+                "With weights='imagenet' and include_top=True, `classes` must be 1000. "
+                f"Received: classes={classes}"
+            )
+
+
+def _stem(x, kind: str, preact: bool, filters: int, use_bias: bool | None, bn_epsilon: float,
+          bn_momentum: float, kernel_initializer: Any, data_format: str):
+    """conv1 (+ pool1): He et al. 2015, Table 1 (ImageNet) or Sec. 4.2 (CIFAR).
+
+    Pre-activation nets leave out conv1's BN and ReLU: the first unit's
+    pre-activation applies them (keras.applications v2).
+    """
+    axis = 1 if data_format == "channels_first" else -1
+    # Without a BN after it the stem conv keeps its bias (keras.applications v2).
+    bias = (preact if use_bias is None else use_bias)
+    if kind == "cifar":
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=bias, data_format=data_format,
+                          kernel_initializer=kernel_initializer, name="conv1_conv")(x)
+    else:
+        x = layers.ZeroPadding2D(3, data_format=data_format, name="conv1_pad")(x)
+        x = layers.Conv2D(filters, 7, strides=2, use_bias=bias, data_format=data_format,
+                          kernel_initializer=kernel_initializer, name="conv1_conv")(x)
+    if not preact:
+        x = layers.BatchNormalization(axis=axis, momentum=bn_momentum, epsilon=bn_epsilon,
+                                      name="conv1_bn")(x)
+        x = layers.ReLU(name="conv1_relu")(x)
+    if kind != "cifar":
+        x = layers.ZeroPadding2D(1, data_format=data_format, name="pool1_pad")(x)
+        x = layers.MaxPooling2D(3, strides=2, data_format=data_format, name="pool1_pool")(x)
+    return x
+
+
+def _head(x, include_top: bool, pooling: str | None, classes: int,
+          classifier_activation: Any, data_format: str):
+    if include_top:
+        x = layers.GlobalAveragePooling2D(data_format=data_format, name="avg_pool")(x)
+        return layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
+    if pooling == "avg":
+        return layers.GlobalAveragePooling2D(data_format=data_format, name="avg_pool")(x)
+    if pooling == "max":
+        return layers.GlobalMaxPooling2D(data_format=data_format, name="max_pool")(x)
+    return x
+
+
+def build_resnet(
+    spec: dict | str,
+    include_top: bool = True,
+    weights: str | None = None,
+    input_shape: tuple | None = None,
+    classes: int = 1000,
+    pooling: str | None = None,
+    classifier_activation: Any = "softmax",
+    name: str | None = None,
+    plain: bool = False,
+    drop_rate: float = 0.0,
+    zero_init_last: bool = False,
+    bn_momentum: float = 0.99,
+    bn_epsilon: float = 1.001e-5,
+    kernel_initializer: Any = "he_normal",
+    data_format: str | None = None,
+    **overrides: Any,
+) -> keras.Model:
+    """Build a residual network from a stack specification.
+
+    Stage `k` (named `conv{k+1}`) holds `blocks[k]` blocks of width
+    `filters[k]`. The first block of a stage projects its shortcut where the
+    channels change (`shortcut`, option B by default); a block that only
+    strides gets keras.applications v2's parameter-free 1x1 max-pool shortcut.
+
+    Args:
+        spec: dict or str. A stack specification (see `specs`) or the name
+            of a preset in `specs.IMAGENET_SPECS` ("resnet50", ...).
+        include_top: bool. Add `avg_pool` and the `predictions` classifier.
+            Defaults to True.
+        weights: str or None. None (random), "imagenet" (keras.applications'
+            published checkpoint, through keras' download cache) or the path
+            of a `.h5` / `.weights.h5` / `.keras` checkpoint to load by name.
+        input_shape: tuple or None. None: 224x224x3 (ImageNet stems) or
+            32x32x3 (CIFAR), in `data_format` order.
+        classes: int. Classifier outputs. Defaults to 1000.
+        pooling: str or None. Without the top: None (4D features), "avg" or "max".
+        classifier_activation: str, callable or None. Defaults to "softmax".
+        name: str or None. Model name; None: the preset's name or "resnet".
+        plain: bool. Drop every shortcut (`shortcut="none"`): the plain twin of
+            He et al. 2015, Fig. 3 middle. Defaults to False.
+        drop_rate: float. Stochastic depth rate of the last block, rising
+            linearly from the first (Huang et al. 2016). Defaults to 0.
+        zero_init_last: bool. Zero-initialize each block's last BN gamma (or
+            last conv) so every block starts as its shortcut. Defaults to False.
+        bn_momentum: float. Defaults to 0.99 (use 0.9 for short trainings).
+        bn_epsilon: float. Defaults to 1.001e-5 (keras.applications).
+        kernel_initializer: initializer of the convolutions. Defaults to "he_normal".
+        data_format: str or None. None: `keras.config.image_data_format()`.
+        **overrides: any specification key: `blocks` (depth), `filters`
+            (width), `block`, `strides`, `stride_block`, `stride_on` ("1x1"
+            or "3x3": v1.5), `placement`, `stem`, `shortcut`, `use_bias`,
+            `cardinality`, `bottleneck_width`.
+
+    Returns:
+        A `keras.Model`; every residual block is one `Residual` layer.
+
+    Example:
+        >>> m = build_resnet("resnet18", blocks=(1, 1), filters=(8, 16), strides=(1, 2),
+        ...                  input_shape=(32, 32, 3), classes=5)
+        >>> [lyr.name for lyr in m.layers if lyr.name.startswith("conv")][-2:]
+        ['conv2_block1', 'conv3_block1']
+        >>> tuple(m.output.shape)
+        (None, 5)
+    """
+    preset = None
+    if isinstance(spec, str):
+        if spec not in IMAGENET_SPECS:
+            raise ValueError(f"Unknown preset {spec!r}; known: {sorted(IMAGENET_SPECS)}")
+        preset, spec = spec, IMAGENET_SPECS[spec]
+    spec = {"cardinality": 32, "bottleneck_width": 4, **spec, **overrides}
+    _check_arguments(spec, weights, include_top, classes, pooling)
+    if plain and zero_init_last:
+        raise ValueError(
+            "zero_init_last=True makes every block start as its shortcut, but plain=True "
+            "removes the shortcuts: the network would output zeros. Pass one of them."
+        )
+    data_format = data_format or keras.config.image_data_format()
+    # Fetch (or fail offline) before spending time on building the model.
+    checkpoint = None
+    if weights == "imagenet":
+        checkpoint = weights_lib.fetch_keras_applications_weights(spec["weights_name"], include_top)
+    elif weights is not None:
+        if not os.path.exists(weights):
+            raise ValueError(
+                "`weights` must be None, 'imagenet' or the path of a checkpoint file. "
+                f"No file at {weights!r}. Received: weights={weights!r}"
+            )
+        checkpoint = weights
+    if input_shape is None:
+        size = _DEFAULT_SIZES[spec["stem"]]
+        input_shape = (3, size, size) if data_format == "channels_first" else (size, size, 3)
+
+    inputs = keras.Input(input_shape)
+    preact = spec["placement"] in blocks_lib.PREACT_PLACEMENTS
+    x = _stem(inputs, spec["stem"], preact, spec["filters"][0], spec["use_bias"], bn_epsilon,
+              bn_momentum, kernel_initializer, data_format)
+    channels = spec["filters"][0]
+    # Huang et al. (2016), Eq. 4: block l of L drops with probability l / L * drop_rate.
+    rates = linear_decay_drop_rates(sum(spec["blocks"]), 1.0 - drop_rate)
+    expansion = 1 if spec["block"] == "basic" else 4
+    index = 0
+    for stage, (count, filters, stride) in enumerate(
+        zip(spec["blocks"], spec["filters"], spec["strides"], strict=False), start=2
+    ):
+        strided = 1 if spec["stride_block"] == "first" else count
+        for number in range(1, count + 1):
+            block_name = f"conv{stage}_block{number}"
+            block_stride = stride if number == strided else 1
+            if plain:
+                shortcut = "none"
+            elif channels != filters * expansion:
+                shortcut = spec["shortcut"]
+            elif block_stride > 1:
+                shortcut = layers.MaxPooling2D(1, strides=block_stride, data_format=data_format,
+                                               name=f"{block_name}_0_pool")
+            else:
+                shortcut = "identity"
+            common = dict(
+                stride=block_stride, placement=spec["placement"], shortcut=shortcut,
+                use_bias=spec["use_bias"], bn_momentum=bn_momentum, bn_epsilon=bn_epsilon,
+                kernel_initializer=kernel_initializer, zero_init_last=zero_init_last,
+                drop_rate=float(rates[index]), data_format=data_format, name=block_name,
+            )
+            if spec["block"] == "basic":
+                block = blocks_lib.basic_block(filters, **common)
+            elif spec["block"] == "bottleneck":
+                block = blocks_lib.bottleneck_block(filters, stride_on=spec["stride_on"], **common)
+            else:
+                block = blocks_lib.resnext_block(
+                    filters, cardinality=spec["cardinality"],
+                    bottleneck_width=spec["bottleneck_width"], stride_on=spec["stride_on"], **common,
+                )
+            x = block(x)
+            channels = filters * expansion
+            index += 1
+    if preact:
+        axis = 1 if data_format == "channels_first" else -1
+        x = layers.BatchNormalization(axis=axis, momentum=bn_momentum, epsilon=bn_epsilon,
+                                      name="post_bn")(x)
+        x = layers.ReLU(name="post_relu")(x)
+    outputs = _head(x, include_top, pooling, classes, classifier_activation, data_format)
+    model = keras.Model(inputs, outputs, name=name or preset or "resnet")
+    if checkpoint is not None:
+        weights_lib.load_keras_applications_weights(model, checkpoint)
+    return model
+
+
+def _named(preset: str, kwargs: dict, **defaults: Any) -> keras.Model:
+    # User keywords override the entry point's defaults.
+    return build_resnet(preset, **{"name": preset, **defaults, **kwargs})
+
+
+def resnet18(**kwargs: Any) -> keras.Model:
+    """ResNet-18 (He et al. 2015, Table 1): basic blocks 2-2-2-2, bias-free convs.
+
+    11,689,512 trainable parameters with the 1000-way classifier. Takes
+    every `build_resnet` argument.
+
+    Example:
+        >>> resnet18(weights=None).count_params() - 8 * 3  # minus the lesion state
+        11699112
+    """
+    return _named("resnet18", kwargs)
+
+
+def resnet34(**kwargs: Any) -> keras.Model:
+    """ResNet-34 (He et al. 2015, Table 1; seed 002): basic blocks 3-4-6-3.
+
+    21,797,672 trainable parameters, 3.6e9 multiply-adds at 224x224. Takes
+    every `build_resnet` argument.
+
+    Example:
+        >>> len([lyr for lyr in resnet34().layers if lyr.name.endswith("_block1")])
+        4
+    """
+    return _named("resnet34", kwargs)
+
+
+def resnet50(**kwargs: Any) -> keras.Model:
+    """ResNet-50 in keras.applications ResNet50's layout (He et al. 2015, Table 1).
+
+    Bottleneck blocks 3-4-6-3, stride on the first 1x1 (pass
+    `stride_on="3x3"` for v1.5), a bias on every conv so that
+    `weights="imagenet"` loads keras.applications' checkpoint (pass
+    `use_bias=None` for the bias-free 25,557,032-parameter layout). Takes
+    every `build_resnet` argument.
+
+    Example:
+        >>> m = resnet50(input_shape=(64, 64, 3))
+        >>> m.get_layer("conv2_block1").layer.get_layer("conv2_block1_1_conv").name
+        'conv2_block1_1_conv'
+    """
+    return _named("resnet50", kwargs)
+
+
+def resnet101(**kwargs: Any) -> keras.Model:
+    """ResNet-101 in keras.applications ResNet101's layout: bottlenecks 3-4-23-3.
+
+    Takes every `build_resnet` argument (see `resnet50`).
+
+    Example:
+        >>> len(resnet101(include_top=False, input_shape=(64, 64, 3)).layers)
+        40
+    """
+    return _named("resnet101", kwargs)
+
+
+def resnet152(**kwargs: Any) -> keras.Model:
+    """ResNet-152 in keras.applications ResNet152's layout: bottlenecks 3-8-36-3.
+
+    Takes every `build_resnet` argument (see `resnet50`).
+
+    Example:
+        >>> resnet152(input_shape=(64, 64, 3)).output.shape[-1]
+        1000
+    """
+    return _named("resnet152", kwargs)
+
+
+def resnet50_v2(**kwargs: Any) -> keras.Model:
+    """Pre-activation ResNet-50 in keras.applications ResNet50V2's layout.
+
+    He et al. 2016 full pre-activation units; as keras.applications, the
+    stride sits on the 3x3 of the last block of stages 2-4, strided identity
+    shortcuts are 1x1 max-pools, the first block of a stage projects from the
+    pre-activated input, and `post_bn`/`post_relu` end the trunk. Takes every
+    `build_resnet` argument.
+
+    Example:
+        >>> resnet50_v2(input_shape=(64, 64, 3)).get_layer("post_bn").name
+        'post_bn'
+    """
+    return _named("resnet50_v2", kwargs)
+
+
+def resnet101_v2(**kwargs: Any) -> keras.Model:
+    """Pre-activation ResNet-101 in keras.applications ResNet101V2's layout (see `resnet50_v2`).
+
+    Example:
+        >>> resnet101_v2(input_shape=(64, 64, 3), classes=10, weights=None).output.shape[-1]
+        10
+    """
+    return _named("resnet101_v2", kwargs)
+
+
+def resnet152_v2(**kwargs: Any) -> keras.Model:
+    """Pre-activation ResNet-152 in keras.applications ResNet152V2's layout (see `resnet50_v2`).
+
+    Example:
+        >>> resnet152_v2(input_shape=(64, 64, 3), include_top=False).output.shape[-1]
+        2048
+    """
+    return _named("resnet152_v2", kwargs)
+
+
+def resnet200_v2(**kwargs: Any) -> keras.Model:
+    """Pre-activation ResNet-200 (He et al. 2016, Table 5): bottlenecks 3-24-36-3.
+
+    The 66-module ImageNet network of Veit et al. (2016); same layout as
+    `resnet50_v2`. No published Keras checkpoint.
+
+    Example:
+        >>> from keras_residual import Residual
+        >>> m = resnet200_v2(input_shape=(64, 64, 3), include_top=False)
+        >>> sum(isinstance(lyr, Residual) for lyr in m.layers)
+        66
+    """
+    return _named("resnet200_v2", kwargs)
+
+
+def resnext50_32x4d(**kwargs: Any) -> keras.Model:
+    """ResNeXt-50 (32x4d), Xie et al. 2017, Table 1: about 25.0M parameters.
+
+    Grouped 3x3 convolutions with 32 groups of 4 channels in the first stage
+    (128 channels), stride on the 3x3, bias-free convs. Takes every
+    `build_resnet` argument.
+
+    Example:
+        >>> m = resnext50_32x4d(input_shape=(64, 64, 3))
+        >>> m.get_layer("conv2_block1").layer.get_layer("conv2_block1_2_conv").filters
+        128
+    """
+    return _named("resnext50_32x4d", kwargs)
+
+
+def resnext101_32x4d(**kwargs: Any) -> keras.Model:
+    """ResNeXt-101 (32x4d), Xie et al. 2017: 21.2% top-1 error. See `resnext50_32x4d`.
+
+    Example:
+        >>> resnext101_32x4d(input_shape=(64, 64, 3), classes=3).output.shape[-1]
+        3
+    """
+    return _named("resnext101_32x4d", kwargs)
+
+
+def resnext101_64x4d(**kwargs: Any) -> keras.Model:
+    """ResNeXt-101 (64x4d), Xie et al. 2017: 20.4% top-1 error. See `resnext50_32x4d`.
+
+    Example:
+        >>> m = resnext101_64x4d(input_shape=(64, 64, 3))
+        >>> m.get_layer("conv2_block1").layer.get_layer("conv2_block1_2_conv").groups
+        64
+    """
+    return _named("resnext101_64x4d", kwargs)
+
+
+def plain18(**kwargs: Any) -> keras.Model:
+    """The 18-layer plain twin of ResNet-18 (He et al. 2015, Fig. 3 middle, Fig. 4 left).
+
+    ResNet-18 with `plain=True`: every block is a `Residual` with
+    `shortcut="none"`, so the lesion tools still find the layers.
+
+    Example:
+        >>> from keras_residual import Residual
+        >>> {lyr.shortcut for lyr in plain18().layers if isinstance(lyr, Residual)}
+        {'none'}
+    """
+    return _named("resnet18", kwargs, plain=True, name="plain18")
+
+
+def plain34(**kwargs: Any) -> keras.Model:
+    """The 34-layer plain net of He et al. 2015, Fig. 3 middle (the degradation experiment).
+
+    Example:
+        >>> plain34().name
+        'plain34'
+    """
+    return _named("resnet34", kwargs, plain=True, name="plain34")

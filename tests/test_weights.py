@@ -1,0 +1,85 @@
+"""keras.applications weights in the builders: same weights, same outputs; counts as REFERENCE.md."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_residual import Residual
+from keras_residual import models as M
+from keras_residual.weights import load_keras_applications_weights
+
+pytestmark = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="kept to one backend for time"
+)
+
+# REFERENCE.md: keras.applications' count_params().
+PAIRS = [
+    (M.resnet50, keras.applications.ResNet50, 25_636_712),
+    (M.resnet101, keras.applications.ResNet101, 44_707_176),
+    (M.resnet152, keras.applications.ResNet152, 60_419_944),
+    (M.resnet50_v2, keras.applications.ResNet50V2, 25_613_800),
+    (M.resnet101_v2, keras.applications.ResNet101V2, 44_675_560),
+    (M.resnet152_v2, keras.applications.ResNet152V2, 60_380_648),
+]
+SHAPE = (64, 64, 3)
+
+
+def _randomize_batchnorm(model, rng):
+    # Non-trivial BN statistics, so that a BN matched to the wrong layer shows.
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            shape = layer.gamma.shape
+            layer.set_weights([rng.uniform(0.5, 1.5, shape), rng.normal(0, 0.1, shape),
+                               rng.normal(0, 0.1, shape), rng.uniform(0.5, 1.5, shape)])
+
+
+def _lesion_scalars(model):
+    return 3 * sum(isinstance(layer, Residual) for layer in model.layers)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ours, theirs, reference_count", PAIRS, ids=lambda v: getattr(v, "__name__", ""))
+def test_same_weights_same_outputs(ours, theirs, reference_count):
+    rng = np.random.default_rng(0)
+    reference = theirs(weights=None, input_shape=SHAPE, classifier_activation=None)
+    model = ours(input_shape=SHAPE, classifier_activation=None)
+    assert reference.count_params() == reference_count
+    assert model.count_params() - _lesion_scalars(model) == reference_count
+    _randomize_batchnorm(reference, rng)
+    report = load_keras_applications_weights(model, reference)
+    assert not report.missing_in_source and not report.unused_in_source
+    x = rng.normal(size=(2, *SHAPE)).astype("float32")
+    expected = keras.ops.convert_to_numpy(reference(x, training=False))
+    got = keras.ops.convert_to_numpy(model(x, training=False))
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_checkpoint_files(tmp_path):
+    rng = np.random.default_rng(1)
+    reference = keras.applications.ResNet50(weights=None, include_top=False, input_shape=SHAPE)
+    _randomize_batchnorm(reference, rng)
+    x = rng.normal(size=(2, *SHAPE)).astype("float32")
+    expected = keras.ops.convert_to_numpy(reference(x, training=False))
+    keras3 = str(tmp_path / "resnet50.weights.h5")
+    reference.save_weights(keras3)
+    legacy = str(tmp_path / "resnet50_notop.h5")
+    reference.save(legacy)  # the legacy HDF5 layout that keras.applications publishes
+
+    for path in (keras3, legacy):
+        model = M.resnet50(include_top=False, input_shape=SHAPE, weights=path)
+        got = keras.ops.convert_to_numpy(model(x, training=False))
+        np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
+
+    # A model with a classifier and a conv of another shape than the checkpoint's.
+    inputs = keras.Input(SHAPE)
+    y = keras.layers.Conv2D(8, 7, name="conv1_conv")(inputs)
+    y = keras.layers.Dense(3, name="predictions")(keras.layers.GlobalAveragePooling2D()(y))
+    other = keras.Model(inputs, y)
+    with pytest.raises(ValueError, match="'predictions'"):
+        load_keras_applications_weights(other, legacy)
+    with pytest.raises(ValueError, match="'conv1_conv' has weight shapes"):
+        load_keras_applications_weights(other, legacy, strict=False)
+    with pytest.raises(ValueError, match="No file at"):
+        M.resnet50(weights=str(tmp_path / "missing.h5"))
+    with pytest.raises(ValueError, match="No checkpoint file"):
+        load_keras_applications_weights(other, str(tmp_path / "missing.h5"))
