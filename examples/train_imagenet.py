@@ -1,0 +1,154 @@
+"""Train a residual network on an image folder in ImageNet's layout.
+
+The recipe of He et al., "Deep Residual Learning for Image Recognition"
+(2015), Sec. 3.4, with the large-batch rules of Goyal et al. (2017): SGD with
+momentum 0.9, learning rate 0.1 x batch / 256 after a linear warm-up, divided
+by 10 at 30, 60 and 80 of 90 epochs (or cosine decay), weight decay 1e-4 on
+kernels, random-resized crops and flips, the model's own input
+preprocessing.
+
+    python examples/train_imagenet.py --data /data/imagenet --model resnet50 \\
+        --batch-size 256 --epochs 90 --mixed-precision --xla --out runs/resnet50
+
+`--data` holds `train/` and optionally `val/`, each with one subfolder per
+class. Training uses every local GPU (MirroredStrategy), or a cluster when
+TF_CONFIG is set (MultiWorkerMirroredStrategy). Rerunning the same command
+after an interruption resumes from `--out/backup`; TensorBoard logs are in
+`--out/logs`, per-epoch weights in `--out/checkpoints`, the final model in
+`--out/model.keras`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import keras
+import tensorflow as tf
+
+from keras_residual import models, training
+from keras_residual.datasets.images import (
+    PREPROCESSING_MODES,
+    image_folder_dataset,
+    preprocessing_mode,
+)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line; defaults are He et al.'s ImageNet recipe at batch 256.
+
+    Example:
+        >>> args = parse_args(["--data", "imagenet/"])
+        >>> args.batch_size, args.epochs, args.weight_decay
+        (256, 90, 0.0001)
+    """
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", required=True, help="folder with train/ (and val/) class subfolders")
+    parser.add_argument("--model", default="resnet50", help="a builder in keras_residual.models")
+    parser.add_argument(
+        "--model-kwargs", default="{}", help='JSON keyword arguments for the builder, e.g. \'{"width": 16}\''
+    )
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--batch-size", type=int, default=256, help="global batch, all replicas")
+    parser.add_argument("--epochs", type=int, default=90)
+    parser.add_argument("--steps-per-epoch", type=int, default=None, help="default: images / batch")
+    parser.add_argument("--validation-steps", type=int, default=None, help="default: all of val/")
+    parser.add_argument("--warmup-epochs", type=float, default=5.0)
+    parser.add_argument("--decay", choices=training.DECAYS, default="step")
+    parser.add_argument("--weight-decay", type=float, default=1e-4)
+    parser.add_argument("--label-smoothing", type=float, default=0.0)
+    parser.add_argument(
+        "--preprocessing", choices=PREPROCESSING_MODES, default=None, help="default: the model's own"
+    )
+    parser.add_argument("--mixed-precision", action="store_true", help="float16 compute, float32 weights")
+    parser.add_argument("--xla", action="store_true", help="compile the train step with XLA")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--out", default="runs/imagenet", help="checkpoints, backup and logs")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> keras.callbacks.History:
+    """Trains `--model` on `--data/train`, validating on `--data/val`; returns the History.
+
+    Example:
+        >>> main(["--data", "imagenet/", "--model", "resnet50"])  # doctest: +SKIP
+    """
+    args = parse_args(argv)
+    if args.seed is not None:
+        keras.utils.set_random_seed(args.seed)
+    if args.mixed_precision:
+        keras.config.set_dtype_policy("mixed_float16")
+    preprocessing = args.preprocessing or preprocessing_mode(args.model)
+    train = image_folder_dataset(
+        os.path.join(args.data, "train"),
+        args.image_size,
+        args.batch_size,
+        training=True,
+        preprocessing=preprocessing,
+        seed=args.seed,
+    )
+    print(f"Training data: {train.source}")
+    classes = len(train.class_names)
+
+    def one_hot(images, labels):
+        # Label smoothing needs dense targets.
+        return images, tf.one_hot(labels, classes)
+
+    validation = None
+    val_dir = os.path.join(args.data, "val")
+    if os.path.isdir(val_dir):
+        val = image_folder_dataset(
+            val_dir, args.image_size, args.batch_size, preprocessing=preprocessing
+        )
+        print(f"Validation data: {val.source}")
+        validation = val.dataset.map(one_hot)
+    steps_per_epoch = args.steps_per_epoch or max(1, train.num_images // args.batch_size)
+
+    scope, description = training.distribution_scope()
+    print(f"Distribution: {description}")
+    with scope:
+        model = models.get_model(
+            args.model,
+            input_shape=(args.image_size, args.image_size, 3),
+            classes=classes,
+            weights=None,
+            **json.loads(args.model_kwargs),
+        )
+        decayed = training.add_weight_decay(model, args.weight_decay)
+        schedule = training.imagenet_schedule(
+            args.batch_size, steps_per_epoch, args.epochs, args.warmup_epochs, args.decay
+        )
+        model.compile(
+            optimizer=keras.optimizers.SGD(learning_rate=schedule, momentum=0.9),
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=args.label_smoothing),
+            metrics=[
+                keras.metrics.CategoricalAccuracy(name="top1"),
+                keras.metrics.TopKCategoricalAccuracy(k=5, name="top5"),
+            ],
+            jit_compile=True if args.xla else "auto",
+        )
+    print(
+        f"Model {args.model}: {model.count_params():,} parameters, weight decay "
+        f"{args.weight_decay} on {len(decayed)} kernels; peak learning rate "
+        f"{schedule.peak_learning_rate:g}, {schedule.warmup_steps} warm-up steps, "
+        f"{args.decay} decay over {schedule.total_steps} steps"
+    )
+    history = model.fit(
+        train.dataset.map(one_hot),
+        epochs=args.epochs,
+        steps_per_epoch=steps_per_epoch,
+        validation_data=validation,
+        validation_steps=args.validation_steps,
+        callbacks=training.training_callbacks(args.out),
+        verbose=1,
+    )
+    if training.is_chief(os.environ.get("TF_CONFIG")):
+        path = os.path.join(args.out, "model.keras")
+        model.save(path)
+        print(f"Saved {path}")
+    return history
+
+
+if __name__ == "__main__":
+    main()

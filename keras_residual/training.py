@@ -1,0 +1,410 @@
+"""The reusable parts of the training recipes: learning-rate schedules, weight decay, distribution.
+
+The ImageNet recipe is He et al., "Deep Residual Learning for Image
+Recognition" (2015), Sec. 3.4: SGD with momentum 0.9, weight decay 1e-4,
+learning rate 0.1 divided by 10 in steps, scaled to other batch sizes with the
+linear rule and a gradual warm-up of Goyal et al., "Accurate, Large Minibatch
+SGD: Training ImageNet in 1 Hour" (2017), Sec. 2.1-2.2. Cosine decay is
+Loshchilov and Hutter, "SGDR" (2017). The CIFAR recipe is He et al. 2015,
+Sec. 4.2: batch 128, learning rate 0.1 divided by 10 at 32k and 48k
+iterations, stop at 64k.
+
+`examples/train_imagenet.py` and `examples/train_cifar.py` are thin scripts
+over these functions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+
+import keras
+from keras import ops
+
+DECAYS = ("step", "cosine")
+
+#: He et al. 2015's ImageNet schedule, 90 epochs with drops at 30, 60 and 80,
+#: as fractions of the run so that a shorter run keeps its shape.
+IMAGENET_STEP_FRACTIONS = (30 / 90, 60 / 90, 80 / 90)
+#: He et al. 2015's CIFAR schedule: drops at 32k and 48k of 64k iterations.
+CIFAR_STEP_FRACTIONS = (32_000 / 64_000, 48_000 / 64_000)
+
+
+@keras.saving.register_keras_serializable(package="keras_residual")
+class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up to a peak learning rate, then step or cosine decay.
+
+    With `w = warmup_steps`, `T = total_steps` and `p = peak_learning_rate`,
+    the rate at (0-based) optimizer step `t` is
+
+    - `p * (t + 1) / w` for `t < w` (Goyal et al. 2017, Sec. 2.2: a constant
+      increase per step that reaches `p` at the end of warm-up; the first step
+      is not wasted on a zero rate);
+    - step decay: `p * decay_factor ** (number of boundaries <= t)` (He et al.
+      2015, Sec. 3.4 and 4.2: divide by 10 at fixed steps);
+    - cosine decay: `f + (p - f) * (1 + cos(pi * min(1, (t - w) / (T - w)))) / 2`
+      with `f = final_learning_rate` (Loshchilov and Hutter 2017).
+
+    Args:
+        peak_learning_rate: float. The rate after warm-up (0.1 in He et al.).
+        total_steps: int. Steps in the whole run, warm-up included; the end
+            of the cosine.
+        warmup_steps: int. Steps of linear warm-up. Defaults to 0.
+        decay: str. "step" or "cosine". Defaults to "step".
+        boundaries: sequence of int. Steps (counted from the start of the
+            run) at which step decay multiplies the rate by `decay_factor`.
+            Defaults to none.
+        decay_factor: float. Factor of each step drop. Defaults to 0.1.
+        final_learning_rate: float. Where the cosine ends. Defaults to 0.0.
+        name: str. Name of the schedule. Defaults to "warmup_decay".
+
+    Example:
+        >>> from keras_residual.training import WarmupDecay
+        >>> schedule = WarmupDecay(0.1, total_steps=100, warmup_steps=10,
+        ...                        boundaries=[50, 75])
+        >>> [round(float(schedule(t)), 4) for t in (0, 9, 49, 50, 75)]
+        [0.01, 0.1, 0.1, 0.01, 0.001]
+    """
+
+    def __init__(
+        self,
+        peak_learning_rate: float,
+        total_steps: int,
+        warmup_steps: int = 0,
+        decay: str = "step",
+        boundaries: Sequence[int] = (),
+        decay_factor: float = 0.1,
+        final_learning_rate: float = 0.0,
+        name: str = "warmup_decay",
+    ):
+        if decay not in DECAYS:
+            raise ValueError(f"`decay` must be one of {DECAYS}. Received: decay={decay!r}")
+        if peak_learning_rate <= 0:
+            raise ValueError(
+                f"`peak_learning_rate` must be positive. Received: {peak_learning_rate}"
+            )
+        if total_steps < 1 or not 0 <= warmup_steps <= total_steps:
+            raise ValueError(
+                "Need total_steps >= 1 and 0 <= warmup_steps <= total_steps. "
+                f"Received: total_steps={total_steps}, warmup_steps={warmup_steps}"
+            )
+        if list(boundaries) != sorted(boundaries):
+            raise ValueError(f"`boundaries` must be increasing. Received: {list(boundaries)}")
+        self.peak_learning_rate = float(peak_learning_rate)
+        self.total_steps = int(total_steps)
+        self.warmup_steps = int(warmup_steps)
+        self.decay = decay
+        self.boundaries = [int(b) for b in boundaries]
+        self.decay_factor = float(decay_factor)
+        self.final_learning_rate = float(final_learning_rate)
+        self.name = name
+
+    def __call__(self, step):
+        t = ops.cast(step, "float32")
+        peak = self.peak_learning_rate
+        if self.decay == "step":
+            drops = sum(ops.cast(ops.greater_equal(t, float(b)), "float32") for b in self.boundaries)
+            after = peak * ops.power(self.decay_factor, ops.cast(drops, "float32"))
+        else:
+            span = max(self.total_steps - self.warmup_steps, 1)
+            progress = ops.clip((t - self.warmup_steps) / span, 0.0, 1.0)
+            cosine = 0.5 * (1.0 + ops.cos(math.pi * progress))
+            after = self.final_learning_rate + (peak - self.final_learning_rate) * cosine
+        if self.warmup_steps == 0:
+            return ops.cast(after, "float32")
+        warm = peak * (t + 1.0) / self.warmup_steps
+        return ops.where(ops.less(t, float(self.warmup_steps)), warm, after)
+
+    def get_config(self) -> dict:
+        return {
+            "peak_learning_rate": self.peak_learning_rate,
+            "total_steps": self.total_steps,
+            "warmup_steps": self.warmup_steps,
+            "decay": self.decay,
+            "boundaries": list(self.boundaries),
+            "decay_factor": self.decay_factor,
+            "final_learning_rate": self.final_learning_rate,
+            "name": self.name,
+        }
+
+
+def linear_scaled_learning_rate(
+    batch_size: int, base_learning_rate: float = 0.1, base_batch_size: int = 256
+) -> float:
+    """The linear scaling rule of Goyal et al. 2017, Sec. 2.1: lr = 0.1 x batch / 256.
+
+    Example:
+        >>> from keras_residual.training import linear_scaled_learning_rate
+        >>> linear_scaled_learning_rate(1024)
+        0.4
+    """
+    if batch_size < 1:
+        raise ValueError(f"`batch_size` must be positive. Received: batch_size={batch_size}")
+    return base_learning_rate * batch_size / base_batch_size
+
+
+def imagenet_schedule(
+    batch_size: int,
+    steps_per_epoch: int,
+    epochs: int = 90,
+    warmup_epochs: float = 5.0,
+    decay: str = "step",
+) -> WarmupDecay:
+    """He et al. 2015's ImageNet schedule with Goyal et al. 2017's scaling and warm-up.
+
+    Peak rate `0.1 x batch_size / 256`; step decay divides it by 10 at 30, 60
+    and 80 of 90 epochs (the same fractions of a shorter or longer run);
+    cosine decay runs to zero at the last step.
+
+    Args:
+        batch_size: int. The global batch size (all replicas together).
+        steps_per_epoch: int. Optimizer steps per epoch.
+        epochs: int. Length of the run. Defaults to 90.
+        warmup_epochs: float. Linear warm-up length (Goyal et al.: 5).
+            Defaults to 5.0; capped at the run length.
+        decay: str. "step" or "cosine". Defaults to "step".
+
+    Example:
+        >>> from keras_residual.training import imagenet_schedule
+        >>> schedule = imagenet_schedule(512, steps_per_epoch=100, epochs=90)
+        >>> schedule.peak_learning_rate, schedule.boundaries
+        (0.2, [3000, 6000, 8000])
+    """
+    total = max(1, int(epochs * steps_per_epoch))
+    warmup = min(total, int(round(warmup_epochs * steps_per_epoch)))
+    return WarmupDecay(
+        linear_scaled_learning_rate(batch_size),
+        total_steps=total,
+        warmup_steps=warmup,
+        decay=decay,
+        boundaries=[int(round(f * total)) for f in IMAGENET_STEP_FRACTIONS],
+    )
+
+
+def cifar_schedule(iterations: int = 64_000, learning_rate: float = 0.1) -> WarmupDecay:
+    """He et al. 2015, Sec. 4.2: lr 0.1, divided by 10 at 32k and 48k iterations, stop at 64k.
+
+    A shorter run (`iterations`) keeps the drops at the same fractions (1/2
+    and 3/4 of the run).
+
+    Example:
+        >>> from keras_residual.training import cifar_schedule
+        >>> cifar_schedule().boundaries
+        [32000, 48000]
+    """
+    if iterations < 1:
+        raise ValueError(f"`iterations` must be positive. Received: iterations={iterations}")
+    return WarmupDecay(
+        learning_rate,
+        total_steps=iterations,
+        boundaries=[int(round(f * iterations)) for f in CIFAR_STEP_FRACTIONS],
+    )
+
+
+def decayed_variables(model: keras.Model) -> list:
+    """The variables weight decay applies to: the kernels of convolutions, dense and RNN layers.
+
+    Batch-norm scales and offsets, biases and other scalars (ReZero's gate,
+    lesion state) are left out, as in Goyal et al. 2017, Sec. 5.1 and the
+    usual ResNet recipes.
+
+    Example:
+        >>> import keras
+        >>> from keras_residual.training import decayed_variables
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="fc"),
+        ...                           keras.layers.BatchNormalization()], name="net")
+        >>> [v.path for v in decayed_variables(model)]
+        ['net/fc/kernel']
+    """
+    if not model.built:
+        raise ValueError(
+            f"Model {model.name!r} is not built: build it (call it on an input) first."
+        )
+    # Keras names kernels "kernel", "depthwise_kernel", "pointwise_kernel",
+    # "recurrent_kernel"; every other trainable weight is a bias, a BN
+    # parameter or a gate scalar.
+    return [v for v in model.trainable_variables if v.name.endswith("kernel")]
+
+
+def add_weight_decay(model: keras.Model, weight_decay: float = 1e-4) -> list:
+    """Adds He et al. 2015's weight decay to the kernels of a built model as L2 losses.
+
+    Caffe's `weight_decay: 1e-4`, which He et al. used, adds `1e-4 * w` to
+    each gradient before momentum; `keras.regularizers.L2(5e-5)` (a loss
+    `5e-5 * sum(w**2)`, gradient `1e-4 * w`) is the same update, whereas the
+    optimizers' own `weight_decay` is decoupled (AdamW-style) and bypasses
+    momentum. Regularization losses are also averaged correctly across
+    replicas under `tf.distribute`.
+
+    Args:
+        model: keras.Model. A built model; its kernels get the regularizer.
+        weight_decay: float. Caffe-style decay coefficient. Defaults to 1e-4.
+
+    Returns:
+        The list of variables that got the regularizer.
+
+    Example:
+        >>> import keras
+        >>> from keras_residual.training import add_weight_decay
+        >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+        >>> len(add_weight_decay(model)), len(model.losses)
+        (1, 1)
+    """
+    if weight_decay < 0:
+        raise ValueError(f"`weight_decay` must be >= 0. Received: weight_decay={weight_decay}")
+    variables = decayed_variables(model)
+    regularizer = keras.regularizers.L2(weight_decay / 2.0) if weight_decay > 0 else None
+    for variable in variables:
+        variable.regularizer = regularizer
+    return variables
+
+
+def is_chief(tf_config: str | None) -> bool:
+    """Whether this process is the chief of a TF_CONFIG cluster (True without a cluster).
+
+    The chief is the task of type "chief", or worker 0 where the cluster has
+    no chief; only it keeps checkpoints and logs.
+
+    Example:
+        >>> from keras_residual.training import is_chief
+        >>> is_chief('{"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 1}}')
+        False
+    """
+    if not tf_config:
+        return True
+    config = json.loads(tf_config)
+    task = config.get("task", {})
+    cluster = config.get("cluster", {})
+    if task.get("type") == "chief":
+        return True
+    return "chief" not in cluster and task.get("type") == "worker" and task.get("index", 0) == 0
+
+
+def strategy_kind(tf_config: str | None, num_gpus: int) -> str:
+    """Which `tf.distribute` strategy the scripts use: "multi_worker", "mirrored" or "default".
+
+    MultiWorkerMirroredStrategy when TF_CONFIG names a cluster, MirroredStrategy
+    over all local GPUs when there are several, else the default strategy.
+
+    Example:
+        >>> from keras_residual.training import strategy_kind
+        >>> strategy_kind(None, 4), strategy_kind(None, 1)
+        ('mirrored', 'default')
+    """
+    if tf_config and json.loads(tf_config).get("cluster"):
+        return "multi_worker"
+    return "mirrored" if num_gpus > 1 else "default"
+
+
+def distribution_scope() -> tuple[contextlib.AbstractContextManager, str]:
+    """A scope to build and compile a model in, spreading training over all local devices.
+
+    TensorFlow: a `tf.distribute` strategy chosen by `strategy_kind` from
+    TF_CONFIG and the visible GPUs. JAX: `keras.distribution.DataParallel`
+    over all devices when there are several. PyTorch: one device.
+
+    Returns:
+        `(scope, description)`: enter `scope` around model building and
+        `compile`; `description` says what was chosen.
+
+    Example:
+        >>> from keras_residual.training import distribution_scope
+        >>> scope, description = distribution_scope()
+        >>> with scope:
+        ...     pass
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return _tensorflow_scope()
+    if backend == "jax":
+        return _jax_scope()
+    return contextlib.nullcontext(), f"{backend}: one device"
+
+
+def _tensorflow_scope() -> tuple[contextlib.AbstractContextManager, str]:
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU")
+    kind = strategy_kind(os.environ.get("TF_CONFIG"), len(gpus))
+    if kind == "multi_worker":
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    elif kind == "mirrored":
+        strategy = tf.distribute.MirroredStrategy()
+    else:
+        strategy = tf.distribute.get_strategy()
+    description = (
+        f"tensorflow: {type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s)"
+    )
+    return strategy.scope(), description
+
+
+def _jax_scope() -> tuple[contextlib.AbstractContextManager, str]:
+    devices = keras.distribution.list_devices()
+    if len(devices) > 1:
+        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+        return contextlib.nullcontext(), f"jax: DataParallel over {len(devices)} devices"
+    return contextlib.nullcontext(), "jax: one device"
+
+
+class StopAtStep(keras.callbacks.Callback):
+    """Stops `fit` once the optimizer has made `total_steps` updates.
+
+    He et al.'s CIFAR runs end at an iteration count (64k), not at an epoch
+    boundary; `fit` checks `stop_training` after every batch.
+
+    Example:
+        >>> import keras, numpy as np
+        >>> from keras_residual.training import StopAtStep
+        >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        >>> model.compile("sgd", "mse")
+        >>> _ = model.fit(np.zeros((8, 2)), np.zeros((8, 1)), batch_size=2, epochs=5,
+        ...               callbacks=[StopAtStep(6)], verbose=0)
+        >>> int(model.optimizer.iterations)
+        6
+    """
+
+    def __init__(self, total_steps: int):
+        super().__init__()
+        if total_steps < 1:
+            raise ValueError(f"`total_steps` must be positive. Received: {total_steps}")
+        self.total_steps = int(total_steps)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations) >= self.total_steps:
+            self.model.stop_training = True
+
+
+def training_callbacks(out_dir: str) -> list:
+    """Resume, checkpoints and TensorBoard logs for a training run in `out_dir`.
+
+    - `out_dir/backup`: `keras.callbacks.BackupAndRestore`; rerunning the same
+      command after an interruption resumes from the last finished epoch
+      (weights, optimizer state and epoch counter).
+    - `out_dir/checkpoints/epoch_XXX.weights.h5`: the weights after every epoch.
+    - `out_dir/logs`: TensorBoard scalars (loss, metrics, learning rate).
+
+    Under MultiWorkerMirroredStrategy only the chief (see `is_chief`) writes
+    to `out_dir`; the other workers write to a temporary folder, since all
+    workers must run the callbacks.
+
+    Example:
+        >>> import tempfile
+        >>> from keras_residual.training import training_callbacks
+        >>> [type(c).__name__ for c in training_callbacks(tempfile.mkdtemp())]
+        ['BackupAndRestore', 'ModelCheckpoint', 'TensorBoard']
+    """
+    if not is_chief(os.environ.get("TF_CONFIG")):
+        out_dir = tempfile.mkdtemp(prefix="keras_residual_worker_")
+    return [
+        keras.callbacks.BackupAndRestore(os.path.join(out_dir, "backup")),
+        keras.callbacks.ModelCheckpoint(
+            os.path.join(out_dir, "checkpoints", "epoch_{epoch:03d}.weights.h5"),
+            save_weights_only=True,
+        ),
+        keras.callbacks.TensorBoard(os.path.join(out_dir, "logs")),
+    ]
+
