@@ -1,1 +1,69 @@
-"""Visualization: receptive fields, top-k patches, guided backprop, images, plots, callbacks (seed 000, seed 003)."""
+"""Visualization of what residual networks compute (seed 000, seed 003).
+
+The functions here return NumPy arrays; `keras_residual.viz.plots` turns them
+into matplotlib figures, and `keras_residual.viz.callbacks` writes them to
+TensorBoard during training.
+
+- `receptive_field(model, path)`: size, jump and offset of a layer's units.
+- `top_activations(model, paths, data, k=9)`: the k most activating images
+  per channel in one streaming pass; `crop_patches` cuts their boxes.
+- `guided_backprop`, `deconvnet`, `saliency`: the gradient of one unit with
+  respect to the input (Springenberg et al. 2015; Zeiler and Fergus 2014).
+- `kernel_map`, `activation_grid`, `preactivations`, `residual_differences`:
+  the images of seed 003 and seed 000, Fig. 8.
+- `compare_layers`, `shared_topk`: the refinement analysis of seed 000.
+
+Note that `keras_residual.viz.receptive_field` and
+`keras_residual.viz.top_activations` are the functions; import their modules
+with `from keras_residual.viz.receptive_field import ...`.
+"""
+
+from keras_residual.viz.callbacks import FeatureImages, TopKImages
+from keras_residual.viz.guided import (
+    UnitGradient,
+    deconvnet,
+    guided_backprop,
+    guided_patches,
+    rectified_copy,
+    saliency,
+)
+from keras_residual.viz.images import (
+    activation_grid,
+    kernel_map,
+    normalize,
+    preactivations,
+    residual_difference,
+    residual_differences,
+    tile,
+)
+from keras_residual.viz.receptive_field import ReceptiveField, receptive_field, receptive_fields
+from keras_residual.viz.refinement import LayerComparison, Refinement, compare_layers, shared_topk
+from keras_residual.viz.top_activations import TopK, crop_patches, top_activations
+
+__all__ = [
+    "FeatureImages",
+    "LayerComparison",
+    "ReceptiveField",
+    "Refinement",
+    "TopK",
+    "TopKImages",
+    "UnitGradient",
+    "activation_grid",
+    "compare_layers",
+    "crop_patches",
+    "deconvnet",
+    "guided_backprop",
+    "guided_patches",
+    "kernel_map",
+    "normalize",
+    "preactivations",
+    "receptive_field",
+    "receptive_fields",
+    "rectified_copy",
+    "residual_difference",
+    "residual_differences",
+    "saliency",
+    "shared_topk",
+    "tile",
+    "top_activations",
+]

