@@ -1,0 +1,270 @@
+"""Every lesion and path study of Veit et al. (2016) on a trained residual net and its plain twin.
+
+"Residual Networks Behave Like Ensembles of Relatively Shallow Networks":
+deleting one block (Fig. 3), k blocks (Fig. 5a), reordering (Fig. 5b), path
+lengths and the gradient per path length (Fig. 6), remaining paths (Fig. 7),
+stochastic depth vs normal training (Fig. 8), and effective-path training
+(Sec. 5: exactly m of the n blocks per mini-batch).
+
+    python examples/lesion_study.py --out lesion_output            # MNIST, 12 blocks
+    python examples/lesion_study.py --arch conv --epochs 6          # a 12-block CNN
+    python examples/lesion_study.py --load models/ --out out/       # reuse trained nets
+    python examples/lesion_study.py --preset cifar110 --epochs 160  # ResNet-110 vs VGG-15
+
+MNIST presets: "mlp" (default) is a 12-block pre-activation residual MLP
+(width 64) and the same MLP without shortcuts; it trains in seconds on a
+CPU. "conv" is `mnist_resnet` with 3 stages of 4 basic blocks and
+its plain twin. `--preset cifar110` needs CIFAR-10 on disk
+(`keras_residual.datasets.load_cifar10`) and, to finish, a GPU: the
+paper's pre-activation ResNet-110 (54 blocks) against a 15-layer VGG with
+128 channels in every layer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from collections.abc import Callable
+
+import keras
+import numpy as np
+from keras import layers
+
+from keras_residual import Residual
+from keras_residual.lesion import (
+    EffectivePathTraining,
+    ResilienceResult,
+    gradient_per_path_length,
+    k_block_deletion,
+    linear_decay_drop_rates,
+    plots,
+    reordering,
+    residual_blocks,
+    single_block_deletion,
+)
+
+
+@dataclasses.dataclass
+class Setting:
+    """A network pair and how to train it."""
+
+    build: Callable[..., keras.Model]  # (plain: bool, final_survival: float) -> compiled model
+    epochs: int
+    batch_size: int
+    flat: bool
+
+
+def residual_mlp(
+    plain: bool = False, final_survival: float = 1.0, blocks: int = 12, width: int = 64
+) -> keras.Model:
+    """A pre-activation residual MLP for MNIST (or its plain twin with `plain=True`).
+
+    Each block is `Residual(BN-ReLU-Dense)`; the plain twin has the same layers
+    with `shortcut="none"`. `final_survival < 1` adds stochastic depth with
+    linearly decaying survival (Huang et al. 2016).
+
+    Example:
+        >>> len(residual_blocks(residual_mlp(blocks=3)))
+        3
+    """
+    rates = linear_decay_drop_rates(blocks, final_survival)
+    inputs = keras.Input((784,))
+    x = layers.Dense(width, name="stem")(inputs)
+    x = layers.ReLU(name="stem_relu")(layers.BatchNormalization(momentum=0.9, name="stem_bn")(x))
+    for i, rate in enumerate(rates, start=1):
+        branch = keras.Sequential(
+            [layers.BatchNormalization(momentum=0.9), layers.ReLU(), layers.Dense(width)],
+            name=f"block{i}_branch",
+        )
+        x = Residual(branch, shortcut="none" if plain else "identity",
+                     drop_rate=0.0 if plain else float(rate), name=f"block{i}")(x)
+    x = layers.ReLU(name="post_relu")(layers.BatchNormalization(momentum=0.9, name="post_bn")(x))
+    outputs = layers.Dense(10, activation="softmax", name="predictions")(x)
+    model = keras.Model(inputs, outputs, name="mnist_plain_mlp" if plain else "mnist_residual_mlp")
+    model.compile(keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    return model
+
+
+def mnist_conv(plain: bool = False, final_survival: float = 1.0) -> keras.Model:
+    """`mnist_resnet` with 3 stages of 4 basic blocks (12 blocks), or its plain twin.
+
+    Example:
+        >>> len(residual_blocks(mnist_conv()))
+        12
+    """
+    from keras_residual.models import mnist_resnet
+
+    model = mnist_resnet(blocks=(4, 4, 4), filters=(16, 32, 64), plain=plain,
+                         drop_rate=1.0 - final_survival, bn_momentum=0.9)
+    model.compile(keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    return model
+
+
+def cifar110(plain: bool = False, final_survival: float = 1.0) -> keras.Model:
+    """Veit et al.'s CIFAR-10 pair: pre-activation ResNet-110, or the 15-layer VGG (128 channels).
+
+    Example:
+        >>> len(residual_blocks(cifar110()))
+        54
+    """
+    from keras_residual.models import cifar_preact_resnet, vgg_plain
+
+    if plain:
+        model = vgg_plain(depth=15, filters=128)
+    else:
+        model = cifar_preact_resnet(110, drop_rate=1.0 - final_survival, bn_momentum=0.9)
+    model.compile(keras.optimizers.SGD(0.1, momentum=0.9), "sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    return model
+
+
+def _mnist(flat: bool):
+    from keras_residual.datasets import load_mnist
+
+    return load_mnist(layout="flat" if flat else "image", verbose=False)
+
+
+def _train_or_load(setting: Setting, data, plain: bool, final_survival: float,
+                   load_dir: str | None, tag: str, fit_kwargs: dict | None = None):
+    path = os.path.join(load_dir, f"{tag}.keras") if load_dir else None
+    if path and os.path.exists(path):
+        print(f"[lesion] loading {path}")
+        return keras.models.load_model(path)
+    keras.utils.set_random_seed(0)
+    model = setting.build(plain=plain, final_survival=final_survival)
+    model.fit(data.x_train, data.y_train, epochs=setting.epochs, batch_size=setting.batch_size,
+              verbose=0, **(fit_kwargs or {}))
+    error = 1.0 - model.evaluate(data.x_test, data.y_test, verbose=0)[1]
+    print(f"[lesion] trained {tag}: test error {error:.4f}")
+    if path:
+        os.makedirs(load_dir, exist_ok=True)
+        model.save(path)
+    return model
+
+
+def run_studies(setting: Setting, data, out_dir: str, load_dir: str | None = None,
+                samples: int = 5, progress: bool = False, length_step: int = 1,
+                effective_paths: bool = True) -> list[tuple[str, str]]:
+    """Train (or load) the pair, run every study, write the figures.
+
+    `length_step` thins the path lengths of the gradient study;
+    `effective_paths=False` skips the effective-path training run.
+
+    Returns:
+        `[(caption, png path relative to out_dir), ...]`.
+    """
+    test = (data.x_test, data.y_test)
+    residual = _train_or_load(setting, data, False, 1.0, load_dir, "residual")
+    plain = _train_or_load(setting, data, True, 1.0, load_dir, "plain")
+    n = len(residual_blocks(residual))
+    figures = []
+
+    def save(fig, name, caption):
+        plots.save_figure(fig, os.path.join(out_dir, name))
+        figures.append((caption, name))
+
+    single = single_block_deletion(residual, test, progress=progress)
+    single_plain = single_block_deletion(plain, test, progress=progress)
+    print(f"[lesion] single deletion: residual intact {single.intact_error:.3f}, worst "
+          f"{single.errors.max():.3f}; plain intact {single_plain.intact_error:.3f}, best "
+          f"{single_plain.errors.min():.3f}")
+    save(plots.plot_single_deletion(single, single_plain), "lesion_single.png",
+         "Fig. 3: test error with one block deleted, plain net (left) vs residual net (right)")
+
+    ks = sorted(set(np.linspace(0, n, 7).round().astype(int).tolist()))
+    save(plots.plot_k_deletion(k_block_deletion(residual, test, ks, samples, progress=progress)),
+         "lesion_k_blocks.png", "Fig. 5a: error after deleting k random blocks (mean, std)")
+
+    swaps = reordering(residual, test, [0, 1, 2, 4, 8], samples, progress=progress)
+    save(plots.plot_reordering(swaps), "lesion_reorder.png",
+         "Fig. 5b: error after swapping random pairs of blocks vs Kendall's tau")
+
+    x_sub, y_sub = data.x_train[:2000], data.y_train[:2000]
+    gradients = gradient_per_path_length(residual, (x_sub, y_sub), list(range(0, n + 1, length_step)), samples,
+                                         progress=progress)
+    lo, hi = gradients.effective_range
+    print(f"[lesion] effective paths: {lo} to {hi} blocks of {n}")
+    save(plots.plot_path_gradients(gradients), "lesion_path_gradients.png",
+         f"Fig. 6: path lengths, gradient per path, total gradient per length "
+         f"(effective paths {lo}-{hi} of {n} blocks)")
+    save(plots.plot_remaining_paths(54), "lesion_remaining_paths.png",
+         "Fig. 7: fraction of paths of each length left after deleting 1, 10, 20 of 54 blocks")
+
+    stochastic = _train_or_load(setting, data, False, 0.5, load_dir, "stochastic_depth")
+    resilience = ResilienceResult(single, single_block_deletion(stochastic, test,
+                                                                progress=progress), 0.5)
+    save(plots.plot_resilience(resilience), "lesion_stochastic_depth.png",
+         "Fig. 8: single-block deletion, normal vs stochastic-depth training")
+
+    if not effective_paths:
+        return figures
+    active = max(1, round(n * 23 / 54))
+    effective = _train_or_load(setting, data, False, 1.0, load_dir, f"effective_{active}",
+                               {"callbacks": [EffectivePathTraining(active, seed=0)]})
+    error = 1.0 - effective.evaluate(*test, verbose=0)[1]
+    print(f"[lesion] effective-path training ({active} of {n} blocks per batch): "
+          f"test error {error:.4f} vs full {single.intact_error:.4f}")
+    return figures
+
+
+def demo_section(data, out_dir: str) -> list[tuple[str, str]]:
+    """The lesion part of `make demo`: the 12-block residual MLP on `data` (an `MnistData`).
+
+    Returns:
+        `[(caption, png path relative to out_dir), ...]`.
+    """
+    flat = dataclasses.replace(
+        data, x_train=data.x_train.reshape(len(data.x_train), -1),
+        x_test=data.x_test.reshape(len(data.x_test), -1),
+    )
+    setting = Setting(residual_mlp, epochs=3, batch_size=128, flat=True)
+    return run_studies(setting, flat, out_dir, samples=3, length_step=2, effective_paths=False)
+
+
+SETTINGS = {
+    "mlp": Setting(residual_mlp, epochs=4, batch_size=128, flat=True),
+    "conv": Setting(mnist_conv, epochs=4, batch_size=64, flat=False),
+    "cifar110": Setting(cifar110, epochs=160, batch_size=128, flat=False),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="lesion_output", help="folder for the figures")
+    parser.add_argument("--preset", choices=("mnist", "cifar110"), default="mnist")
+    parser.add_argument("--arch", choices=("mlp", "conv"), default="mlp", help="MNIST network")
+    parser.add_argument("--load", default=None, help="folder to load trained models from "
+                        "(and to save them to when missing)")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--samples", type=int, default=5, help="random draws per point")
+    args = parser.parse_args(argv)
+
+    if args.preset == "cifar110":
+        from keras_residual.datasets import load_cifar10
+
+        try:
+            cifar = load_cifar10()
+        except FileNotFoundError as error:
+            print(f"[lesion] --preset cifar110 needs CIFAR-10: {error}")
+            return 1
+        data = dataclasses.replace(cifar, x_train=cifar.x_train.astype("float32") / 255.0,
+                                   x_test=cifar.x_test.astype("float32") / 255.0)
+        setting = SETTINGS["cifar110"]
+    else:
+        setting = SETTINGS[args.arch]
+        data = _mnist(setting.flat)
+    if args.epochs is not None:
+        setting = dataclasses.replace(setting, epochs=args.epochs)
+    print(f"[lesion] data: {data.source}")
+    figures = run_studies(setting, data, args.out, args.load, args.samples, progress=True)
+    for caption, path in figures:
+        print(f"[lesion] {os.path.join(args.out, path)}: {caption}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

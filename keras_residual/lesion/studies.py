@@ -1,0 +1,628 @@
+"""The lesion and gradient studies of Veit et al. (2016), as functions over a model.
+
+"Residual Networks Behave Like Ensembles of Relatively Shallow Networks":
+single-block deletion (Fig. 3, 4), deletion of k random blocks (Fig. 5a),
+reordering (Fig. 5b) and the gradient that reaches the input through paths
+of each length (Fig. 6b, 6c). Each study takes a seed, shows a progress bar,
+leaves the user's model as it found it (lesion state restored in `finally`)
+and returns a dataclass of NumPy arrays; `keras_residual.lesion.plots` draws
+them.
+
+Speed: `single_block_deletion` runs the network once per batch. A rebuilt
+graph over the same layers carries one extra copy of the batch per lesion:
+at the i-th unit the intact activations are split off into a new copy that
+skips the unit, and every copy then runs the rest of the network. The part
+of the network in front of a lesion is computed once, and the whole sweep
+is one compiled function, traced once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+from scipy import stats
+from tqdm import tqdm
+
+from keras_residual.gradients import input_gradient
+from keras_residual.lesion import paths
+from keras_residual.lesion.surgery import (
+    passes_input_when_deleted,
+    preserved_lesion_state,
+    rebuild_model,
+    removable_layers,
+    remove_layers,
+    reorder_blocks,
+    residual_blocks,
+    routed_gradients,
+    swappable,
+)
+from keras_residual.residual import Residual
+
+Data = Any  # (x, y) arrays or a tf.data.Dataset of (x, y) batches
+
+
+def as_arrays(data: Data) -> tuple[np.ndarray, np.ndarray]:
+    """`(x, y)` NumPy arrays from `(x, y)` arrays or a dataset of `(x, y)` batches.
+
+    Example:
+        >>> x, y = as_arrays(([[0.0], [1.0]], [0, 1]))
+        >>> x.shape, y.shape
+        ((2, 1), (2,))
+    """
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        return np.asarray(data[0]), np.asarray(data[1])
+    try:
+        batches = [(np.asarray(x), np.asarray(y)) for x, y in data]
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            "`data` must be a tuple (x, y) of arrays or an iterable (e.g. tf.data.Dataset) "
+            f"of (x, y) batches. Received: {type(data).__name__}"
+        ) from error
+    if not batches:
+        raise ValueError("`data` is empty: it yielded no (x, y) batches.")
+    return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
+
+
+def classification_error(predictions: np.ndarray, y: np.ndarray) -> float:
+    """1 - accuracy of class scores `predictions` against labels (integer or one-hot).
+
+    Example:
+        >>> classification_error(np.array([[0.9, 0.1], [0.2, 0.8]]), np.array([0, 0]))
+        0.5
+    """
+    predictions = np.asarray(predictions)
+    if predictions.shape[-1] == 1:
+        predicted = (predictions[..., 0] > 0.5).astype("int64")
+    else:
+        predicted = predictions.argmax(-1)
+    y = np.asarray(y)
+    labels = y.argmax(-1) if y.ndim == predicted.ndim + 1 and y.shape[-1] > 1 else y
+    return float(np.mean(predicted != labels.reshape(predicted.shape)))
+
+
+def _evaluate(
+    model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int, compiled: bool = True
+) -> float:
+    """Error of `model` on (x, y); `compiled=False` for a model evaluated only once.
+
+    A compiled predict function pays off over many evaluations of the same
+    model (its gates change, it is not retraced); a model built for one
+    evaluation (a reordering) runs eagerly instead of being traced.
+    """
+    if compiled:
+        return classification_error(model.predict(x, batch_size=batch_size, verbose=0), y)
+    outputs = [
+        keras.ops.convert_to_numpy(model(x[i : i + batch_size], training=False))
+        for i in range(0, len(x), batch_size)
+    ]
+    return classification_error(np.concatenate(outputs), y)
+
+
+def _deletable(block: Residual) -> bool:
+    # A plain layer (shortcut="none") that changes the shape has no identity to fall back to.
+    return block.shortcut != "none" or tuple(block.input.shape[1:]) == tuple(
+        block.output.shape[1:]
+    )
+
+
+def lesion_units(model: keras.Model) -> list:
+    """What single-block deletion deletes: Residual blocks, else removable plain layers.
+
+    Blocks with `shortcut="none"` (plain layers wrapped for the lesion tools,
+    as in the plain twins of `keras_residual.models`) count only where their
+    input and output shapes match.
+
+    Example:
+        >>> import keras
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4),
+        ...                           keras.layers.Dense(2)])
+        >>> [layer.units for layer in lesion_units(model)]
+        [4]
+    """
+    units = [block for block in residual_blocks(model) if _deletable(block)]
+    return units if units else removable_layers(model)
+
+
+def _is_downsampling(unit) -> bool:
+    return isinstance(unit, Residual) and not passes_input_when_deleted(unit)
+
+
+@dataclasses.dataclass
+class SingleDeletionResult:
+    """Error with each unit deleted in turn (Veit et al. 2016, Fig. 3, 4).
+
+    Attributes:
+        names: (n,) str. Block (or plain layer) names in network order.
+        errors: (n,) float. Error (1 - accuracy) with that unit deleted.
+        intact_error: float. Error of the intact network.
+        downsampling: (n,) bool. Units whose deletion keeps a projection.
+    """
+
+    names: np.ndarray
+    errors: np.ndarray
+    intact_error: float
+    downsampling: np.ndarray
+
+
+class _NotAChain(Exception):
+    """The units do not form a chain the stacked sweep can follow."""
+
+
+def _stacked_sweep_model(model: keras.Model, units: list, batch: int) -> tuple[keras.Model, list]:
+    """One graph that evaluates the intact model and every single-unit lesion.
+
+    The batch dimension holds `1 + len(units)` copies of a batch of size
+    `batch`. At unit i the first copy (the intact activations) is split off:
+    a new copy gets what the unit outputs when deleted (its input, or the
+    shortcut of a deleted twin for projection blocks) and all earlier copies
+    run through the unit. Returns the model and the twins that need weights.
+    """
+    index = {id(unit): i for i, unit in enumerate(units)}
+    seen: list[int] = []
+    twins: list[tuple[Residual, Residual]] = []
+
+    def replace(layer, args, kwargs):
+        tensors = [a for a in keras.tree.flatten((args, kwargs)) if isinstance(a, keras.KerasTensor)]
+        if len({t.shape[0] for t in tensors}) > 1:
+            raise _NotAChain(f"layer {layer.name!r} mixes activations of different lesions")
+        if id(layer) not in index:
+            return None
+        if id(layer) in seen or len(args) != 1:
+            raise _NotAChain(f"unit {layer.name!r} is shared or takes several inputs")
+        seen.append(id(layer))
+        x = args[0]
+        out = layer(x, **kwargs)
+        intact = keras.ops.split(x, [batch], axis=0)[0]
+        if passes_input_when_deleted(layer):
+            deleted = intact
+        else:
+            config = dict(layer.get_config(), name=f"{layer.name}_deleted")
+            twin = type(layer).from_config(config)
+            deleted = twin(intact, **kwargs)
+            twins.append((layer, twin))
+        return keras.ops.concatenate([out, deleted], axis=0)
+
+    try:
+        stacked = rebuild_model(model, replace, batch_size=batch)
+    except ValueError as error:  # e.g. a subclassed model: the gated sweep still works
+        raise _NotAChain(str(error)) from error
+    if len(seen) != len(units) or stacked.outputs[0].shape[0] != batch * (len(units) + 1):
+        raise _NotAChain("not every unit lies on the path to the output")
+    for block, twin in twins:
+        twin.set_weights(block.get_weights())
+        twin.branch_enabled = False
+    order = [index[i] for i in seen]
+    return stacked, order
+
+
+def _single_deletion_stacked(model, units, x, y, batch_size, progress) -> tuple[float, np.ndarray]:
+    # A stacked pass holds about 4 * batch_size rows: 1 + n copies of `batch` images.
+    # Small batches keep the growing activations in cache (measured on CPU).
+    batch = min(max(1, round(4 * batch_size / (len(units) + 1))), len(x))
+    stacked, order = _stacked_sweep_model(model, units, batch)
+    pad = -len(x) % batch
+    x_padded = np.concatenate([x, x[:pad]]) if pad else x
+    outputs = []
+    for start in tqdm(range(0, len(x_padded), batch), desc="single-block deletion",
+                      disable=not progress):
+        outputs.append(keras.ops.convert_to_numpy(
+            stacked.predict_on_batch(x_padded[start:start + batch])))
+    outputs = np.stack(outputs)  # (batches, (1 + n) * batch, classes)
+    outputs = outputs.reshape(outputs.shape[0], len(units) + 1, batch, -1)
+    outputs = outputs.transpose(1, 0, 2, 3).reshape(len(units) + 1, len(x_padded), -1)[:, : len(x)]
+    errors = np.empty(len(units))
+    for copy, unit_index in enumerate(order, start=1):
+        errors[unit_index] = classification_error(outputs[copy], y)
+    return classification_error(outputs[0], y), errors
+
+
+def _single_deletion_each(model, units, x, y, batch_size, progress) -> tuple[float, np.ndarray]:
+    """One evaluation per lesion: gates for blocks, a rebuilt model for plain layers."""
+    intact = _evaluate(model, x, y, batch_size)
+    errors = np.empty(len(units))
+    for i, unit in enumerate(tqdm(units, desc="single-block deletion", disable=not progress)):
+        if isinstance(unit, Residual):
+            with preserved_lesion_state([unit]):
+                unit.branch_enabled = False
+                errors[i] = _evaluate(model, x, y, batch_size)
+        else:
+            errors[i] = _evaluate(remove_layers(model, [unit]), x, y, batch_size, compiled=False)
+    return intact, errors
+
+
+def single_block_deletion(
+    model: keras.Model,
+    data: Data,
+    batch_size: int = 64,
+    method: str = "auto",
+    progress: bool = True,
+) -> SingleDeletionResult:
+    """Delete each residual block in turn and record the error (Veit et al. 2016, Fig. 3, 4).
+
+    A deleted block outputs its shortcut (`y_i = y_{i-1}`, or the
+    projection of a downsampling block). On a network without `Residual`
+    blocks (the plain VGG-style twin) each `removable_layers` layer is
+    replaced by the identity instead.
+
+    Args:
+        model: keras.Model returning class scores.
+        data: (x, y) arrays or a tf.data.Dataset of (x, y) batches; y holds
+            integer labels or one-hot rows.
+        batch_size: int. Images per evaluation batch; the stacked sweep
+            runs about `4 * batch_size` rows at once (`1 + n` copies of
+            `4 * batch_size / (1 + n)` images). Defaults to 64.
+        method: str. "stacked" (one compiled pass per batch that reuses the
+            intact activations in front of every lesion), "each" (one
+            evaluation per lesion, toggling the branch gate) or "auto"
+            (stacked where the units form a chain, else each).
+        progress: bool. Show a tqdm progress bar. Defaults to True.
+
+    Returns:
+        SingleDeletionResult.
+
+    Example:
+        >>> import keras, numpy as np
+        >>> from keras_residual import Residual
+        >>> model = keras.Sequential([keras.Input((2,)), Residual(keras.layers.Dense(2)),
+        ...                           keras.layers.Softmax()])
+        >>> result = single_block_deletion(model, (np.eye(2), np.array([0, 1])), progress=False)
+        >>> result.errors.shape
+        (1,)
+    """
+    if method not in ("auto", "stacked", "each"):
+        raise ValueError(f"`method` must be 'auto', 'stacked' or 'each'. Received: {method!r}")
+    x, y = as_arrays(data)
+    units = lesion_units(model)
+    if not units:
+        raise ValueError(
+            f"Model {model.name!r} has no Residual blocks and no layer with equal input "
+            "and output shape that could be deleted."
+        )
+    with preserved_lesion_state(residual_blocks(model)):
+        if method == "each":
+            intact, errors = _single_deletion_each(model, units, x, y, batch_size, progress)
+        else:
+            try:
+                intact, errors = _single_deletion_stacked(
+                    model, units, x, y, batch_size, progress
+                )
+            except _NotAChain:
+                if method == "stacked":
+                    raise ValueError(
+                        f"The blocks of model {model.name!r} do not form one chain from "
+                        "input to output (shared, parallel or multi-input units); use "
+                        "method='each'."
+                    ) from None
+                intact, errors = _single_deletion_each(model, units, x, y, batch_size, progress)
+    return SingleDeletionResult(
+        names=np.array([unit.name for unit in units]),
+        errors=errors,
+        intact_error=intact,
+        downsampling=np.array([_is_downsampling(unit) for unit in units], dtype=bool),
+    )
+
+
+@dataclasses.dataclass
+class KDeletionResult:
+    """Error after deleting k random blocks (Veit et al. 2016, Fig. 5a).
+
+    Attributes:
+        ks: (m,) int. Numbers of deleted blocks.
+        errors: (m, samples) float. One error per random set.
+        mean: (m,) float. Mean error over the sets.
+        std: (m,) float. Standard deviation over the sets.
+        intact_error: float. Error of the intact network.
+        n_blocks: int. Number of blocks in the network.
+    """
+
+    ks: np.ndarray
+    errors: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    intact_error: float
+    n_blocks: int
+
+
+def _check_ks(ks: Sequence[int], limit: int, what: str) -> np.ndarray:
+    ks = np.asarray(list(ks), dtype="int64")
+    if ks.ndim != 1 or ks.size == 0 or np.any(ks < 0) or np.any(ks > limit):
+        raise ValueError(
+            f"`ks` must be a non-empty list of integers between 0 and {limit} ({what}). "
+            f"Received: ks={ks.tolist()}"
+        )
+    return ks
+
+
+def k_block_deletion(
+    model: keras.Model,
+    data: Data,
+    ks: Sequence[int],
+    samples: int = 10,
+    batch_size: int = 256,
+    seed: int = 0,
+    progress: bool = True,
+) -> KDeletionResult:
+    """Delete `k` random blocks at once, `samples` times per k (Veit et al. 2016, Fig. 5a).
+
+    Args:
+        model: keras.Model with Residual blocks, returning class scores.
+        data: (x, y) arrays or a tf.data.Dataset of (x, y) batches.
+        ks: sequence of int. Numbers of blocks to delete.
+        samples: int. Random sets per k. Defaults to 10.
+        batch_size: int. Evaluation batch size. Defaults to 256.
+        seed: int. Seed of the random sets. Defaults to 0.
+        progress: bool. Show a tqdm progress bar. Defaults to True.
+
+    Returns:
+        KDeletionResult.
+
+    Example:
+        >>> import keras, numpy as np
+        >>> from keras_residual import Residual
+        >>> model = keras.Sequential([keras.Input((2,)), Residual(keras.layers.Dense(2)),
+        ...                           Residual(keras.layers.Dense(2))])
+        >>> result = k_block_deletion(model, (np.eye(2), np.array([0, 1])), [0, 1], samples=2,
+        ...                           progress=False)
+        >>> result.errors.shape
+        (2, 2)
+    """
+    x, y = as_arrays(data)
+    blocks = [block for block in residual_blocks(model) if _deletable(block)]
+    ks = _check_ks(ks, len(blocks), f"the model has {len(blocks)} deletable blocks")
+    rng = np.random.default_rng(seed)
+    errors = np.empty((len(ks), samples))
+    with preserved_lesion_state(blocks), tqdm(
+        total=errors.size, desc="k-block deletion", disable=not progress
+    ) as bar:
+        intact = _evaluate(model, x, y, batch_size)
+        for row, k in enumerate(ks):
+            for s in range(samples):
+                deleted = set(rng.choice(len(blocks), size=k, replace=False).tolist())
+                for i, block in enumerate(blocks):
+                    block.branch_enabled = i not in deleted
+                errors[row, s] = _evaluate(model, x, y, batch_size)
+                bar.update()
+    return KDeletionResult(ks, errors, errors.mean(1), errors.std(1), intact, len(blocks))
+
+
+@dataclasses.dataclass
+class ReorderingResult:
+    """Error after swapping k random pairs of compatible blocks (Veit et al. 2016, Fig. 5b).
+
+    Attributes:
+        ks: (m,) int. Numbers of swapped pairs.
+        kendall_tau: (m, samples) float. Kendall's tau between the original
+            and the new order of all blocks.
+        errors: (m, samples) float. Error of each reordered network.
+        orders: (m, samples, n) int. The block order of each network
+            (position p ran block `orders[..., p]`).
+        intact_error: float. Error of the original order.
+    """
+
+    ks: np.ndarray
+    kendall_tau: np.ndarray
+    errors: np.ndarray
+    orders: np.ndarray
+    intact_error: float
+
+
+def compatible_groups(model: keras.Model) -> list[list[int]]:
+    """Indices (network order) of swappable blocks, grouped by input shape.
+
+    Example:
+        >>> import keras
+        >>> from keras_residual import Residual
+        >>> model = keras.Sequential([keras.Input((2,)), Residual(keras.layers.Dense(2)),
+        ...                           Residual(keras.layers.Dense(2))])
+        >>> compatible_groups(model)
+        [[0, 1]]
+    """
+    groups: dict[tuple, list[int]] = {}
+    for i, block in enumerate(residual_blocks(model)):
+        if swappable(block):
+            groups.setdefault(tuple(block.input.shape[1:]), []).append(i)
+    return [group for group in groups.values() if len(group) > 1]
+
+
+def random_swaps(groups: list[list[int]], n: int, k: int, rng: np.random.Generator) -> list[int]:
+    """An order of `n` blocks after swapping `k` distinct random pairs drawn inside `groups`.
+
+    The pairs are drawn without repetition from all pairs of blocks that
+    share a group and swapped one after another.
+
+    Example:
+        >>> random_swaps([[0, 1]], 3, 1, np.random.default_rng(0))
+        [1, 0, 2]
+    """
+    pairs = [(a, b) for group in groups for i, a in enumerate(group) for b in group[i + 1 :]]
+    if k > len(pairs):
+        raise ValueError(
+            f"Cannot swap {k} distinct pairs: the model has only {len(pairs)} pairs of "
+            f"compatible blocks. Received: k={k}"
+        )
+    order = list(range(n))
+    for index in rng.choice(len(pairs), size=k, replace=False):
+        a, b = pairs[index]
+        order[a], order[b] = order[b], order[a]
+    return order
+
+
+def reordering(
+    model: keras.Model,
+    data: Data,
+    ks: Sequence[int],
+    samples: int = 5,
+    batch_size: int = 256,
+    seed: int = 0,
+    progress: bool = True,
+) -> ReorderingResult:
+    """Swap `k` random pairs of compatible blocks and record error vs Kendall's tau.
+
+    Veit et al. 2016, Sec. 4.3, Fig. 5b: only blocks with the same shape
+    and no downsampling are swapped; the corruption of the order is
+    measured with `scipy.stats.kendalltau`.
+
+    Args:
+        model: keras.Model with Residual blocks, returning class scores.
+        data: (x, y) arrays or a tf.data.Dataset of (x, y) batches.
+        ks: sequence of int. Numbers of swapped pairs.
+        samples: int. Random orders per k. Defaults to 5.
+        batch_size: int. Evaluation batch size. Defaults to 256.
+        seed: int. Seed of the swaps. Defaults to 0.
+        progress: bool. Show a tqdm progress bar. Defaults to True.
+
+    Returns:
+        ReorderingResult.
+
+    Example:
+        >>> import keras, numpy as np
+        >>> from keras_residual import Residual
+        >>> model = keras.Sequential([keras.Input((2,)), Residual(keras.layers.Dense(2)),
+        ...                           Residual(keras.layers.Dense(2))])
+        >>> result = reordering(model, (np.eye(2), np.array([0, 1])), [1], samples=1,
+        ...                     progress=False)
+        >>> result.kendall_tau.tolist()
+        [[-1.0]]
+    """
+    x, y = as_arrays(data)
+    n = len(residual_blocks(model))
+    ks = _check_ks(ks, 10**9, "numbers of swapped pairs")
+    groups = compatible_groups(model)
+    rng = np.random.default_rng(seed)
+    taus, errors = np.empty((len(ks), samples)), np.empty((len(ks), samples))
+    orders = np.empty((len(ks), samples, n), dtype="int64")
+    intact = _evaluate(model, x, y, batch_size)
+    with tqdm(total=errors.size, desc="reordering", disable=not progress) as bar:
+        for row, k in enumerate(ks):
+            for s in range(samples):
+                order = random_swaps(groups, n, int(k), rng)
+                orders[row, s] = order
+                taus[row, s] = stats.kendalltau(np.arange(n), order).statistic
+                errors[row, s] = (
+                    intact if order == list(range(n))
+                    else _evaluate(reorder_blocks(model, order), x, y, batch_size, compiled=False)
+                )
+                bar.update()
+    return ReorderingResult(ks, taus, errors, orders, intact)
+
+
+@dataclasses.dataclass
+class GradientPathResult:
+    """Gradient reaching the input through paths of each length (Veit et al. 2016, Fig. 6).
+
+    Attributes:
+        lengths: (m,) int. Sampled path lengths k.
+        norms: (m, samples) float. Input-gradient norm of each sampled path.
+        mean_norm: (m,) float. Mean over samples (Fig. 6b).
+        n_blocks: int. Number of blocks n.
+        distribution: (n + 1,) float. Fraction of paths of each length (Fig. 6a).
+        per_path: (n + 1,) float. Gradient of one path of each length,
+            interpolated from `mean_norm` (`paths.gradient_per_length`).
+        total: (n + 1,) float. `distribution * per_path` normalized to sum to
+            1: the share of the gradient from each path length (Fig. 6c).
+        effective_range: (2,) int. Shortest range of lengths holding
+            `mass` of `total`: the effective paths.
+    """
+
+    lengths: np.ndarray
+    norms: np.ndarray
+    mean_norm: np.ndarray
+    n_blocks: int
+    distribution: np.ndarray
+    per_path: np.ndarray
+    total: np.ndarray
+    effective_range: np.ndarray
+
+
+def gradient_per_path_length(
+    model: keras.Model,
+    data: Data,
+    lengths: Sequence[int],
+    samples: int = 10,
+    batch_size: int = 32,
+    loss: str | Callable = "sparse_categorical_crossentropy",
+    mass: float = 0.9,
+    seed: int = 0,
+    progress: bool = True,
+) -> GradientPathResult:
+    """Norm of the input gradient through paths of length k (Veit et al. 2016, Fig. 6b, 6c).
+
+    For each k and sample: k random blocks pass gradient through their
+    branch only, all others through their shortcut only, so the backward
+    pass follows one path of length k; the loss of a random batch is
+    differentiated with respect to the input (`gradients.input_gradient`)
+    and the L2 norm of that gradient recorded. Multiplied with the
+    path-length distribution this gives the gradient contributed by all
+    paths of each length and the effective-path range.
+
+    Args:
+        model: keras.Model with Residual blocks.
+        data: (x, y) arrays or a tf.data.Dataset of (x, y) batches.
+        lengths: sequence of int in [0, n]. Path lengths to sample (at least 2).
+        samples: int. Measurements per length. Defaults to 10.
+        batch_size: int. Batch size of each measurement. Defaults to 32.
+        loss: str or callable `(y_true, y_pred) -> tensor`, reduced by mean.
+            Defaults to "sparse_categorical_crossentropy".
+        mass: float. Fraction of the total gradient the effective range holds.
+            Defaults to 0.9.
+        seed: int. Seed of the block and batch draws. Defaults to 0.
+        progress: bool. Show a tqdm progress bar. Defaults to True.
+
+    Returns:
+        GradientPathResult.
+
+    Example:
+        >>> import keras, numpy as np
+        >>> from keras_residual import Residual
+        >>> model = keras.Sequential([keras.Input((2,)), Residual(keras.layers.Dense(2)),
+        ...                           keras.layers.Softmax()])
+        >>> result = gradient_per_path_length(model, (np.eye(2), np.array([0, 1])), [0, 1],
+        ...                                   samples=2, batch_size=2, progress=False)
+        >>> result.norms.shape
+        (2, 2)
+    """
+    x, y = as_arrays(data)
+    blocks = residual_blocks(model)
+    n = len(blocks)
+    lengths = _check_ks(lengths, n, f"the model has {n} blocks")
+    loss_fn = keras.losses.get(loss)
+    rng = np.random.default_rng(seed)
+    norms = np.empty((len(lengths), samples))
+    with tqdm(total=norms.size, desc="gradient per path length", disable=not progress) as bar:
+        for row, k in enumerate(lengths):
+            for s in range(samples):
+                on_path = set(rng.choice(n, size=k, replace=False).tolist())
+                rows = rng.choice(len(x), size=min(batch_size, len(x)), replace=False)
+                labels = keras.ops.convert_to_tensor(y[rows])
+                with routed_gradients(
+                    model,
+                    branch=[i for i in range(n) if i in on_path],
+                    shortcut=[i for i in range(n) if i not in on_path],
+                ):
+                    grad = input_gradient(
+                        lambda t, labels=labels: keras.ops.mean(
+                            loss_fn(labels, model(t, training=False))
+                        ),
+                        x[rows],
+                    )
+                norms[row, s] = np.linalg.norm(grad)
+                bar.update()
+    mean_norm = norms.mean(1)
+    distribution = paths.path_length_distribution(n)
+    per_path = paths.gradient_per_length(n, lengths, np.maximum(mean_norm, 1e-30))
+    total = distribution * per_path
+    total = total / total.sum()
+    return GradientPathResult(
+        lengths=lengths,
+        norms=norms,
+        mean_norm=mean_norm,
+        n_blocks=n,
+        distribution=distribution,
+        per_path=per_path,
+        total=total,
+        effective_range=np.array(paths.effective_path_range(total, mass)),
+    )

@@ -1,0 +1,388 @@
+"""Lesion surgery and studies against hand-built equivalent models and closed forms."""
+
+import itertools
+
+import keras
+import numpy as np
+import pytest
+from keras import layers
+from scipy import stats
+
+from keras_residual import ProjectionShortcut, Residual
+from keras_residual.gradients import input_gradient
+from keras_residual.lesion import schedules, studies, surgery
+
+WIDTH = 4
+
+
+def _chain():
+    """stem, b0, [b1, b2 (projection)] nested, b3, b4, head; and its parts for hand-building."""
+    parts = {
+        "stem": layers.Dense(WIDTH, name="stem"),
+        "b0": Residual(layers.Dense(WIDTH, activation="tanh"), name="b0"),
+        "b1": Residual(layers.Dense(WIDTH, activation="tanh"), name="b1"),
+        "proj": ProjectionShortcut(name="proj"),
+        "b3": Residual(layers.Dense(WIDTH + 2, activation="tanh"), name="b3"),
+        "b4": Residual(layers.Dense(WIDTH + 2, activation="tanh"), name="b4"),
+        "head": layers.Dense(3, activation="softmax", name="head"),
+    }
+    parts["b2"] = Residual(layers.Dense(WIDTH + 2, activation="tanh"), shortcut=parts["proj"], name="b2")
+    inputs = keras.Input((WIDTH,))
+    x = parts["b0"](parts["stem"](inputs))
+    stage = keras.Sequential([keras.Input((WIDTH,)), parts["b1"], parts["b2"]], name="stage")
+    x = parts["b4"](parts["b3"](stage(x)))
+    model = keras.Model(inputs, parts["head"](x))
+    for block in surgery.residual_blocks(model):  # non-trivial branches
+        block.layer.kernel.assign(keras.random.normal(block.layer.kernel.shape, seed=1))
+    return model, parts
+
+
+def _hand_built(parts, sequence):
+    """A plain functional chain calling `parts[name]` for each name in order."""
+    inputs = keras.Input((WIDTH,))
+    x = inputs
+    for name in sequence:
+        x = parts[name](x)
+    return keras.Model(inputs, x)
+
+
+CHAIN = ["stem", "b0", "b1", "b2", "b3", "b4", "head"]
+
+
+def _data(n=48):
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(n, WIDTH)).astype("float32"), rng.integers(0, 3, n)
+
+
+def _predict(model, x):
+    return keras.ops.convert_to_numpy(model(x, training=False))
+
+
+def _error(model, x, y):
+    return float(np.mean(np.argmax(_predict(model, x), -1) != y))
+
+
+def _snapshot(model):
+    return [keras.ops.convert_to_numpy(w).copy() for w in model.weights]
+
+
+def _assert_same(before, model):
+    for a, b in zip(before, _snapshot(model), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.multibackend
+def test_residual_blocks_in_network_order_through_nested_models():
+    model, _ = _chain()
+    assert [b.name for b in surgery.residual_blocks(model)] == ["b0", "b1", "b2", "b3", "b4"]
+    assert [surgery.swappable(b) for b in surgery.residual_blocks(model)] == [
+        True, True, False, True, True,
+    ]
+
+
+@pytest.mark.multibackend
+def test_deleting_a_block_equals_the_hand_built_net_without_it():
+    model, parts = _chain()
+    x, _ = _data(8)
+    before = _snapshot(model)
+    for index in range(5):
+        name = f"b{index}"
+        # A deleted block leaves its shortcut: nothing, or the projection for b2.
+        sequence = [("proj" if name == "b2" else None) if s == name else s for s in CHAIN]
+        expected = _predict(_hand_built(parts, [s for s in sequence if s]), x)
+        with surgery.deleted_blocks(model, [index]):
+            np.testing.assert_allclose(_predict(model, x), expected, rtol=1e-5, atol=1e-6)
+        if index == 2:  # the clone path, through the projection block
+            lesioned = surgery.delete_blocks(model, [name])
+            np.testing.assert_allclose(_predict(lesioned, x), expected, rtol=1e-5, atol=1e-6)
+    _assert_same(before, model)
+    assert all(b.branch_enabled for b in surgery.residual_blocks(model))
+
+
+@pytest.mark.multibackend
+def test_context_managers_restore_the_model_on_exceptions():
+    model, _ = _chain()
+    before = _snapshot(model)
+    with pytest.raises(RuntimeError):
+        with surgery.deleted_blocks(model, [0, "b3"]):
+            raise RuntimeError("inside the lesion")
+    with pytest.raises(RuntimeError):
+        with surgery.routed_gradients(model, branch=[1], shortcut=[0, 2]):
+            raise RuntimeError("inside the routing")
+    _assert_same(before, model)
+    assert [b.gradient_route for b in surgery.residual_blocks(model)] == ["both"] * 5
+    with pytest.raises(ValueError, match="not a block"):
+        with surgery.deleted_blocks(model, ["nope"]):
+            pass
+
+
+@pytest.mark.multibackend
+def test_reordering_equals_the_hand_built_net_in_that_order():
+    model, parts = _chain()
+    x, _ = _data(8)
+    reordered = surgery.reorder_blocks(model, [1, 0, 2, 4, 3])
+    expected = _hand_built(parts, ["stem", "b1", "b0", "b2", "b4", "b3", "head"])
+    np.testing.assert_allclose(
+        reordered.predict(x, verbose=0), _predict(expected, x), rtol=1e-5, atol=1e-6
+    )
+    assert {id(w) for w in reordered.weights} == {id(w) for w in model.weights}
+
+
+@pytest.mark.multibackend
+def test_reordering_incompatible_blocks_is_a_value_error():
+    model, _ = _chain()
+    for order, match in [([2, 1, 0, 3, 4], "cannot take the place"),
+                         ([3, 1, 2, 0, 4], "cannot take the place"),
+                         ([0, 1, 2, 3], "permutation"), ([0, 0, 2, 3, 4], "permutation")]:
+        with pytest.raises(ValueError, match=match):
+            surgery.reorder_blocks(model, order)
+
+
+def _plain():
+    parts = {name: layers.Dense(WIDTH, activation="relu", name=name) for name in "abcd"}
+    parts["head"] = layers.Dense(3, activation="softmax", name="head")
+    parts["in"] = layers.Dense(WIDTH + 1, name="in")
+    parts["out"] = layers.Dense(WIDTH, name="out")
+    model = keras.Sequential([keras.Input((WIDTH,))] + [parts[n] for n in "abcd"] + [parts["head"]])
+    return model, parts
+
+
+@pytest.mark.multibackend
+def test_removing_a_plain_layer_equals_the_hand_built_net_without_it():
+    model, parts = _plain()
+    x, _ = _data(8)
+    assert [layer.name for layer in surgery.removable_layers(model)] == list("abcd")
+    removed = surgery.remove_layers(model, ["b"])
+    expected = _hand_built(parts, ["a", "c", "d", "head"])
+    np.testing.assert_allclose(
+        removed.predict(x, verbose=0), _predict(expected, x), rtol=1e-5, atol=1e-6
+    )
+    with pytest.raises(ValueError, match="equal input and output"):
+        surgery.remove_layers(model, ["head"])
+
+
+def _scalar_chain(weights):
+    """Blocks y = x + w_i x (scalar Dense branches): a path's gradient is a product of w_i."""
+    inputs = keras.Input((1,))
+    x = inputs
+    for i, w in enumerate(weights):
+        block = Residual(layers.Dense(1, use_bias=False), name=f"s{i}")
+        x = block(x)
+        block.layer.kernel.assign([[w]])
+    return keras.Model(inputs, x)
+
+
+@pytest.mark.multibackend
+def test_gradient_of_one_path_is_the_product_of_its_branch_weights():
+    weights = [0.5, -2.0, 3.0, 0.25]
+    model = _scalar_chain(weights)
+    for on_path in itertools.chain.from_iterable(
+        itertools.combinations(range(4), k) for k in range(5)
+    ):
+        off_path = [i for i in range(4) if i not in on_path]
+        with surgery.routed_gradients(model, branch=on_path, shortcut=off_path):
+            grad = input_gradient(lambda t: keras.ops.sum(model(t)), np.array([[1.7]]))
+        assert grad[0, 0] == pytest.approx(np.prod([weights[i] for i in on_path]), rel=1e-5)
+    # Both paths everywhere: d/dx of prod(1 + w_i) x.
+    grad = input_gradient(lambda t: keras.ops.sum(model(t)), np.array([[1.7]]))
+    assert grad[0, 0] == pytest.approx(np.prod(1 + np.array(weights)), rel=1e-5)
+
+
+@pytest.mark.multibackend
+def test_gradient_per_path_length_study_matches_the_closed_form():
+    n, w = 6, 0.5
+    model = _scalar_chain([w] * n)
+    data = (np.array([[1.0]]), np.array([0]))
+    result = studies.gradient_per_path_length(
+        model, data, lengths=[0, 2, 4, 6], samples=2, batch_size=1,
+        loss=lambda y, p: keras.ops.sum(p), progress=False,
+    )
+    np.testing.assert_allclose(result.mean_norm, w ** np.array([0, 2, 4, 6]), rtol=1e-5)
+    np.testing.assert_allclose(result.per_path, w ** np.arange(n + 1), rtol=1e-5)
+    # C(n, k) w^k normalized is Binomial(n, w / (1 + w)).
+    np.testing.assert_allclose(
+        result.total, stats.binom.pmf(np.arange(n + 1), n, w / (1 + w)), rtol=1e-5
+    )
+    assert [b.gradient_route for b in surgery.residual_blocks(model)] == ["both"] * n
+
+
+@pytest.mark.multibackend
+@pytest.mark.parametrize("method", ["stacked", "each"])
+def test_single_block_deletion_equals_hand_built_nets(method):
+    model, parts = _chain()
+    x, y = _data()
+    before = _snapshot(model)
+    result = studies.single_block_deletion(model, (x, y), batch_size=16, method=method,
+                                           progress=False)
+    expected = []
+    for name in ["b0", "b1", "b2", "b3", "b4"]:
+        sequence = [("proj" if name == "b2" else None) if s == name else s for s in CHAIN]
+        expected.append(_error(_hand_built(parts, [s for s in sequence if s]), x, y))
+    assert result.names.tolist() == ["b0", "b1", "b2", "b3", "b4"]
+    np.testing.assert_allclose(result.errors, expected)
+    assert result.intact_error == _error(_hand_built(parts, CHAIN), x, y)
+    assert result.downsampling.tolist() == [False, False, True, False, False]
+    _assert_same(before, model)
+
+
+@pytest.mark.multibackend
+def test_single_block_deletion_of_a_plain_net_removes_each_layer():
+    model, parts = _plain()
+    x, y = _data()
+    result = studies.single_block_deletion(model, (x, y), batch_size=16, progress=False)
+    expected = [
+        _error(_hand_built(parts, [n for n in "abcd" if n != removed] + ["head"]), x, y)
+        for removed in "abcd"
+    ]
+    np.testing.assert_allclose(result.errors, expected)
+
+
+@pytest.mark.multibackend
+def test_k_block_deletion_extremes_equal_hand_built_nets():
+    model, parts = _chain()
+    x, y = _data()
+    result = studies.k_block_deletion(model, (x, y), ks=[0, 5], samples=2, progress=False)
+    assert result.errors[0].tolist() == [_error(_hand_built(parts, CHAIN), x, y)] * 2
+    all_deleted = _error(_hand_built(parts, ["stem", "proj", "head"]), x, y)
+    assert result.errors[1].tolist() == [all_deleted] * 2
+    with pytest.raises(ValueError, match="between 0 and 5"):
+        studies.k_block_deletion(model, (x, y), ks=[6], progress=False)
+
+
+def _tau(order):
+    n = len(order)
+    pairs = list(itertools.combinations(range(n), 2))
+    return sum(np.sign(order[j] - order[i]) for i, j in pairs) / len(pairs)
+
+
+@pytest.mark.multibackend
+def test_reordering_study_errors_and_kendall_tau():
+    model, parts = _chain()
+    x, y = _data()
+    names = ["b0", "b1", "b2", "b3", "b4"]
+    result = studies.reordering(model, (x, y), ks=[0, 1, 2], samples=2, seed=3, progress=False)
+    for row, k in enumerate(result.ks):
+        for s in range(2):
+            order = result.orders[row, s]
+            assert np.sum(order != np.arange(5)) == 2 * k  # distinct compatible pairs
+            assert order[2] == 2  # the downsampling block never moves
+            assert result.kendall_tau[row, s] == pytest.approx(_tau(order))
+            sequence = ["stem"] + [names[i] for i in order] + ["head"]
+            assert result.errors[row, s] == _error(_hand_built(parts, sequence), x, y)
+
+
+@pytest.mark.multibackend
+def test_studies_leave_the_model_untouched_even_when_they_fail(monkeypatch):
+    model, _ = _chain()
+    x, y = _data(16)
+    runs = {
+        "single": lambda: studies.single_block_deletion(model, (x, y), method="each",
+                                                        progress=False),
+        "k": lambda: studies.k_block_deletion(model, (x, y), [2], samples=2, progress=False),
+        "reorder": lambda: studies.reordering(model, (x, y), [1], samples=2, progress=False),
+        "gradient": lambda: studies.gradient_per_path_length(
+            model, (x, y), [1, 2], samples=1, progress=False),
+    }
+    before = _snapshot(model)
+    for run in runs.values():
+        run()
+        _assert_same(before, model)
+
+    calls = []
+
+    def failing(*args, **kwargs):
+        # The first evaluation (the intact one) passes, a lesioned one fails.
+        calls.append(1)
+        if len(calls) > 1:
+            raise RuntimeError("evaluation failed")
+        return 0.0
+
+    monkeypatch.setattr(studies, "_evaluate", failing)
+    monkeypatch.setattr(studies, "input_gradient", lambda fn, x: failing())
+    for name, run in runs.items():
+        calls.clear()
+        if name == "gradient":
+            calls.append(1)
+        with pytest.raises(RuntimeError):
+            run()
+        _assert_same(before, model)
+
+
+@pytest.mark.multibackend
+def test_effective_path_training_enables_exactly_m_blocks_per_compiled_step():
+    model, _ = _chain()
+    model.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+    blocks = surgery.residual_blocks(model)
+    before = [keras.ops.convert_to_numpy(b.layer.kernel).copy() for b in blocks]
+    callback = schedules.EffectivePathTraining(active=1, seed=4)
+    x, y = _data(16)
+    model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0, callbacks=[callback])
+    assert len(callback.history) == 2 and all(h.sum() == 1 for h in callback.history)
+    assert not np.array_equal(*callback.history)  # the seed draws two different blocks
+    changed = [
+        not np.allclose(b0, keras.ops.convert_to_numpy(b.layer.kernel))
+        for b0, b in zip(before, blocks, strict=True)
+    ]
+    # Only the branches enabled in some step were trained, in every step.
+    assert changed == (callback.history[0] | callback.history[1]).tolist()
+    assert all(b.branch_enabled for b in blocks)
+    with pytest.raises(ValueError, match="Cannot enable 6"):
+        model.fit(x, y, verbose=0, callbacks=[schedules.EffectivePathTraining(active=6)])
+
+
+@pytest.mark.multibackend
+def test_stochastic_depth_copy_has_linear_rates_and_the_same_function():
+    model, _ = _chain()
+    copy = schedules.with_stochastic_depth(model, final_survival=0.5)
+    rates = [b.drop_rate for b in surgery.residual_blocks(copy)]
+    np.testing.assert_allclose(rates, [0.1, 0.2, 0.3, 0.4, 0.5])
+    np.testing.assert_allclose(schedules.linear_decay_drop_rates(1, 0.8), [0.2])
+    x, _ = _data(8)
+    np.testing.assert_allclose(copy.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
+
+
+def test_single_block_deletion_reads_a_tf_data_dataset():
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("tf.data input is exercised on TensorFlow")
+    import tensorflow as tf
+
+    model, _ = _chain()
+    x, y = _data()
+    from_arrays = studies.single_block_deletion(model, (x, y), progress=False)
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(10)
+    from_dataset = studies.single_block_deletion(model, dataset, progress=False)
+    np.testing.assert_array_equal(from_arrays.errors, from_dataset.errors)
+
+
+def _mnist_mlp(plain):
+    """A residual MLP on MNIST (8 pre-activation blocks) or its plain twin."""
+    inputs = keras.Input((784,))
+    x = layers.ReLU()(layers.BatchNormalization(momentum=0.9)(layers.Dense(64)(inputs)))
+    for i in range(8):
+        branch = keras.Sequential(
+            [layers.BatchNormalization(momentum=0.9), layers.ReLU(), layers.Dense(64)]
+        )
+        x = Residual(branch, shortcut="none" if plain else "identity", name=f"block{i}")(x)
+    x = layers.ReLU()(layers.BatchNormalization(momentum=0.9)(x))
+    model = keras.Model(inputs, layers.Dense(10, activation="softmax")(x))
+    model.compile(keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy")
+    return model
+
+
+@pytest.mark.slow
+def test_trained_residual_net_survives_deletions_that_break_its_plain_twin():
+    from keras_residual.datasets import load_mnist
+
+    data = load_mnist(layout="flat", verbose=False)
+    increases = {}
+    for plain in (False, True):
+        keras.utils.set_random_seed(0)
+        model = _mnist_mlp(plain)
+        model.fit(data.x_train, data.y_train, batch_size=128, epochs=4, verbose=0)
+        result = studies.single_block_deletion(model, (data.x_test, data.y_test),
+                                               progress=False)
+        assert result.intact_error < 0.15
+        increases[plain] = result.errors - result.intact_error
+    # Veit et al., Fig. 3: residual blocks can go, plain layers cannot.
+    assert increases[True].min() > 0.4
+    assert increases[False].max() < 0.5 * increases[True].min()
