@@ -1,7 +1,13 @@
 """keras_residual: residual connections as a one-word change for Keras 3.
 
-`import keras_residual` registers every serializable class, so models saved
-with `Residual` layers load with `keras.models.load_model` and nothing else.
+`import keras_residual` registers every serializable class (the wrapper, its
+shortcuts and merges, the blocks' merges, the learning-rate schedules), so
+models saved with them load with `keras.models.load_model` and nothing else.
+
+Subpackages: `blocks` (block factories), `models` (ResNet, ResNeXt, CIFAR and
+small builders), `viz` (receptive fields, top-k patches, guided backprop,
+images, callbacks), `lesion` (deletion, reordering, path statistics),
+`datasets`, `training`. `probe(model, paths)` reaches any nested layer.
 """
 
 from keras_residual.merges import (
@@ -18,6 +24,10 @@ from keras_residual.ops import scale_gradient
 from keras_residual.residual import Residual
 from keras_residual.shortcuts import AvgDownShortcut, ProjectionShortcut, ZeroPadShortcut
 
+# Subpackages, imported so that their serializable classes are registered.
+from keras_residual import blocks, datasets, lesion, models, training, viz  # noqa: E402,I001
+from keras_residual.probe import list_paths, probe, resolve_path  # noqa: E402
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -33,5 +43,14 @@ __all__ = [
     "ScaledMerge",
     "ShortcutDropoutMerge",
     "ZeroPadShortcut",
+    "blocks",
+    "datasets",
+    "lesion",
+    "list_paths",
+    "models",
+    "probe",
+    "resolve_path",
     "scale_gradient",
+    "training",
+    "viz",
 ]
