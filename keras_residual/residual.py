@@ -311,6 +311,12 @@ class Residual(layers.Wrapper):
         return _output_shape(self.layer, shape, self.compute_dtype)
 
     def compute_mask(self, inputs, mask=None):
+        # The mask is per time step; a branch that changes the number of steps
+        # (a strided Conv1D with a projection) leaves no mask to pass on.
+        if mask is None or getattr(self, "_branch_shape", None) is None:
+            return mask
+        if len(self._input_shape) >= 3 and self._input_shape[1] != self._branch_shape[1]:
+            return None
         return mask
 
     # ------------------------------------------------------------------- call

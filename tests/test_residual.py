@@ -584,6 +584,19 @@ def test_mask_propagates_past_the_block():
     np.testing.assert_array_equal(to_numpy(block.compute_mask(None, mask)), to_numpy(mask))
 
 
+def test_no_mask_past_a_block_that_changes_the_number_of_steps():
+    inputs = keras.Input((6,), dtype="int32")
+    x = layers.Embedding(10, 4, mask_zero=True)(inputs)
+    block = Residual(layers.Conv1D(4, 3, strides=2, padding="same"), shortcut="projection")
+    y = block(x)
+    assert tuple(y.shape) == (None, 3, 4)
+    mask = keras.ops.convert_to_tensor(np.array([[True] * 4 + [False] * 2]))
+    assert block.compute_mask(None, mask) is None
+    # A GRU after it runs over all three steps instead of failing on a 6-step mask.
+    model = keras.Model(inputs, layers.GRU(2)(y))
+    assert to_numpy(model(np.array([[1, 2, 3, 4, 0, 0]]))).shape == (1, 2)
+
+
 # --------------------------------------------------------- the mismatch error
 
 
