@@ -25,9 +25,9 @@ demo: $(VENV)/.core
 test: $(VENV)/.test
 	$(MAKE) test-tf test-backends
 
-# The whole suite on TensorFlow (the default backend).
+# The whole suite on TensorFlow (the default backend), and every docstring example.
 test-tf: $(VENV)/.test
-	KERAS_BACKEND=tensorflow $(PY) -m pytest $(PYTEST_ARGS) tests
+	KERAS_BACKEND=tensorflow $(PY) -m pytest $(PYTEST_ARGS) --doctest-modules keras_residual tests
 
 # The backend-neutral part (marked `multibackend`) again on JAX and PyTorch.
 test-backends: $(VENV)/.test

@@ -72,7 +72,7 @@ class BatchNormAddMerge(Merge):
             dtype=self.dtype_policy,
         )
 
-    def build(self, shortcut_shape, branch_shape=None, input_shape=None):
+    def build(self, shortcut_shape, branch_shape=None, inputs_shape=None):
         self.bn.build(tuple(branch_shape if branch_shape is not None else shortcut_shape))
         self.built = True
 

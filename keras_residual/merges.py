@@ -46,10 +46,10 @@ class Merge(layers.Layer):
         # holds for the output (without this Keras warns that it drops the mask).
         self.supports_masking = True
 
-    def build(self, shortcut_shape: Shape, branch_shape: Shape = None, input_shape: Shape = None):
+    def build(self, shortcut_shape: Shape, branch_shape: Shape = None, inputs_shape: Shape = None):
         self.built = True
 
-    def compute_output_shape(self, shortcut_shape, branch_shape=None, input_shape=None):
+    def compute_output_shape(self, shortcut_shape, branch_shape=None, inputs_shape=None):
         return tuple(branch_shape if branch_shape is not None else shortcut_shape)
 
 
@@ -167,8 +167,8 @@ class GatedMerge(Merge):
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.data_format = data_format
 
-    def build(self, shortcut_shape, branch_shape=None, input_shape=None):
-        if input_shape is None:
+    def build(self, shortcut_shape, branch_shape=None, inputs_shape=None):
+        if inputs_shape is None:
             raise ValueError("GatedMerge needs the block input to compute its gate.")
         branch_shape = shortcut_shape if branch_shape is None else branch_shape
         self.gate = ProjectionShortcut(
@@ -178,8 +178,8 @@ class GatedMerge(Merge):
             name="gate",
             dtype=self.dtype_policy,
         )
-        self.gate.adapt(input_shape, branch_shape, self.data_format or "channels_last")
-        self.gate.build(input_shape)
+        self.gate.adapt(inputs_shape, branch_shape, self.data_format or "channels_last")
+        self.gate.build(inputs_shape)
         bias = self.gate.proj.bias
         bias.assign(self.bias_initializer(bias.shape, dtype=bias.dtype))
         self.built = True
@@ -254,7 +254,7 @@ class ReZeroMerge(Merge):
         super().__init__(**kwargs)
         self.initial_value = float(initial_value)
 
-    def build(self, shortcut_shape, branch_shape=None, input_shape=None):
+    def build(self, shortcut_shape, branch_shape=None, inputs_shape=None):
         self.alpha = self.add_weight(
             name="alpha",
             shape=(),
@@ -295,7 +295,7 @@ class CallableMerge(Merge):
             raise ValueError(f"`merge` must be callable. Received: merge={merge!r}")
         self.merge = merge
 
-    def build(self, shortcut_shape, branch_shape=None, input_shape=None):
+    def build(self, shortcut_shape, branch_shape=None, inputs_shape=None):
         if isinstance(self.merge, layers.Layer) and not self.merge.built:
             self.merge.build([shortcut_shape, branch_shape or shortcut_shape])
         self.built = True
