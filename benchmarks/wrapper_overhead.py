@@ -15,7 +15,7 @@ reported with the ratio Residual / hand-written (goal: >= 0.98), both per
 wall-clock second and per CPU second of the process.
 
 With `--breakdown` a third variant runs: `Residual` with its per-block lesion
-machinery (two gradient-scaling identities and the `where` select of the
+machinery (two gradient-scaling identities and the `cond` select of the
 branch gate) removed, to attribute any gap.
 
     python benchmarks/wrapper_overhead.py [--reps 7] [--steps 20] [--breakdown]
