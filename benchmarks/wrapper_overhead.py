@@ -107,10 +107,15 @@ def measure(
     y: np.ndarray,
     batch_size: int,
     reps: int,
-) -> dict[tuple[str, str, str], float]:
-    """Median throughput of each variant, phase and clock, repetitions interleaved.
+) -> tuple[dict[tuple[str, str, str], float], dict[tuple[str, str, str], list[float]]]:
+    """Throughput of each variant, phase and clock, repetitions interleaved.
 
-    Returns `{(variant, "train" | "predict", "wall" | "cpu"): samples per second}`.
+    Returns `({(variant, phase, clock): median samples per second},
+    {(variant, phase, clock): per-repetition ratios residual / variant})`.
+    Within one repetition the variants run back to back on the same phase
+    (alternating which goes first), so a paired ratio sees the same background
+    load on both sides; its median is steadier than a ratio of medians on a
+    shared machine.
 
     All variants are built under the same seed, compile the same way, and are
     warmed up (tracing, first steps) before timing.
@@ -132,12 +137,22 @@ def measure(
     times = {(v, phase, clock): [] for v in variants for phase in phases for clock in CLOCKS}
     for rep in range(reps):
         order = variants if rep % 2 == 0 else variants[::-1]
-        for variant in order:
-            for phase, run in phases.items():
+        for phase, run in phases.items():
+            for variant in order:
                 seconds = _timed(lambda run=run, m=models[variant]: run(m))
                 for clock, value in zip(CLOCKS, seconds, strict=True):
                     times[variant, phase, clock].append(value)
-    return {key: len(x) / statistics.median(ts) for key, ts in times.items()}
+    throughput = {key: len(x) / statistics.median(ts) for key, ts in times.items()}
+    ratios = {
+        (v, phase, clock): [
+            other / ours
+            for ours, other in zip(
+                times["residual", phase, clock], times[v, phase, clock], strict=True
+            )
+        ]
+        for v in variants[1:] for phase in phases for clock in CLOCKS
+    }
+    return throughput, ratios
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -159,24 +174,23 @@ def main(argv: list[str] | None = None) -> None:
     }
     y = rng.integers(0, 10, n)
     print(f"backend {keras.backend.backend()}, batch {args.batch_size}, {args.steps} steps x "
-          f"{args.reps} interleaved reps; median samples per wall second and per CPU second")
+          f"{args.reps} interleaved reps; median samples per wall second and per CPU second; "
+          "ratio = median of the paired per-repetition ratios [quartiles]")
     header = f"{'stack':<6}{'phase':<9}{'clock':<6}" + "".join(f"{v:>13}" for v in variants)
-    header += "".join(f"{'res/' + v[:4]:>10}" for v in variants[1:])
+    header += "".join(f"{'res/' + v[:4]:>24}" for v in variants[1:])
     print(header)
     for name in args.stacks.split(","):
         build, x = stacks[name]
-        result = measure(build, variants, x, y, args.batch_size, args.reps)
+        result, ratios = measure(build, variants, x, y, args.batch_size, args.reps)
         for phase in ("train", "predict"):
             for clock in CLOCKS:
                 row = f"{name:<6}{phase:<9}{clock:<6}" + "".join(
                     f"{result[v, phase, clock]:>13.1f}" for v in variants
                 )
-                row += "".join(
-                    f"{result['residual', phase, clock] / result[v, phase, clock]:>10.3f}"
-                    for v in variants[1:]
-                )
+                for v in variants[1:]:
+                    q1, q2, q3 = np.percentile(ratios[v, phase, clock], [25, 50, 75])
+                    row += f"{q2:>10.3f} [{q1:.3f}, {q3:.3f}]"
                 print(row, flush=True)
-
 
 if __name__ == "__main__":
     main()
