@@ -584,6 +584,7 @@ def test_mask_propagates_past_the_block():
     np.testing.assert_array_equal(to_numpy(block.compute_mask(None, mask)), to_numpy(mask))
 
 
+@pytest.mark.filterwarnings("ignore:Layer .* does not support masking")
 def test_no_mask_past_a_block_that_changes_the_number_of_steps():
     inputs = keras.Input((6,), dtype="int32")
     x = layers.Embedding(10, 4, mask_zero=True)(inputs)
