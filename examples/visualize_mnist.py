@@ -143,8 +143,6 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str]]:
     data = load_mnist()
     mnist_conv = _load_mnist_conv()
     if args.quick:
-        # widths (16, 32): TensorFlow 2.21's oneDNN kernels crash on the eager input
-        # gradient of some narrow 1x1 stride-2 convolutions (8 -> 16 channels).
         residual, plain, _ = mnist_conv.train_pair(data, epochs=1, max_train=512, verbose=0,
                                                    widths=(16, 32))
     else:

@@ -245,3 +245,26 @@ def test_guided_patches_crop_each_units_gradient_to_its_box(images):
         outside = full.copy()
         outside[r : r + 4, c : c + 4] = 0
         assert not outside.any()
+
+
+@pytest.mark.multibackend
+def test_linear_projection_block_gradient_equals_finite_differences():
+    # A linear residual block with a 1x1 stride-2 projection from 8 channels: the
+    # gradient of one unit is the same for every image and equals f(x + e_i) - f(x).
+    # (TensorFlow 2.21's eager oneDNN kernels abort on this shape; the compiled
+    # gradient must not.)
+    inputs = keras.Input((10, 10, 8))
+    block = Residual(layers.Conv2D(16, 3, strides=2, padding="same"), shortcut="projection",
+                     name="block")
+    model = keras.Model(inputs, block(inputs))
+    images = np.random.default_rng(0).normal(size=(9, 10, 10, 8)).astype("float32")
+    positions = np.tile([[1, 2]], (9, 1))
+    grads = {rule: UnitGradient(model, rule)("block", 5, images, positions=positions)
+             for rule in ("plain", "guided", "deconvnet")}
+    basis = np.eye(10 * 10 * 8, dtype="float32").reshape(-1, 10, 10, 8)
+    base = model.predict(images[:1], verbose=0)[0, 1, 2, 5]
+    shifted = model.predict(images[:1] + basis, verbose=0)[:, 1, 2, 5]
+    expected = (shifted - base).reshape(10, 10, 8)
+    for rule, grad in grads.items():  # no ReLU: the three rules agree
+        np.testing.assert_allclose(grad, np.broadcast_to(expected, grad.shape), atol=2e-4,
+                                   err_msg=rule)

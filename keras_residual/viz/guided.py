@@ -33,7 +33,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_residual.gradients import input_gradient
+from keras_residual.gradients import input_gradient_function
 from keras_residual.ops import _upstream
 from keras_residual.probe import probe
 from keras_residual.residual import make_preactivation
@@ -239,6 +239,7 @@ class UnitGradient:
         self.rule = rule
         self.model = model if rule == "plain" else rectified_copy(model, rule)
         self._features: dict[str, keras.Model] = {}
+        self._gradients: dict[str, Callable] = {}
 
     def features(self, path: str) -> keras.Model:
         """The model from the input to the layer at `path` (see `keras_residual.probe`)."""
@@ -285,31 +286,38 @@ class UnitGradient:
                     f"`positions` needs {rank - 2} coordinates per image for layer "
                     f"{path!r}. Received: positions of shape {positions.shape}"
                 )
+        flat_index = np.full(len(images), -1, dtype="int64")  # -1: the channel's maximum
+        if positions is not None and rank > 2:
+            spatial = tuple(features.compute_output_shape((None,) + images.shape[1:])[1:])
+            spatial = spatial[1:] if _channel_first(features) else spatial[:-1]
+            flat_index = np.ravel_multi_index(tuple(positions.T), spatial).astype("int64")
+        gradient = self._gradient(path)
         out = []
         for start in range(0, len(images), batch_size):
-            batch = images[start : start + batch_size]
-            where = None if positions is None else positions[start : start + batch_size]
-            out.append(input_gradient(self._unit_fn(features, int(channel), where), batch))
+            stop = start + batch_size
+            out.append(gradient(images[start:stop], np.int64(channel), flat_index[start:stop]))
         return np.concatenate(out).astype("float32")
 
-    @staticmethod
-    def _unit_fn(features: keras.Model, channel: int, positions: np.ndarray | None) -> Callable:
-        first = _channel_first(features)
+    def _gradient(self, path: str) -> Callable:
+        """The input gradient of one unit of the layer at `path`, compiled once per path."""
+        if path not in self._gradients:
+            features = self.features(path)
+            axis = 1 if _channel_first(features) else -1
 
-        def unit(x):
-            act = features(x, training=False)
-            act = act[:, channel] if first else act[..., channel]
-            flat = ops.reshape(act, (ops.shape(act)[0], -1))
-            if positions is None:
-                # The channel's strongest unit per image; no gradient through argmax.
-                index = ops.argmax(ops.stop_gradient(flat), axis=1)
-            else:
-                index = np.ravel_multi_index(tuple(positions.T), tuple(act.shape[1:]))
-            # Zero every other activation of the layer: a one-hot upstream gradient.
-            mask = ops.one_hot(index, flat.shape[1], dtype=flat.dtype)
-            return ops.sum(flat * mask)
+            def unit(x, channel, index):
+                act = ops.take(features(x, training=False), channel, axis=axis)
+                flat = ops.reshape(act, (ops.shape(act)[0], -1))
+                # The channel's strongest unit per image where no position is given;
+                # no gradient through the argmax.
+                strongest = ops.argmax(ops.stop_gradient(flat), axis=1)
+                index = ops.where(ops.greater_equal(index, 0), index, strongest)
+                # Only the chosen unit per image: a one-hot upstream gradient, every
+                # other activation of the layer zeroed.
+                chosen = ops.take_along_axis(flat, ops.expand_dims(index, 1), axis=1)
+                return ops.sum(chosen)
 
-        return unit
+            self._gradients[path] = input_gradient_function(unit)
+        return self._gradients[path]
 
 
 def guided_backprop(
