@@ -10,6 +10,8 @@ images, callbacks), `lesion` (deletion, reordering, path statistics),
 `datasets`, `training`. `probe(model, paths)` reaches any nested layer.
 """
 
+# Subpackages, imported so that their serializable classes are registered.
+from keras_residual import blocks, datasets, lesion, models, training, viz  # noqa: E402,I001
 from keras_residual.merges import (
     AddMerge,
     CallableMerge,
@@ -21,12 +23,9 @@ from keras_residual.merges import (
     ShortcutDropoutMerge,
 )
 from keras_residual.ops import scale_gradient
+from keras_residual.probe import list_paths, probe, resolve_path  # noqa: E402
 from keras_residual.residual import Residual
 from keras_residual.shortcuts import AvgDownShortcut, ProjectionShortcut, ZeroPadShortcut
-
-# Subpackages, imported so that their serializable classes are registered.
-from keras_residual import blocks, datasets, lesion, models, training, viz  # noqa: E402,I001
-from keras_residual.probe import list_paths, probe, resolve_path  # noqa: E402
 
 __version__ = "0.1.0"
 

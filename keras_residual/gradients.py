@@ -71,13 +71,17 @@ def input_gradient(fn: ScalarFn, x: Any) -> np.ndarray:
         >>> input_gradient(lambda t: keras.ops.sum(t * t), [1.0, 2.0]).tolist()
         [2.0, 4.0]
     """
+    return _backend_gradient("input_gradient")(fn, np.asarray(x, dtype="float32"))
+
+
+def _backend_gradient(caller: str) -> Callable[..., np.ndarray]:
     backend = keras.backend.backend()
     if backend not in _GRADIENTS:
         raise ValueError(
-            f"input_gradient supports the tensorflow, jax and torch backends. "
+            f"{caller} supports the tensorflow, jax and torch backends. "
             f"Received: backend={backend!r}"
         )
-    return _GRADIENTS[backend](fn, np.asarray(x, dtype="float32"))
+    return _GRADIENTS[backend]
 
 
 def input_gradient_function(fn: Callable[..., Any]) -> Callable[..., np.ndarray]:
@@ -104,14 +108,8 @@ def input_gradient_function(fn: Callable[..., Any]) -> Callable[..., np.ndarray]
         >>> grad([1.0, 2.0], 3.0).tolist()
         [6.0, 12.0]
     """
-    backend = keras.backend.backend()
-    if backend not in _GRADIENTS:
-        raise ValueError(
-            f"input_gradient_function supports the tensorflow, jax and torch backends. "
-            f"Received: backend={backend!r}"
-        )
-    if backend != "tensorflow":
-        gradient = _GRADIENTS[backend]
+    gradient = _backend_gradient("input_gradient_function")
+    if keras.backend.backend() != "tensorflow":
         return lambda x, *args: gradient(fn, np.asarray(x, dtype="float32"), *args)
 
     import tensorflow as tf
