@@ -28,7 +28,8 @@ DROP_SCALINGS = ("train", "inference")
 SHORTCUT_SOURCES = ("input", "preactivated")
 
 # Rows of the per-block lesion state vector.
-_GATE, _ROUTE_BRANCH, _ROUTE_SHORTCUT = 0, 1, 2
+_GATE, _ROUTE_BRANCH, _ROUTE_SHORTCUT, _BRANCH_SCALE = 0, 1, 2, 3
+_STATE_SIZE = 4
 _ROUTE_VALUES = {"both": (1.0, 1.0), "branch": (1.0, 0.0), "shortcut": (0.0, 1.0)}
 
 
@@ -100,8 +101,11 @@ class Residual(layers.Wrapper):
       `shortcut="none"` (a plain layer), False gives `y = x`.
     - `gradient_route` ("both", "branch" or "shortcut"): the forward value is
       unchanged; the backward pass flows only through the chosen path.
+    - `branch_scale` (float, 1.0): a factor on `F(x)` before the merge; the
+      effective-path training of Veit et al. (Sec. 5) sets n/m on the m
+      blocks it trains, as inverted stochastic depth does.
 
-    Because of this state `count_params()` counts 3 non-trainable scalars per
+    Because of this state `count_params()` counts 4 non-trainable scalars per
     block on top of the wrapped layers' weights.
 
     Args:
@@ -267,10 +271,11 @@ class Residual(layers.Wrapper):
                 self.merge_layer.data_format = data_format
             if not self.merge_layer.built:
                 self.merge_layer.build(branch_shape, branch_shape, branch_input_shape)
-        # Lesion state: [branch gate, gradient scale on the branch, on the shortcut].
+        # Lesion state: [branch gate, gradient scale on the branch, on the
+        # shortcut, forward scale on the branch].
         self.lesion_state = self.add_weight(
             name="lesion_state",
-            shape=(3,),
+            shape=(_STATE_SIZE,),
             initializer="ones",
             trainable=False,
             dtype="float32",
@@ -335,6 +340,8 @@ class Residual(layers.Wrapper):
 
         state = ops.cast(self.lesion_state, f.dtype)
         f = scale_gradient(f, state[_ROUTE_BRANCH])
+        scale = state[_BRANCH_SCALE]
+        f = ops.cond(ops.equal(scale, 1.0), lambda: f, lambda: ops.multiply(f, scale))
         keep = state[_GATE]
 
         if self.shortcut == "none":
@@ -434,6 +441,25 @@ class Residual(layers.Wrapper):
         self._require_state()
         state = keras.ops.convert_to_numpy(self.lesion_state.value).copy()
         state[_ROUTE_BRANCH], state[_ROUTE_SHORTCUT] = _ROUTE_VALUES[route]
+        self.lesion_state.assign(state)
+
+    @property
+    def branch_scale(self) -> float:
+        """Factor on the branch output `F(x)` (1.0: the block as built).
+
+        Effective-path training (Veit et al. 2016, Sec. 5) trains m of n
+        blocks per batch with their branches scaled by n/m, so that the sum
+        of branch outputs matches the full network used at test time.
+        """
+        if not self.built:
+            return 1.0
+        return float(keras.ops.convert_to_numpy(self.lesion_state.value)[_BRANCH_SCALE])
+
+    @branch_scale.setter
+    def branch_scale(self, scale: float) -> None:
+        self._require_state()
+        state = keras.ops.convert_to_numpy(self.lesion_state.value).copy()
+        state[_BRANCH_SCALE] = float(scale)
         self.lesion_state.assign(state)
 
     # --------------------------------------------------------- serialization

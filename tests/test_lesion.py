@@ -326,8 +326,33 @@ def test_effective_path_training_enables_exactly_m_blocks_per_compiled_step():
     # Only the branches enabled in some step were trained, in every step.
     assert changed == (callback.history[0] | callback.history[1]).tolist()
     assert all(b.branch_enabled for b in blocks)
+    assert all(b.branch_scale == 1.0 for b in blocks)  # restored after training
     with pytest.raises(ValueError, match="Cannot enable 6"):
         model.fit(x, y, verbose=0, callbacks=[schedules.EffectivePathTraining(active=6)])
+
+
+@pytest.mark.multibackend
+def test_effective_path_training_scales_the_trained_branches_by_n_over_m():
+    model, _ = _chain()  # 5 blocks
+    model.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+    blocks = surgery.residual_blocks(model)
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            seen.append([(b.branch_enabled, b.branch_scale) for b in blocks])
+
+    paths = schedules.EffectivePathTraining(active=2, seed=1)
+    x, y = _data(16)
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[paths, Record()])
+    for step in seen:
+        assert sum(on for on, _ in step) == 2
+        assert [scale for _, scale in step] == [2.5 if on else 1.0 for on, _ in step]
+    unscaled = schedules.EffectivePathTraining(active=2, seed=1, rescale=False)
+    seen.clear()
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[unscaled, Record()])
+    assert all(scale == 1.0 for step in seen for _, scale in step)
+    assert all(b.branch_scale == 1.0 and b.branch_enabled for b in blocks)
 
 
 @pytest.mark.multibackend

@@ -551,6 +551,23 @@ def test_stochastic_depth_is_reproducible_under_set_random_seed():
     assert draws(1, seed=5) == draws(2, seed=5)  # an explicit seed wins
 
 
+@pytest.mark.multibackend
+def test_branch_scale_multiplies_the_branch_in_a_compiled_predict():
+    inputs = keras.Input((3,))
+    block = Residual(layers.Dense(3), name="block")
+    model = keras.Model(inputs, block(inputs))
+    x = random_input((4, 3))
+    kernel, bias = (to_numpy(w) for w in block.layer.weights)
+    branch = x @ kernel + bias
+    np.testing.assert_allclose(model.predict(x, verbose=0), x + branch, rtol=1e-5, atol=1e-6)
+    block.branch_scale = 2.5  # read by the already compiled predict function
+    np.testing.assert_allclose(model.predict(x, verbose=0), x + 2.5 * branch, rtol=1e-5,
+                               atol=1e-6)
+    assert block.branch_scale == 2.5 and block.branch_enabled
+    block.branch_enabled = False  # the gate still wins: y = x
+    np.testing.assert_allclose(model.predict(x, verbose=0), x, rtol=1e-6)
+
+
 # --------------------------------------------------------------------- masking
 
 

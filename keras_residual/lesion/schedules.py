@@ -18,7 +18,7 @@ import numpy as np
 
 from keras_residual.lesion.studies import Data, SingleDeletionResult, single_block_deletion
 from keras_residual.lesion.surgery import residual_blocks
-from keras_residual.residual import Residual
+from keras_residual.residual import _BRANCH_SCALE, _GATE, Residual
 
 
 def linear_decay_drop_rates(n: int, final_survival: float = 0.5) -> np.ndarray:
@@ -113,13 +113,19 @@ class EffectivePathTraining(keras.callbacks.Callback):
     paths seen in training at 11.5 blocks, the effective paths, and trains as
     well as the full network. The other blocks' branch gates are off for
     that batch (`Residual.branch_enabled`), which a compiled train step reads
-    as data on every backend. All gates are restored for validation and
-    after training. With `steps_per_execution > 1` one draw covers a whole
-    execution.
+    as data on every backend. The enabled blocks' branches are scaled by
+    n / active (`Residual.branch_scale`), so that the sum of branch outputs
+    the later layers see in training has the mean of the full network's that
+    they see at test time: the inverted scaling of stochastic depth (Huang et
+    al. 2016, whose blocks survive with probability active / n here). Gates
+    and scales are restored for validation and after training. With
+    `steps_per_execution > 1` one draw covers a whole execution.
 
     Args:
         active: int. Number of blocks enabled per batch, 0 <= active <= n.
         seed: int or None. Seed of the draws. Defaults to None.
+        rescale: bool. Scale the enabled branches by n / active. Defaults to
+            True; False trains the sampled sub-networks unscaled.
 
     Example:
         >>> import keras, numpy as np
@@ -133,12 +139,13 @@ class EffectivePathTraining(keras.callbacks.Callback):
         [True, True]
     """
 
-    def __init__(self, active: int, seed: int | None = None):
+    def __init__(self, active: int, seed: int | None = None, rescale: bool = True):
         super().__init__()
         if int(active) != active or active < 0:
             raise ValueError(f"`active` must be a non-negative integer. Received: {active!r}")
         self.active = int(active)
         self.seed = seed
+        self.rescale = bool(rescale)
         self._rng = np.random.default_rng(seed)
         self._blocks: list[Residual] = []
         self._saved: list[np.ndarray] = []
@@ -155,9 +162,13 @@ class EffectivePathTraining(keras.callbacks.Callback):
 
     def _assign(self, enabled: np.ndarray) -> None:
         _sync_state(self.model)
+        scale = len(self._blocks) / self.active if self.rescale and self.active else 1.0
         for block, state, on in zip(self._blocks, self._saved, enabled, strict=True):
-            # Row 0 of the lesion state is the branch gate (see Residual).
-            block.lesion_state.assign(np.concatenate([[float(on)], state[1:]]).astype("float32"))
+            new = state.astype("float32").copy()
+            new[_GATE] = float(on)
+            if on:
+                new[_BRANCH_SCALE] = state[_BRANCH_SCALE] * scale
+            block.lesion_state.assign(new)
 
     def on_train_batch_begin(self, batch, logs=None):
         enabled = np.zeros(len(self._blocks), dtype=bool)

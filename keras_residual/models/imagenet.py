@@ -265,7 +265,7 @@ def resnet18(**kwargs: Any) -> keras.Model:
     every `build_resnet` argument.
 
     Example:
-        >>> resnet18(weights=None).count_params() - 8 * 3  # minus the lesion state
+        >>> resnet18(weights=None).count_params() - 8 * 4  # minus the lesion state
         11699112
     """
     return _named("resnet18", kwargs)
