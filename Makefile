@@ -35,7 +35,7 @@ test-backends: $(VENV)/.test
 	KERAS_BACKEND=torch $(PY) -m pytest $(PYTEST_ARGS) -m multibackend tests
 
 lint: $(VENV)/.test
-	$(VENV)/bin/ruff check keras_residual tests examples benchmarks
+	$(VENV)/bin/ruff check keras_residual tests examples benchmarks notebooks
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) build *.egg-info
