@@ -17,14 +17,19 @@ import numpy as np
 ScalarFn = Callable[[Any], Any]
 
 
-def _tensorflow_gradient(fn: ScalarFn, x: np.ndarray, *args: Any) -> np.ndarray:
+def _tape_gradient(fn: ScalarFn, x: Any, *args: Any) -> Any:
     import tensorflow as tf
 
-    x = tf.convert_to_tensor(x)
     with tf.GradientTape() as tape:
         tape.watch(x)
         value = fn(x, *args)
-    return tape.gradient(value, x).numpy()
+    return tape.gradient(value, x)
+
+
+def _tensorflow_gradient(fn: ScalarFn, x: np.ndarray, *args: Any) -> np.ndarray:
+    import tensorflow as tf
+
+    return _tape_gradient(fn, tf.convert_to_tensor(x), *args).numpy()
 
 
 def _jax_gradient(fn: ScalarFn, x: np.ndarray, *args: Any) -> np.ndarray:
@@ -116,10 +121,7 @@ def input_gradient_function(fn: Callable[..., Any]) -> Callable[..., np.ndarray]
 
     @tf.function(reduce_retracing=True)
     def compiled(x, *args):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            value = fn(x, *args)
-        return tape.gradient(value, x)
+        return _tape_gradient(fn, x, *args)
 
     def run(x: Any, *args: Any) -> np.ndarray:
         x = tf.convert_to_tensor(np.asarray(x, dtype="float32"))

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 from keras_residual import merges as merges_lib
@@ -213,6 +214,9 @@ class Residual(layers.Wrapper):
         self._branch_accepts_mask = _accepts(layer, "mask")
         self._branch_accepts_training = _accepts(layer, "training")
         self._merge_accepts_training = _accepts(self.merge_layer, "training")
+        self._shortcut_accepts_training = (
+            self.shortcut_layer is not None and _accepts(self.shortcut_layer, "training")
+        )
 
     # ------------------------------------------------------------------ build
 
@@ -367,7 +371,7 @@ class Residual(layers.Wrapper):
         return ops.cond(ops.greater(keep, 0.5), lambda: y, lambda: s)
 
     def _call_shortcut(self, x, training):
-        if _accepts(self.shortcut_layer, "training"):
+        if self._shortcut_accepts_training:
             return self.shortcut_layer(x, training=training)
         return self.shortcut_layer(x)
 
@@ -392,23 +396,31 @@ class Residual(layers.Wrapper):
 
     # ---------------------------------------------------------- lesion state
 
-    def _require_state(self) -> None:
+    def _state(self):
+        """The lesion state as a NumPy copy (all ones before the block is built)."""
+        if not self.built:
+            return np.ones(_STATE_SIZE, dtype="float32")
+        return keras.ops.convert_to_numpy(self.lesion_state.value).copy()
+
+    def _update_state(self, rows: dict[int, float]) -> None:
+        """Writes the given rows of the lesion state, keeping the others."""
         if not self.built:
             raise ValueError(
                 f"Residual {self.name!r} is not built yet: call it on an input first."
             )
+        state = self._state()
+        for row, value in rows.items():
+            state[row] = value
+        self.lesion_state.assign(state)
 
     @property
     def branch_enabled(self) -> bool:
         """Whether the branch contributes (False: `y = h(x)`; Veit et al. 2016, Sec. 4)."""
-        if not self.built:
-            return True
-        return bool(keras.ops.convert_to_numpy(self.lesion_state.value)[_GATE] > 0.5)
+        return bool(self._state()[_GATE] > 0.5)
 
     @branch_enabled.setter
     def branch_enabled(self, enabled: bool) -> None:
-        self._require_state()
-        if self.shortcut == "none" and not enabled and not _shapes_match(
+        if self.built and self.shortcut == "none" and not enabled and not _shapes_match(
             self._input_shape, self._branch_shape
         ):
             raise ValueError(
@@ -416,16 +428,12 @@ class Residual(layers.Wrapper):
                 f"{self._input_shape} -> {self._branch_shape}: its layer cannot be "
                 "replaced by the identity."
             )
-        state = keras.ops.convert_to_numpy(self.lesion_state.value).copy()
-        state[_GATE] = 1.0 if enabled else 0.0
-        self.lesion_state.assign(state)
+        self._update_state({_GATE: 1.0 if enabled else 0.0})
 
     @property
     def gradient_route(self) -> str:
         """"both", "branch" or "shortcut": where the backward pass flows."""
-        if not self.built:
-            return "both"
-        state = keras.ops.convert_to_numpy(self.lesion_state.value)
+        state = self._state()
         pair = (float(state[_ROUTE_BRANCH]), float(state[_ROUTE_SHORTCUT]))
         for name, value in _ROUTE_VALUES.items():
             if pair == value:
@@ -438,10 +446,8 @@ class Residual(layers.Wrapper):
             raise ValueError(
                 f"`gradient_route` must be one of {GRADIENT_ROUTES}. Received: {route!r}"
             )
-        self._require_state()
-        state = keras.ops.convert_to_numpy(self.lesion_state.value).copy()
-        state[_ROUTE_BRANCH], state[_ROUTE_SHORTCUT] = _ROUTE_VALUES[route]
-        self.lesion_state.assign(state)
+        branch, shortcut = _ROUTE_VALUES[route]
+        self._update_state({_ROUTE_BRANCH: branch, _ROUTE_SHORTCUT: shortcut})
 
     @property
     def branch_scale(self) -> float:
@@ -451,16 +457,11 @@ class Residual(layers.Wrapper):
         blocks per batch with their branches scaled by n/m, so that the sum
         of branch outputs matches the full network used at test time.
         """
-        if not self.built:
-            return 1.0
-        return float(keras.ops.convert_to_numpy(self.lesion_state.value)[_BRANCH_SCALE])
+        return float(self._state()[_BRANCH_SCALE])
 
     @branch_scale.setter
     def branch_scale(self, scale: float) -> None:
-        self._require_state()
-        state = keras.ops.convert_to_numpy(self.lesion_state.value).copy()
-        state[_BRANCH_SCALE] = float(scale)
-        self.lesion_state.assign(state)
+        self._update_state({_BRANCH_SCALE: float(scale)})
 
     # --------------------------------------------------------- serialization
 

@@ -17,7 +17,7 @@ import keras
 import numpy as np
 
 from keras_residual.lesion.studies import Data, SingleDeletionResult, single_block_deletion
-from keras_residual.lesion.surgery import residual_blocks
+from keras_residual.lesion.surgery import clone_with_weights, residual_blocks
 from keras_residual.residual import _BRANCH_SCALE, _GATE, Residual
 
 
@@ -84,15 +84,9 @@ def with_stochastic_depth(
             config.update(drop_rate=float(rates[id(layer)]), drop_mode=drop_mode)
         return layer.__class__.from_config(config)
 
-    try:
-        clone = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
-    except ValueError as error:
-        raise ValueError(
-            f"Model {model.name!r} ({type(model).__name__}) cannot be cloned from its "
-            "config; build it with `Residual(..., drop_rate=...)` instead."
-        ) from error
-    clone.set_weights(model.get_weights())
-    return clone
+    return clone_with_weights(
+        model, "build it with `Residual(..., drop_rate=...)` instead.", clone_function=clone_layer
+    )
 
 
 def _sync_state(model: keras.Model) -> None:

@@ -193,13 +193,35 @@ def deleted_blocks(model: keras.Model, blocks: Sequence[BlockRef] | BlockRef) ->
         yield model
 
 
-def _clone_with_weights(model: keras.Model) -> keras.Model:
+def clone_with_weights(
+    model: keras.Model, instead: str, clone_function: Callable | None = None
+) -> keras.Model:
+    """A copy of `model` made from its config (layers through `clone_function`), same weights.
+
+    Args:
+        model: keras.Model. Functional or Sequential.
+        instead: str. What the user can do when the model cannot be cloned;
+            ends the error message.
+        clone_function: callable or None. Passed to `keras.models.clone_model`
+            (recursively, into nested models).
+
+    Returns:
+        The new keras.Model.
+
+    Example:
+        >>> import keras
+        >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+        >>> clone_with_weights(model, "do something else") is model
+        False
+    """
     try:
-        clone = keras.models.clone_model(model)
+        clone = keras.models.clone_model(
+            model, clone_function=clone_function, recursive=clone_function is not None
+        )
     except ValueError as error:
         raise ValueError(
             f"Model {model.name!r} ({type(model).__name__}) cannot be cloned from its "
-            "config; use the `deleted_blocks` context manager on it instead."
+            f"config; {instead}"
         ) from error
     clone.set_weights(model.get_weights())
     return clone
@@ -229,7 +251,7 @@ def delete_blocks(model: keras.Model, blocks: Sequence[BlockRef] | BlockRef) -> 
         next(i for i, b in enumerate(residual_blocks(model)) if b is block)
         for block in resolve_blocks(model, blocks)
     ]
-    clone = _clone_with_weights(model)
+    clone = clone_with_weights(model, "use the `deleted_blocks` context manager on it instead.")
     clone_blocks = residual_blocks(clone)
     for i in indices:
         clone_blocks[i].branch_enabled = False
