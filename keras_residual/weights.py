@@ -54,11 +54,137 @@ class WeightTransfer:
 
 
 def _children(layer: layers.Layer) -> list[layers.Layer]:
-    """The layers directly inside `layer`: a model's `layers`, else its layer attributes."""
+    """The layers directly inside `layer`, on every backend.
+
+    A model's `layers`; for other layers the sub-layers Keras tracks (a
+    `Residual`'s branch, shortcut, pre-activation and merge; a
+    `ProjectionShortcut`'s conv and BN). Attribute scans (`vars`) miss them on
+    PyTorch, where sub-layers live in the torch module's `_modules`.
+    """
     if isinstance(layer, keras.Model):
         return list(layer.layers)
-    unique = {id(v): v for v in vars(layer).values() if isinstance(v, layers.Layer)}
-    return list(unique.values())
+    return list(layer._flatten_layers(include_self=False, recursive=False))
+
+
+def _segments(layer: layers.Layer) -> list[tuple[str, layers.Layer]]:
+    """(path segment, child) for the layers directly inside `layer`.
+
+    A `Residual`'s parts are named by the keywords of `keras_residual.probe`
+    ("preactivation", "branch", "shortcut") and "merge", so a block's path does
+    not depend on the automatic names of the layers it makes from strings;
+    other children by their layer name.
+    """
+    if isinstance(layer, Residual):
+        parts = {
+            id(layer.preactivation_layer): "preactivation",
+            id(layer.layer): "branch",
+            id(layer.shortcut_layer): "shortcut",
+            id(layer.merge_layer): "merge",
+        }
+        return [(parts.get(id(child), child.name), child) for child in _children(layer)]
+    return [(child.name, child) for child in _children(layer)]
+
+
+def variable_paths(model: layers.Layer) -> dict[str, keras.Variable]:
+    """Every weight of `model` keyed by a path that does not depend on build order.
+
+    A path joins layer names from `model` down (a `Residual`'s parts by the
+    keywords "preactivation", "branch", "shortcut" and "merge", as in
+    `keras_residual.probe`) and ends in the variable's own name:
+    `"conv2_block1/branch/conv2_block1_1_conv/kernel"`. Unlike
+    `Variable.path`, which records the name scope a variable was created in,
+    it is the same for a model and for a clone made from its config, however
+    and in whatever order their layers were built.
+
+    Args:
+        model: keras.layers.Layer. A model or any layer.
+
+    Returns:
+        dict from path to variable, in `model.weights` order.
+
+    Raises:
+        ValueError: when two layers or two variables at one level share a
+            name, so a path would be ambiguous.
+
+    Example:
+        >>> import keras
+        >>> from keras_residual import Residual
+        >>> inputs = keras.Input((4,))
+        >>> block = Residual(keras.layers.Dense(4, name="fc"), name="block")
+        >>> model = keras.Model(inputs, block(inputs))
+        >>> [p for p in variable_paths(model) if "fc" in p]
+        ['block/branch/fc/kernel', 'block/branch/fc/bias']
+    """
+    found: dict[int, str] = {}
+
+    def visit(layer: layers.Layer, prefix: str) -> None:
+        children = _segments(layer)
+        names = [name for name, _ in children]
+        if len(set(names)) != len(names):
+            duplicates = sorted({n for n in names if names.count(n) > 1})
+            raise ValueError(
+                f"Layer {prefix or layer.name!r} holds several layers named {duplicates}; "
+                "weights are matched by path, so names must be unique at each level."
+            )
+        for name, child in children:
+            visit(child, f"{prefix}{name}/")
+        inner = {id(w) for _, child in children for w in child.weights}
+        own = [w for w in layer.weights if id(w) not in inner and id(w) not in found]
+        own_names = [w.name for w in own]
+        if len(set(own_names)) != len(own_names):
+            raise ValueError(
+                f"Layer {prefix or layer.name!r} has several variables with one name: "
+                f"{own_names}."
+            )
+        for w in own:
+            found[id(w)] = prefix + w.name
+
+    visit(model, "")
+    return {found[id(w)]: w for w in model.weights if id(w) in found}
+
+
+def copy_weights(source: layers.Layer, target: layers.Layer) -> None:
+    """Copy every weight of `source` into `target`, matched by `variable_paths`.
+
+    Never by order: a clone made from `source`'s config may create its
+    variables in another order (a pre-activation made from a string is built
+    later than one passed as a layer) and still receives the right values.
+
+    Args:
+        source: keras.layers.Layer. Built.
+        target: keras.layers.Layer. Built, with the same layer and variable
+            names (e.g. a clone from `source`'s config).
+
+    Raises:
+        ValueError: when a path is on one side only, or shapes differ,
+            before anything is copied.
+
+    Example:
+        >>> import keras
+        >>> a = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="fc")])
+        >>> b = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="fc")])
+        >>> copy_weights(a, b)
+        >>> import numpy as np
+        >>> all(np.array_equal(x, y) for x, y in zip(a.get_weights(), b.get_weights()))
+        True
+    """
+    theirs, ours = variable_paths(source), variable_paths(target)
+    if set(theirs) != set(ours):
+        only_source = [p for p in theirs if p not in ours]
+        only_target = [p for p in ours if p not in theirs]
+        raise ValueError(
+            f"Cannot copy the weights of {source.name!r} into {target.name!r}: their layers "
+            f"differ. Only in the source: {only_source[:10]}; only in the target: "
+            f"{only_target[:10]}. Received: source={source.name!r}, target={target.name!r}"
+        )
+    for path, variable in ours.items():
+        if tuple(variable.shape) != tuple(theirs[path].shape):
+            raise ValueError(
+                f"Weight {path!r} has shape {tuple(theirs[path].shape)} in {source.name!r} "
+                f"but {tuple(variable.shape)} in {target.name!r}."
+            )
+    for path, variable in ours.items():
+        variable.assign(keras.ops.convert_to_numpy(theirs[path]))
 
 
 def _is_unit(layer: layers.Layer) -> bool:

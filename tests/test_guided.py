@@ -176,6 +176,7 @@ def test_given_positions_and_functions(images):
         )
 
 
+@pytest.mark.multibackend
 def test_copy_forward_equals_model_and_swaps_every_relu(images):
     inputs = keras.Input((6, 6, C))
     branch = keras.Sequential(
@@ -194,6 +195,31 @@ def test_copy_forward_equals_model_and_swaps_every_relu(images):
              block.preactivation_layer.layers[-1].activation.__name__]
     assert names == ["deconvnet_relu"] * 4
     assert model.get_layer("block").activation is keras.activations.relu
+
+
+@pytest.mark.multibackend
+def test_copy_of_a_strided_projection_preactivation_block(images):
+    # The copy makes the string pre-activation into layers before building, so its
+    # variables come in another order than the model's: weights go across by path.
+    inputs = keras.Input((6, 6, 8))
+    block = Residual(layers.Conv2D(16, 3, strides=2, padding="same"), shortcut="projection",
+                     preactivation="bn_relu", name="block")
+    model = keras.Model(inputs, block(inputs))
+    rng = np.random.default_rng(3)
+    for variable in model.weights:  # random BN statistics and kernels
+        if variable.name != "lesion_state":
+            low = 0.5 if variable.name in ("gamma", "moving_variance") else -1.0
+            variable.assign(rng.uniform(low, 1.5, variable.shape).astype("float32"))
+    x = rng.normal(size=(2, 6, 6, 8)).astype("float32")
+    for rule in ("guided", "deconvnet"):
+        copy = rectified_copy(model, rule)
+        assert [w.name for w in copy.weights] != [w.name for w in model.weights]
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(copy(x, training=False)),
+            keras.ops.convert_to_numpy(model(x, training=False)), rtol=1e-5, atol=1e-5,
+        )
+    grads = guided_backprop(model, "block", 3, x)
+    assert grads.shape == x.shape and np.abs(grads).sum() > 0
 
 
 @pytest.mark.multibackend

@@ -36,10 +36,11 @@ from keras import ops
 from keras_residual.gradients import input_gradient_function
 from keras_residual.ops import _upstream
 from keras_residual.probe import probe
-from keras_residual.residual import make_preactivation
+from keras_residual.residual import Residual, make_preactivation
 from keras_residual.shortcuts import channel_axis
 from keras_residual.viz.receptive_field import ReceptiveField
 from keras_residual.viz.top_activations import TopK, crop_patches
+from keras_residual.weights import copy_weights
 
 RULES = ("guided", "deconvnet", "plain")
 
@@ -123,10 +124,42 @@ def _preactivation_axis(node: dict) -> int:
     return channel_axis(rank, data_format)
 
 
-def _swap_relus(node: Any, activation: dict) -> Any:
-    """A deep copy of a serialized model with every ReLU replaced by `activation`."""
+def _built_preactivations(model: keras.Model) -> dict[str, dict | None]:
+    """The config of each built Residual's pre-activation made from a string, by block name.
+
+    The copy reuses these configs, so its pre-activation layers keep the
+    original's names and its weights can be copied by path. None marks a
+    name shared by blocks whose pre-activations differ.
+    """
+    found: dict[str, dict | None] = {}
+    stack, seen = [model], set()
+    while stack:
+        layer = stack.pop()
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        stack.extend(layer._flatten_layers(include_self=False, recursive=False))
+        if (
+            isinstance(layer, Residual)
+            and isinstance(layer.preactivation, str)
+            and layer.preactivation_layer is not None
+        ):
+            config = keras.saving.serialize_keras_object(layer.preactivation_layer)
+            if layer.name in found and found[layer.name] != config:
+                config = None
+            found[layer.name] = config
+    return found
+
+
+def _swap_relus(node: Any, activation: dict, preactivations: dict | None = None) -> Any:
+    """A deep copy of a serialized model with every ReLU replaced by `activation`.
+
+    `preactivations` (from `_built_preactivations`) gives the built layers of
+    string pre-activations; blocks not in it get fresh ones.
+    """
+    preactivations = preactivations or {}
     if isinstance(node, list):
-        return [_swap_relus(item, activation) for item in node]
+        return [_swap_relus(item, activation, preactivations) for item in node]
     if not isinstance(node, dict):
         return node
     if _is_plain_relu_layer(node):
@@ -146,16 +179,18 @@ def _swap_relus(node: Any, activation: dict) -> Any:
         "bn_relu",
     ):
         # A string pre-activation is only made into layers at build time, so
-        # make the same layers here and let the walk below rectify them.
-        layer = make_preactivation(node["config"]["preactivation"], _preactivation_axis(node))
-        node["config"] = dict(
-            node["config"], preactivation=keras.saving.serialize_keras_object(layer)
-        )
+        # take the built block's layers (or make the same ones) and let the
+        # walk below rectify them.
+        built = preactivations.get(node["config"].get("name"))
+        if built is None:
+            layer = make_preactivation(node["config"]["preactivation"], _preactivation_axis(node))
+            built = keras.saving.serialize_keras_object(layer)
+        node["config"] = dict(node["config"], preactivation=copy.deepcopy(built))
     for key, value in node.items():
         if key == "activation" and value == "relu":
             node[key] = copy.deepcopy(activation)
         elif key != "compile_config":
-            node[key] = _swap_relus(value, activation)
+            node[key] = _swap_relus(value, activation, preactivations)
     node.pop("compile_config", None)
     return node
 
@@ -199,9 +234,10 @@ def rectified_copy(model: keras.Model, rule: str = "guided") -> keras.Model:
         ) from error
     # A dict identifier: keras.activations.get looks strings up among the built-ins only.
     activation = keras.saving.serialize_keras_object(_ACTIVATIONS[rule])
-    config = _swap_relus(copy.deepcopy(config), activation)
+    config = _swap_relus(copy.deepcopy(config), activation, _built_preactivations(model))
     clone = keras.saving.deserialize_keras_object(config)
-    clone.set_weights(model.get_weights())
+    # By path, never by order: the copy may create its variables in another order.
+    copy_weights(model, clone)
     return clone
 
 
