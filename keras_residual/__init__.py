@@ -7,7 +7,8 @@ models saved with them load with `keras.models.load_model` and nothing else.
 Subpackages: `blocks` (block factories), `models` (ResNet, ResNeXt, CIFAR and
 small builders), `viz` (receptive fields, top-k patches, guided backprop,
 images, callbacks), `lesion` (deletion, reordering, path statistics),
-`datasets`, `training`. `probe(model, paths)` reaches any nested layer.
+`datasets`, `training`. `probe(model, paths)` reaches any nested layer;
+`summary(model)` prints the layers with the parts inside every block.
 """
 
 # Subpackages, imported so that their serializable classes are registered.
@@ -22,9 +23,17 @@ from keras_residual.merges import (
     ScaledMerge,
     ShortcutDropoutMerge,
 )
+from keras_residual.model_summary import summary
 from keras_residual.ops import scale_gradient
 from keras_residual.probe import list_paths, probe, resolve_path  # noqa: E402
-from keras_residual.residual import Residual
+from keras_residual.residual import (
+    LesionState,
+    Residual,
+    lesion_ready,
+    reset_compiled_functions,
+    residual_layers,
+    set_lesion_ready,
+)
 from keras_residual.shortcuts import AvgDownShortcut, ProjectionShortcut, ZeroPadShortcut
 
 __version__ = "0.1.0"
@@ -34,6 +43,7 @@ __all__ = [
     "AvgDownShortcut",
     "CallableMerge",
     "GatedMerge",
+    "LesionState",
     "Merge",
     "MultiplyMerge",
     "ProjectionShortcut",
@@ -45,11 +55,16 @@ __all__ = [
     "blocks",
     "datasets",
     "lesion",
+    "lesion_ready",
     "list_paths",
     "models",
     "probe",
+    "reset_compiled_functions",
+    "residual_layers",
     "resolve_path",
     "scale_gradient",
+    "summary",
+    "set_lesion_ready",
     "training",
     "viz",
 ]

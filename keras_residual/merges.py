@@ -52,6 +52,25 @@ class Merge(layers.Layer):
     def compute_output_shape(self, shortcut_shape, branch_shape=None, inputs_shape=None):
         return tuple(branch_shape if branch_shape is not None else shortcut_shape)
 
+    def without_branch(self, shortcut, inputs=None, **kwargs):
+        """The merge with the branch deleted: `merge(h(x), 0)`.
+
+        What a residual block passes on when its branch is removed (Veit et
+        al. 2016, Sec. 4.1: the residual module goes, the rest of the block
+        stays; Huang et al. 2016, Eq. 2, for a dropped branch). The default
+        calls the merge with a zero branch; merges whose "no branch" value
+        is cheaper or different override it.
+
+        Args:
+            shortcut: tensor. The shortcut output `h(x)`.
+            inputs: tensor or None. The block input (for gated merges).
+            **kwargs: call arguments such as `training`.
+
+        Returns:
+            A tensor shaped like `shortcut`.
+        """
+        return self(shortcut, ops.zeros_like(shortcut), inputs, **kwargs)
+
 
 @keras.saving.register_keras_serializable(package="keras_residual")
 class AddMerge(Merge):
@@ -67,6 +86,9 @@ class AddMerge(Merge):
     def call(self, shortcut, branch, inputs=None):
         return ops.add(shortcut, branch)
 
+    def without_branch(self, shortcut, inputs=None, **kwargs):
+        return shortcut
+
 
 @keras.saving.register_keras_serializable(package="keras_residual")
 class MultiplyMerge(Merge):
@@ -81,6 +103,11 @@ class MultiplyMerge(Merge):
 
     def call(self, shortcut, branch, inputs=None):
         return ops.multiply(shortcut, branch)
+
+    def without_branch(self, shortcut, inputs=None, **kwargs):
+        # The neutral element of a product is 1, not 0: a deleted
+        # multiplicative branch leaves the shortcut, as a deleted additive one does.
+        return shortcut
 
 
 @keras.saving.register_keras_serializable(package="keras_residual")
@@ -265,6 +292,9 @@ class ReZeroMerge(Merge):
 
     def call(self, shortcut, branch, inputs=None):
         return ops.add(shortcut, ops.multiply(ops.cast(self.alpha, branch.dtype), branch))
+
+    def without_branch(self, shortcut, inputs=None, **kwargs):
+        return shortcut
 
     def get_config(self) -> dict:
         return {**super().get_config(), "initial_value": self.initial_value}

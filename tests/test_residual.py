@@ -367,7 +367,7 @@ def jacobian(fn, x: np.ndarray) -> np.ndarray:
 
 def _linear_block(shortcut: str = "identity", out: int = 3) -> tuple:
     """Residual(Dense(no bias)) on row vectors: y = x S + x K, S = I or W_s."""
-    block = Residual(layers.Dense(out, use_bias=False), shortcut=shortcut)
+    block = Residual(layers.Dense(out, use_bias=False), shortcut=shortcut, lesion_ready=True)
     x = random_input((1, 3))
     block(x)
     if shortcut == "projection":
@@ -405,13 +405,13 @@ def test_disabled_branch_leaves_the_shortcut(shortcut):
 
 
 def test_lesion_properties_validate():
-    block = Residual(layers.Dense(4))
+    block = Residual(layers.Dense(4), lesion_ready=True)
     with pytest.raises(ValueError, match="not built"):
         block.branch_enabled = False
     block(random_input((1, 4)))
-    with pytest.raises(ValueError, match="Received: 'sideways'"):
+    with pytest.raises(ValueError, match="Received: gradient_route='sideways'"):
         block.gradient_route = "sideways"
-    plain = Residual(layers.Dense(6), shortcut="none")
+    plain = Residual(layers.Dense(6), shortcut="none", lesion_ready=True)
     plain(random_input((1, 4)))
     with pytest.raises(ValueError, match="cannot be replaced by the identity"):
         plain.branch_enabled = False
@@ -431,7 +431,7 @@ class TraceCounter(layers.Layer):
 
 def test_lesion_changes_compiled_predict_without_retracing():
     inputs = keras.Input((3,))
-    block = Residual(layers.Dense(3, use_bias=False))
+    block = Residual(layers.Dense(3, use_bias=False), lesion_ready=True)
     counter = TraceCounter()
     model = keras.Model(inputs, counter(block(inputs)))
     x = random_input((4, 3))
@@ -450,7 +450,7 @@ def test_lesion_changes_compiled_predict_without_retracing():
 
 def test_gradient_route_changes_compiled_training_without_retracing():
     inputs = keras.Input((3,))
-    block = Residual(layers.Dense(5), shortcut="projection")
+    block = Residual(layers.Dense(5), shortcut="projection", lesion_ready=True)
     counter = TraceCounter()
     model = keras.Model(inputs, counter(block(inputs)))
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
@@ -554,7 +554,7 @@ def test_stochastic_depth_is_reproducible_under_set_random_seed():
 @pytest.mark.multibackend
 def test_branch_scale_multiplies_the_branch_in_a_compiled_predict():
     inputs = keras.Input((3,))
-    block = Residual(layers.Dense(3), name="block")
+    block = Residual(layers.Dense(3), name="block", lesion_ready=True)
     model = keras.Model(inputs, block(inputs))
     x = random_input((4, 3))
     kernel, bias = (to_numpy(w) for w in block.layer.weights)
@@ -670,11 +670,15 @@ def test_projection_bridges_a_valid_strided_conv():
         ({"drop_mode": "layer"}, "'layer'"),
         ({"drop_scaling": "never"}, "'never'"),
         ({"preactivation": "gelu"}, "preactivation='gelu'"),
+        ({"preactivation": "bn-relu"}, "preactivation='bn-relu'"),
+        ({"drop_rate": 0.2, "shortcut": "none"}, "shortcut='none'"),
+        ({"data_format": "NHWC"}, "data_format='NHWC'"),
     ],
 )
 def test_invalid_arguments_say_what_was_received(kwargs, text):
+    # Every option is checked in __init__, before the block is called.
     with pytest.raises(ValueError, match="Received") as info:
-        Residual(layers.Dense(4), **kwargs)(keras.Input((4,)))
+        Residual(layers.Dense(4), **kwargs)
     assert text in str(info.value)
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from keras_residual.lesion.studies import Data, SingleDeletionResult, single_block_deletion
 from keras_residual.lesion.surgery import clone_with_weights, residual_blocks
-from keras_residual.residual import _BRANCH_SCALE, _GATE, Residual
+from keras_residual.residual import LesionState, Residual, reset_compiled_functions
 
 
 def linear_decay_drop_rates(n: int, final_survival: float = 0.5) -> np.ndarray:
@@ -142,7 +142,8 @@ class EffectivePathTraining(keras.callbacks.Callback):
         self.rescale = bool(rescale)
         self._rng = np.random.default_rng(seed)
         self._blocks: list[Residual] = []
-        self._saved: list[np.ndarray] = []
+        self._saved: list[LesionState] = []
+        self._made_ready: list[Residual] = []
         self.history: list[np.ndarray] = []
 
     def on_train_begin(self, logs=None):
@@ -152,17 +153,25 @@ class EffectivePathTraining(keras.callbacks.Callback):
                 f"Cannot enable {self.active} blocks per batch: the model has "
                 f"{len(self._blocks)} Residual blocks. Received: active={self.active}"
             )
-        self._saved = [keras.ops.convert_to_numpy(b.lesion_state.value).copy() for b in self._blocks]
+        # The gates are data only for lesion-ready blocks: switch them on and
+        # retrace the train step that `fit` made before calling us.
+        self._made_ready = [b for b in self._blocks if not b.lesion_ready]
+        if self._made_ready:
+            for block in self._made_ready:
+                block._set_lesion_ready(True)
+            reset_compiled_functions(self.model)
+            self.model.make_train_function(force=True)
+        self._saved = [b.get_lesion_state() for b in self._blocks]
 
     def _assign(self, enabled: np.ndarray) -> None:
         _sync_state(self.model)
         scale = len(self._blocks) / self.active if self.rescale and self.active else 1.0
         for block, state, on in zip(self._blocks, self._saved, enabled, strict=True):
-            new = state.astype("float32").copy()
-            new[_GATE] = float(on)
-            if on:
-                new[_BRANCH_SCALE] = state[_BRANCH_SCALE] * scale
-            block.lesion_state.assign(new)
+            block.set_lesion_state(
+                state,
+                branch_enabled=bool(on) and state.branch_enabled,
+                branch_scale=state.branch_scale * (scale if on else 1.0),
+            )
 
     def on_train_batch_begin(self, batch, logs=None):
         enabled = np.zeros(len(self._blocks), dtype=bool)
@@ -174,7 +183,7 @@ class EffectivePathTraining(keras.callbacks.Callback):
         if self._blocks:
             _sync_state(self.model)
             for block, state in zip(self._blocks, self._saved, strict=True):
-                block.lesion_state.assign(state)
+                block.set_lesion_state(state)
 
     def on_test_begin(self, logs=None):
         self._restore()
@@ -184,6 +193,11 @@ class EffectivePathTraining(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self._restore()
+        if self._made_ready:
+            for block in self._made_ready:
+                block._set_lesion_ready(False)
+            reset_compiled_functions(self.model)
+            self._made_ready = []
 
 
 @dataclasses.dataclass

@@ -40,7 +40,7 @@ from keras_residual.lesion.surgery import (
     routed_gradients,
     swappable,
 )
-from keras_residual.residual import Residual
+from keras_residual.residual import Residual, lesion_ready
 
 Data = Any  # (x, y) arrays or a tf.data.Dataset of (x, y) batches
 
@@ -180,7 +180,7 @@ def _stacked_sweep_model(model: keras.Model, units: list, batch: int) -> tuple[k
         if passes_input_when_deleted(layer):
             deleted = intact
         else:
-            config = dict(layer.get_config(), name=f"{layer.name}_deleted")
+            config = dict(layer.get_config(), name=f"{layer.name}_deleted", lesion_ready=True)
             twin = type(layer).from_config(config)
             deleted = twin(intact, **kwargs)
             twins.append((layer, twin))
@@ -282,7 +282,7 @@ def single_block_deletion(
             f"Model {model.name!r} has no Residual blocks and no layer with equal input "
             "and output shape that could be deleted."
         )
-    with preserved_lesion_state(residual_blocks(model)):
+    with lesion_ready(model):
         if method == "each":
             intact, errors = _single_deletion_each(model, units, x, y, batch_size, progress)
         else:
@@ -375,7 +375,7 @@ def k_block_deletion(
     ks = _check_ks(ks, len(blocks), f"the model has {len(blocks)} deletable blocks")
     rng = np.random.default_rng(seed)
     errors = np.empty((len(ks), samples))
-    with preserved_lesion_state(blocks), tqdm(
+    with lesion_ready(model), tqdm(
         total=errors.size, desc="k-block deletion", disable=not progress
     ) as bar:
         intact = _evaluate(model, x, y, batch_size)
@@ -592,7 +592,9 @@ def gradient_per_path_length(
     loss_fn = keras.losses.get(loss)
     rng = np.random.default_rng(seed)
     norms = np.empty((len(lengths), samples))
-    with tqdm(total=norms.size, desc="gradient per path length", disable=not progress) as bar:
+    with lesion_ready(model), tqdm(
+        total=norms.size, desc="gradient per path length", disable=not progress
+    ) as bar:
         for row, k in enumerate(lengths):
             for s in range(samples):
                 on_path = set(rng.choice(n, size=k, replace=False).tolist())

@@ -7,9 +7,10 @@ shortcut stays) or when blocks are reordered, while deleting one layer of a
 plain network (VGG) breaks it.
 
 Deleting uses each block's branch gate (`Residual.branch_enabled`) and
-gradient routing its `gradient_route`; both are variables, so compiled
-predict functions see the change without retracing. Every temporary change
-to a user's model is undone in `finally`. Reordering and removing plain
+gradient routing its `gradient_route`. Both live in the lesion state of
+lesion-ready blocks (`keras_residual.lesion_ready`), which compiled predict
+functions read as data, so a sweep of lesions traces once. Every temporary
+change to a user's model is undone in `finally`. Reordering and removing plain
 layers build a new functional model that calls the same layer instances.
 """
 
@@ -23,7 +24,8 @@ import keras
 import numpy as np
 from keras import layers
 
-from keras_residual.residual import Residual
+from keras_residual import merges as merges_lib
+from keras_residual.residual import LesionState, Residual, lesion_ready, set_lesion_ready
 
 BlockRef = int | str | Residual
 CallReplacement = Callable[[layers.Layer, tuple, dict], Any]
@@ -142,33 +144,37 @@ def resolve_blocks(model: keras.Model, blocks: Sequence[BlockRef] | BlockRef) ->
 
 @contextlib.contextmanager
 def preserved_lesion_state(blocks: Sequence[Residual]) -> Iterator[None]:
-    """Restore the lesion state (gates and gradient routes) of `blocks` on exit.
+    """Restore the lesion state (gates, gradient routes, scales) of `blocks` on exit.
+
+    The blocks must be lesion-ready (see `keras_residual.lesion_ready`) for
+    a changed state to take effect.
 
     Example:
         >>> import keras
         >>> from keras_residual import Residual
-        >>> block = Residual(keras.layers.Dense(4))
+        >>> block = Residual(keras.layers.Dense(4), lesion_ready=True)
         >>> _ = block(keras.ops.ones((1, 4)))
         >>> with preserved_lesion_state([block]):
         ...     block.branch_enabled = False
         >>> block.branch_enabled
         True
     """
-    saved = [keras.ops.convert_to_numpy(block.lesion_state.value).copy() for block in blocks]
+    saved: list[LesionState] = [block.get_lesion_state() for block in blocks]
     try:
         yield
     finally:
         for block, state in zip(blocks, saved, strict=True):
-            block.lesion_state.assign(state)
+            block.set_lesion_state(state)
 
 
 @contextlib.contextmanager
 def deleted_blocks(model: keras.Model, blocks: Sequence[BlockRef] | BlockRef) -> Iterator[keras.Model]:
     """Delete the branches of `blocks` inside the `with` body, then restore them.
 
-    Veit et al. 2016, Sec. 4.1: `y_i = h(y_{i-1})`, the shortcut (or the
-    downsampling projection) stays. An already compiled `predict` or
-    `evaluate` sees the change without retracing.
+    Veit et al. 2016, Sec. 4.1: the residual module goes, the rest of the
+    block stays: `y_i = act(merge(h(y_{i-1}), 0))`, with the shortcut (or the
+    downsampling projection). The blocks are lesion-ready inside the body
+    (the model retraces once on entry and once after exit).
 
     Args:
         model: keras.Model holding the blocks.
@@ -187,7 +193,7 @@ def deleted_blocks(model: keras.Model, blocks: Sequence[BlockRef] | BlockRef) ->
         [[1.0, 1.0]]
     """
     targets = resolve_blocks(model, blocks)
-    with preserved_lesion_state(targets):
+    with lesion_ready(model):
         for block in targets:
             block.branch_enabled = False
         yield model
@@ -237,7 +243,8 @@ def delete_blocks(model: keras.Model, blocks: Sequence[BlockRef] | BlockRef) -> 
         blocks: indices in network order, names, or Residual instances.
 
     Returns:
-        A new keras.Model whose copies of the blocks have `branch_enabled=False`.
+        A new keras.Model, lesion-ready (`keras_residual.set_lesion_ready`),
+        whose copies of the blocks have `branch_enabled=False`.
 
     Example:
         >>> import keras
@@ -252,6 +259,7 @@ def delete_blocks(model: keras.Model, blocks: Sequence[BlockRef] | BlockRef) -> 
         for block in resolve_blocks(model, blocks)
     ]
     clone = clone_with_weights(model, "use the `deleted_blocks` context manager on it instead.")
+    set_lesion_ready(clone)
     clone_blocks = residual_blocks(clone)
     for i in indices:
         clone_blocks[i].branch_enabled = False
@@ -290,7 +298,7 @@ def routed_gradients(
             "A block cannot route its gradient through the branch only and the shortcut "
             f"only. Received: branch={branch!r}, shortcut={shortcut!r}"
         )
-    with preserved_lesion_state(on_branch + on_shortcut):
+    with lesion_ready(model):
         for block in on_branch:
             block.gradient_route = "branch"
         for block in on_shortcut:
@@ -377,17 +385,30 @@ def swappable(block: Residual) -> bool:
         >>> [swappable(b) for b in residual_blocks(model)]
         [True, False]
     """
-    if not passes_input_when_deleted(block):
+    if not _identity_shortcut(block):
         return False
     return _shape_of(block, "input")[1:] == _shape_of(block, "output")[1:]
+
+
+def _identity_shortcut(block: Residual) -> bool:
+    return block.shortcut in ("identity", "none") and (
+        block.shortcut_from == "input" or block.preactivation is None
+    )
+
+
+# Merges whose `without_branch` returns the shortcut itself.
+_PASS_THROUGH_MERGES = (merges_lib.AddMerge, merges_lib.MultiplyMerge, merges_lib.ReZeroMerge)
 
 
 def passes_input_when_deleted(layer: layers.Layer) -> bool:
     """Whether deleting `layer` (branch gate off / plain layer removed) outputs its input.
 
-    True for identity shortcuts (and plain layers); False for projection,
-    zero-pad or average-pool shortcuts and shortcuts taken after the
-    pre-activation, which transform the input.
+    A deleted block outputs `activation(merge(h(x), 0))`: its input only for
+    an identity shortcut taken from `x`, a merge that passes the shortcut on
+    (add, multiply, rezero) and no post-merge activation; and for plain
+    layers. False for projection, zero-pad or average-pool shortcuts,
+    shortcuts taken after the pre-activation, gated or BN-after-add merges
+    and post-merge ReLUs (He et al. 2015's original unit), which transform it.
 
     Example:
         >>> import keras
@@ -397,8 +418,12 @@ def passes_input_when_deleted(layer: layers.Layer) -> bool:
     """
     if not isinstance(layer, Residual):
         return True
-    return layer.shortcut in ("identity", "none") and (
-        layer.shortcut_from == "input" or layer.preactivation is None
+    if layer.shortcut == "none":
+        return True
+    return (
+        _identity_shortcut(layer)
+        and isinstance(layer.merge_layer, _PASS_THROUGH_MERGES)
+        and layer.activation in (None, keras.activations.linear)
     )
 
 
