@@ -1,5 +1,7 @@
 """Block factories on every backend: shapes, a fit step, the five placements, zero init, drop rates."""
 
+import functools
+
 import keras
 import numpy as np
 import pytest
@@ -245,3 +247,208 @@ def test_invalid_stride_position_and_width():
         B.bottleneck_block(4, stride_on="2x2")
     with pytest.raises(ValueError, match="cardinality"):
         B.resnext_block(8, cardinality=2, bottleneck_width=1)
+
+
+# ------------------------------------------- every factory against NumPy
+# Each reference is written from the paper's unit (He et al. 2015, Fig. 2 and 5;
+# He et al. 2016, Fig. 4e; Xie et al. 2017, Fig. 3c), with NumPy convolutions,
+# recurrences and normalizations; only the weights are read from the block,
+# by layer name. BatchNormalization statistics are random, so a misplaced or
+# skipped BN shows.
+
+
+def _np(variable):
+    return keras.ops.convert_to_numpy(variable).astype("float64")
+
+
+def _randomize(block, rng):
+    for w in block.weights:
+        if w.name in ("gamma", "moving_variance"):
+            w.assign(rng.uniform(0.5, 1.5, w.shape).astype("float32"))
+        elif w.name in ("beta", "moving_mean", "bias"):
+            w.assign(rng.normal(0, 0.3, w.shape).astype("float32"))
+
+
+def _layer(block, name):
+    """A layer of the block by name, searched in its branch, shortcut, pre-activation and merge."""
+    parts = [block.layer, block.shortcut_layer, block.preactivation_layer, block.merge_layer]
+    for part in parts:
+        if part is None:
+            continue
+        if part.name == name:
+            return part
+        for inner in getattr(part, "layers", []) + [getattr(part, "proj", None),
+                                                   getattr(part, "bn", None)]:
+            if inner is not None and inner.name == name:
+                return inner
+    raise KeyError(name)
+
+
+def np_conv(x, conv, stride=1, pad=0, groups=1):
+    """NHWC convolution with symmetric zero padding and channel groups."""
+    kernel = _np(conv.kernel)
+    kh, kw, group_in, out_channels = kernel.shape
+    group_out = out_channels // groups
+    x = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    ho = (x.shape[1] - kh) // stride + 1
+    wo = (x.shape[2] - kw) // stride + 1
+    out = np.zeros((x.shape[0], ho, wo, out_channels))
+    for g in range(groups):
+        xs = x[..., g * group_in:(g + 1) * group_in]
+        for i in range(kh):
+            for j in range(kw):
+                window = xs[:, i:i + stride * ho:stride, j:j + stride * wo:stride]
+                out[..., g * group_out:(g + 1) * group_out] += (
+                    window @ kernel[i, j][:, g * group_out:(g + 1) * group_out])
+    return out + (_np(conv.bias) if conv.use_bias else 0.0)
+
+
+def np_bn(x, bn):
+    gamma, beta, mean, var = (_np(getattr(bn, k)) for k in
+                              ("gamma", "beta", "moving_mean", "moving_variance"))
+    return (x - mean) / np.sqrt(var + bn.epsilon) * gamma + beta
+
+
+def np_dense(x, dense):
+    return x @ _np(dense.kernel) + (_np(dense.bias) if dense.use_bias else 0.0)
+
+
+def np_layer_norm(x, norm):
+    mean = x.mean(-1, keepdims=True)
+    var = x.var(-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + norm.epsilon) * _np(norm.gamma) + _np(norm.beta)
+
+
+def relu(x):
+    return np.maximum(x, 0.0)
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def np_gru(x, gru):
+    """Keras' GRU (Cho et al. 2014, reset gate applied after the recurrent matmul)."""
+    kernel, recurrent = _np(gru.cell.kernel), _np(gru.cell.recurrent_kernel)
+    bias_in, bias_rec = _np(gru.cell.bias)
+    units = recurrent.shape[0]
+    h = np.zeros((x.shape[0], units))
+    out = []
+    for t in range(x.shape[1]):
+        xz, xr, xh = np.split(x[:, t] @ kernel + bias_in, 3, axis=-1)
+        hz, hr, hh = np.split(h @ recurrent + bias_rec, 3, axis=-1)
+        z, r = sigmoid(xz + hz), sigmoid(xr + hr)
+        h = z * h + (1 - z) * np.tanh(xh + r * hh)
+        out.append(h)
+    return np.stack(out, axis=1)
+
+
+def np_lstm(x, lstm):
+    """Keras' LSTM (Hochreiter & Schmidhuber 1997; gates i, f, c, o)."""
+    kernel, recurrent, bias = (_np(lstm.cell.kernel), _np(lstm.cell.recurrent_kernel),
+                               _np(lstm.cell.bias))
+    units = recurrent.shape[0]
+    h = c = np.zeros((x.shape[0], units))
+    out = []
+    for t in range(x.shape[1]):
+        i, f, g, o = np.split(x[:, t] @ kernel + h @ recurrent + bias, 4, axis=-1)
+        c = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
+        h = sigmoid(o) * np.tanh(c)
+        out.append(h)
+    return np.stack(out, axis=1)
+
+
+def ref_basic(block, x):
+    # He et al. (2015), Fig. 2 with the projection shortcut of Eq. 2 (BN as in the ImageNet nets).
+    get = functools.partial(_layer, block)
+    f = relu(np_bn(np_conv(x, get("b_1_conv"), stride=2, pad=1), get("b_1_bn")))
+    f = np_bn(np_conv(f, get("b_2_conv"), pad=1), get("b_2_bn"))
+    s = np_bn(np_conv(x, get("b_0_conv"), stride=2), get("b_0_bn"))
+    return relu(f + s)
+
+
+def ref_bottleneck(block, x):
+    # He et al. (2015), Fig. 5 right: 1x1 (stride 2), 3x3, 1x1 with 4x expansion.
+    get = functools.partial(_layer, block)
+    f = relu(np_bn(np_conv(x, get("b_1_conv"), stride=2), get("b_1_bn")))
+    f = relu(np_bn(np_conv(f, get("b_2_conv"), pad=1), get("b_2_bn")))
+    f = np_bn(np_conv(f, get("b_3_conv")), get("b_3_bn"))
+    s = np_bn(np_conv(x, get("b_0_conv"), stride=2), get("b_0_bn"))
+    return relu(f + s)
+
+
+def ref_preact_bottleneck(block, x):
+    # He et al. (2016), Fig. 4e: BN-ReLU first; the projection reads the pre-activated x.
+    get = functools.partial(_layer, block)
+    p = relu(np_bn(x, get("b_preact_bn")))
+    f = relu(np_bn(np_conv(p, get("b_1_conv")), get("b_1_bn")))
+    f = relu(np_bn(np_conv(f, get("b_2_conv"), stride=2, pad=1), get("b_2_bn")))
+    f = np_conv(f, get("b_3_conv"))
+    return f + np_conv(p, get("b_0_conv"), stride=2)
+
+
+def ref_resnext(block, x):
+    # Xie et al. (2017), Fig. 3c: the 3x3 in 4 groups; stride on the 3x3.
+    get = functools.partial(_layer, block)
+    f = relu(np_bn(np_conv(x, get("b_1_conv")), get("b_1_bn")))
+    f = relu(np_bn(np_conv(f, get("b_2_conv"), stride=2, pad=1, groups=4), get("b_2_bn")))
+    f = np_bn(np_conv(f, get("b_3_conv")), get("b_3_bn"))
+    s = np_bn(np_conv(x, get("b_0_conv"), stride=2), get("b_0_bn"))
+    return relu(f + s)
+
+
+def ref_dense_batch(block, x):
+    get = functools.partial(_layer, block)
+    f = relu(np_bn(np_dense(x, get("b_1_dense")), get("b_1_norm")))
+    f = np_bn(np_dense(f, get("b_2_dense")), get("b_2_norm"))
+    return f + np_dense(x, get("b_0_conv"))
+
+
+def ref_dense_layer_norm(block, x):
+    get = functools.partial(_layer, block)
+    f = np.tanh(np_layer_norm(np_dense(x, get("b_1_dense")), get("b_1_norm")))
+    f = np_layer_norm(np_dense(f, get("b_2_dense")), get("b_2_norm"))
+    return relu(x + f)
+
+
+def ref_gru(block, x):
+    get = functools.partial(_layer, block)
+    f = np_gru(np_gru(x, get("b_1_gru")), get("b_2_gru"))
+    # The projection is a 1x1 Conv1D: the same matmul at every step.
+    projection = get("b_0_conv")
+    return f + x @ _np(projection.kernel)[0] + _np(projection.bias)
+
+
+def ref_lstm(block, x):
+    return x + np_lstm(x, _layer(block, "b_1_lstm"))
+
+
+REFERENCES = [
+    (lambda: B.basic_block(6, stride=2, shortcut="projection", name="b"), (6, 6, 4), ref_basic),
+    (lambda: B.bottleneck_block(3, stride=2, shortcut="projection", name="b"), (6, 6, 8),
+     ref_bottleneck),
+    (lambda: B.bottleneck_block(3, stride=2, stride_on="3x3", placement="full_preact",
+                                shortcut="projection", name="b"), (6, 6, 8),
+     ref_preact_bottleneck),
+    (lambda: B.resnext_block(64, cardinality=4, bottleneck_width=2, stride=2,
+                             shortcut="projection", name="b"), (4, 4, 8), ref_resnext),
+    (lambda: B.dense_block(5, hidden_units=7, normalization="batch", shortcut="projection",
+                           name="b"), (3,), ref_dense_batch),
+    (lambda: B.dense_block(4, hidden_units=6, activation="tanh", normalization="layer",
+                           post_activation="relu", name="b"), (4,), ref_dense_layer_norm),
+    (lambda: B.recurrent_block(5, cell="gru", num_layers=2, shortcut="projection", name="b"),
+     (4, 3), ref_gru),
+    (lambda: B.recurrent_block(5, cell="lstm", name="b"), (4, 5), ref_lstm),
+]
+
+
+@pytest.mark.parametrize("make, input_shape, reference", REFERENCES,
+                         ids=[r[2].__name__ for r in REFERENCES])
+def test_factory_matches_numpy_reference(make, input_shape, reference):
+    rng = np.random.default_rng(5)
+    block = make()
+    block.build((None, *input_shape))
+    _randomize(block, rng)
+    x = rng.normal(size=(2, *input_shape)).astype("float32")
+    got = keras.ops.convert_to_numpy(block(x, training=False))
+    np.testing.assert_allclose(got, reference(block, x.astype("float64")), atol=2e-4, rtol=2e-4)
