@@ -9,6 +9,8 @@ TensorBoard during training.
   per channel in one streaming pass; `crop_patches` cuts their boxes.
 - `guided_backprop`, `deconvnet`, `saliency`: the gradient of one unit with
   respect to the input (Springenberg et al. 2015; Zeiler and Fergus 2014).
+- `grad_cam`, `guided_grad_cam`, `GradCam`: class-discriminative heatmaps of
+  any layer path (Selvaraju et al. 2017).
 - `kernel_map`, `activation_grid`, `preactivations`, `residual_differences`:
   the images of seed 003 and seed 000, Fig. 8.
 - `compare_layers`, `shared_topk`: the refinement analysis of seed 000.
@@ -18,7 +20,8 @@ Note that `keras_residual.viz.receptive_field` and
 with `from keras_residual.viz.receptive_field import ...`.
 """
 
-from keras_residual.viz.callbacks import FeatureImages, TopKImages
+from keras_residual.viz.callbacks import FeatureImages, GradCamImages, TopKImages
+from keras_residual.viz.gradcam import GradCam, bilinear_resize, grad_cam, guided_grad_cam
 from keras_residual.viz.guided import (
     UnitGradient,
     deconvnet,
@@ -42,6 +45,8 @@ from keras_residual.viz.top_activations import TopK, crop_patches, top_activatio
 
 __all__ = [
     "FeatureImages",
+    "GradCam",
+    "GradCamImages",
     "LayerComparison",
     "ReceptiveField",
     "Refinement",
@@ -49,10 +54,13 @@ __all__ = [
     "TopKImages",
     "UnitGradient",
     "activation_grid",
+    "bilinear_resize",
     "compare_layers",
     "crop_patches",
     "deconvnet",
+    "grad_cam",
     "guided_backprop",
+    "guided_grad_cam",
     "guided_patches",
     "kernel_map",
     "normalize",

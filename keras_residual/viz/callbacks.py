@@ -7,7 +7,10 @@
   images, and the refinement scalars (top-9 images a channel keeps from one
   block to the next, seed 000 Sec. 3).
 
-Both write with `tf.summary` (TensorFlow is a dependency of keras_residual,
+- `GradCamImages`: Grad-CAM heatmaps of fixed images over the images
+  (Selvaraju et al. 2017, Fig. 1).
+
+All write with `tf.summary` (TensorFlow is a dependency of keras_residual,
 so the writers work under the JAX and PyTorch backends too). Images are
 logged at step `epoch`, every `every` epochs, counting epochs from 1.
 """
@@ -23,6 +26,7 @@ import numpy as np
 
 from keras_residual.residual import Residual
 from keras_residual.viz import plots
+from keras_residual.viz.gradcam import GradCam
 from keras_residual.viz.guided import UnitGradient, guided_patches
 from keras_residual.viz.images import activation_grid, kernel_map, residual_differences
 from keras_residual.viz.receptive_field import receptive_field
@@ -268,3 +272,86 @@ class TopKImages(_SummaryCallback):
                                 title=f"top-{self.k} and {self.rule} backprop, epoch {step}")
         self._image(f"topk/{self.rule}", plots.figure_to_array(fig)[None], step)
         self._png(fig, f"topk_{self.rule}", step)
+
+
+class GradCamImages(_SummaryCallback):
+    """Logs Grad-CAM overlays of fixed images every `every` epochs (Selvaraju et al. 2017).
+
+    For each layer path, `gradcam/<path>` holds one RGB image per input: its
+    Grad-CAM map (`viz.gradcam.grad_cam`, upsampled to the input) blended
+    over the input, as in Fig. 1(c, i) of the paper. With `png_dir`, one
+    figure per path (`plots.gradcam_figure`, with a colour bar per image)
+    goes to `png_dir/epoch_NNN/gradcam_<path>.png`. One `GradCam` is kept for
+    the whole fit, so the gradient is traced once per path.
+
+    Args:
+        log_dir: str. TensorBoard log folder.
+        images: array (N, ...). Fixed inputs in the model's layout; keep N small.
+        paths: str or sequence of str. Layers with spatial axes, e.g. the
+            last block of each stage.
+        class_index: int, sequence of N ints or None (each image's top
+            class at that epoch). Defaults to None.
+        every: int. Log every `every` epochs. Defaults to 1.
+        display: array (N, H, W[, C]) or None. Channels-last images to draw
+            under the heat (e.g. before preprocessing); None: `images`.
+        png_dir: str or None. Also save PNG figures.
+
+    Example:
+        >>> import keras, numpy as np, tempfile
+        >>> inputs = keras.Input((8, 8, 1))
+        >>> x = keras.layers.Conv2D(2, 3, padding="same", activation="relu", name="c")(inputs)
+        >>> model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(x)))
+        >>> model.compile("sgd", "mse")
+        >>> cb = GradCamImages(tempfile.mkdtemp(), np.ones((2, 8, 8, 1), "float32"), "c")
+        >>> _ = model.fit(np.ones((4, 8, 8, 1)), np.ones((4, 2)), epochs=1, verbose=0,
+        ...               callbacks=[cb])
+    """
+
+    def __init__(
+        self,
+        log_dir: str,
+        images: Any,
+        paths: str | Sequence[str],
+        class_index: Any = None,
+        every: int = 1,
+        display: Any = None,
+        png_dir: str | None = None,
+    ):
+        super().__init__(log_dir, every, png_dir)
+        self.images = np.asarray(images, dtype="float32")
+        if self.images.ndim < 3 or len(self.images) == 0:
+            raise ValueError(
+                "`images` must be a non-empty batch of images (N, H, W[, C]). "
+                f"Received: shape {self.images.shape}"
+            )
+        self.paths = [paths] if isinstance(paths, str) else list(paths)
+        if not self.paths:
+            raise ValueError(f"`paths` must name at least one layer. Received: paths={paths!r}")
+        self.class_index = class_index
+        if display is None:
+            channels_first = keras.config.image_data_format() == "channels_first"
+            display = np.moveaxis(self.images, 1, -1) if channels_first else self.images
+        self.display = np.asarray(display)
+        self._cam = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self._due(epoch):
+            return
+        step = epoch + 1
+        if self._cam is None or self._cam.model is not self.model:
+            self._cam = GradCam(self.model)
+        classes = self.class_index
+        if classes is None:
+            scores = keras.ops.convert_to_numpy(self.model(self.images, training=False))
+            classes = np.argmax(scores, axis=-1)
+        classes = self._cam.class_indices(classes, len(self.images))
+        titles = [f"class {c}" for c in classes]
+        for path in self.paths:
+            maps = self._cam(path, classes, self.images, upsample=True)
+            overlays = np.stack([plots.heatmap_overlay(d, m) for d, m in zip(
+                self.display, maps, strict=True)])
+            self._image(f"gradcam/{path}", overlays, step)
+            if self.png_dir is not None:
+                fig = plots.gradcam_figure(self.display, maps, titles)
+                fig.suptitle(f"Grad-CAM at {path}, epoch {step}", fontsize=9)
+                self._png(fig, f"gradcam_{path}", step)

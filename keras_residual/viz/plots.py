@@ -195,6 +195,108 @@ def residual_difference_figure(
     return fig
 
 
+def heatmap_overlay(
+    image: np.ndarray,
+    heatmap: np.ndarray,
+    alpha: float = 0.5,
+    cmap: str = "jet",
+    vmax: float | None = None,
+) -> np.ndarray:
+    """A heatmap blended over an image, as RGB pixels in [0, 1] (H, W, 3).
+
+    The rendering of Grad-CAM in Selvaraju et al. 2017, Fig. 1(c, i): the
+    image min-max scaled (gray images repeated to RGB), the heatmap resized
+    to it with `bilinear_resize`, mapped through `cmap` on [0, vmax] and mixed
+    in with weight `alpha`.
+
+    Args:
+        image: array (H, W) or (H, W, C), channels last; C other than 3 is
+            shown as the mean over channels.
+        heatmap: array (h, w), e.g. one map of `viz.gradcam.grad_cam`.
+        alpha: float. Weight of the heatmap colours. Defaults to 0.5.
+        cmap: str. Matplotlib colormap. Defaults to "jet".
+        vmax: float or None. Heat that gets the top colour; None: the
+            heatmap's maximum.
+
+    Example:
+        >>> import numpy as np
+        >>> heatmap_overlay(np.zeros((8, 8)), np.ones((2, 2)), alpha=1.0, cmap="gray")[0, 0].tolist()
+        [1.0, 1.0, 1.0]
+    """
+    import matplotlib
+
+    from keras_residual.viz.gradcam import bilinear_resize
+
+    base = normalize(image)
+    if base.ndim == 3 and base.shape[-1] != 3:
+        base = base.mean(axis=-1)  # gray, or the mean of channels that are not RGB
+    if base.ndim == 2:
+        base = np.repeat(base[..., None], 3, axis=-1)
+    heat = bilinear_resize(np.asarray(heatmap, dtype="float32")[None], base.shape[:2])[0]
+    top = float(heat.max()) if vmax is None else float(vmax)
+    colours = matplotlib.colormaps[cmap](np.clip(heat / top, 0, 1) if top > 0 else heat * 0)
+    return ((1 - alpha) * base + alpha * colours[..., :3]).astype("float32")
+
+
+def gradcam_figure(
+    images: np.ndarray,
+    heatmaps: np.ndarray,
+    titles: Sequence[str] | None = None,
+    guided: np.ndarray | None = None,
+    alpha: float = 0.5,
+    cmap: str = "jet",
+    cell_inches: float = 2.6,
+) -> Figure:
+    """Grad-CAM heatmaps over their images with a colour bar each; guided images below.
+
+    The layout of Selvaraju et al. 2017, Fig. 1: per image, the Grad-CAM map
+    over the image (c, i) and, when given, Guided Grad-CAM (d, j) shown with
+    zero at mid-gray. Each colour bar gives that map's own scale (Grad-CAM
+    values are not normalized).
+
+    Args:
+        images: array (N, H, W[, C]), channels last (for display).
+        heatmaps: array (N, h, w) from `viz.gradcam.grad_cam`.
+        titles: sequence of N str or None. Panel titles (e.g. the class).
+        guided: array (N, H, W[, C]) or None. `viz.gradcam.guided_grad_cam`
+            output (channels last), shown in a second row.
+        alpha: float. Heatmap weight in the overlay. Defaults to 0.5.
+        cmap: str. Colormap of the heat and its colour bar. Defaults to "jet".
+        cell_inches: float. Width of one panel. Defaults to 2.6.
+
+    Returns:
+        matplotlib Figure.
+
+    Example:
+        >>> import numpy as np
+        >>> fig = gradcam_figure(np.random.rand(2, 8, 8), np.random.rand(2, 4, 4), ["3", "5"])
+        >>> len(fig.axes)  # two panels, two colour bars
+        4
+    """
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    images, heatmaps = np.asarray(images), np.asarray(heatmaps, dtype="float32")
+    if len(images) != len(heatmaps) or (titles is not None and len(titles) != len(images)):
+        raise ValueError(
+            "`images`, `heatmaps` and `titles` need one entry per image. Received: "
+            f"{len(images)} images, {len(heatmaps)} heatmaps, "
+            f"{None if titles is None else len(titles)} titles"
+        )
+    rows = 1 if guided is None else 2
+    fig = Figure(figsize=(cell_inches * len(images), cell_inches * rows * 0.85 + 0.3))
+    axes = fig.subplots(rows, len(images), squeeze=False)
+    for n, (image, heat) in enumerate(zip(images, heatmaps, strict=True)):
+        top = float(heat.max()) or 1.0
+        _show(axes[0, n], heatmap_overlay(image, heat, alpha, cmap, vmax=top))
+        fig.colorbar(ScalarMappable(Normalize(0.0, top), cmap), ax=axes[0, n], fraction=0.046)
+        axes[0, n].set_title("Grad-CAM" if titles is None else titles[n], fontsize=8)
+        if guided is not None:
+            _show(axes[1, n], gradient_image(guided[n]))
+            axes[1, n].set_title("Guided Grad-CAM", fontsize=8)
+    return fig
+
+
 def save_figure(fig: Figure, path: str, dpi: int = 100) -> str:
     """Write `fig` as a PNG (folders created); returns `path`.
 
