@@ -3,7 +3,8 @@
 Every builder returns a `keras.Model` whose residual blocks are each one
 `keras_residual.Residual` layer; `architecture_table(model)` prints He et al.
 (2015)'s Table 1 for any of them, and `get_model(name)` builds one by name
-(the `keras-residual` command uses it).
+(the `keras-residual` command uses it). `from_keras_hub` converts keras-hub's
+pretrained ResNets into the same kind of model (needs the `hub` extra).
 """
 
 from __future__ import annotations
@@ -15,19 +16,26 @@ from typing import Any
 import keras
 
 from keras_residual.models.cifar import cifar_preact_resnet, cifar_resnet
+from keras_residual.models.hub import from_keras_hub, to_keras_hub
 from keras_residual.models.imagenet import (
     build_resnet,
     plain18,
     plain34,
     resnet18,
+    resnet18_vd,
     resnet34,
+    resnet34_vd,
     resnet50,
     resnet50_v2,
+    resnet50_vd,
     resnet101,
     resnet101_v2,
+    resnet101_vd,
     resnet152,
     resnet152_v2,
+    resnet152_vd,
     resnet200_v2,
+    resnet200_vd,
     resnext50_32x4d,
     resnext101_32x4d,
     resnext101_64x4d,
@@ -53,6 +61,7 @@ BUILDERS: dict[str, Callable[..., keras.Model]] = {
         resnet18, resnet34, resnet50, resnet101, resnet152, resnet50_v2, resnet101_v2,
         resnet152_v2, resnet200_v2, resnext50_32x4d, resnext101_32x4d, resnext101_64x4d,
         plain18, plain34, mnist_resnet, vgg_plain, alexnet,
+        resnet18_vd, resnet34_vd, resnet50_vd, resnet101_vd, resnet152_vd, resnet200_vd,
     )
 }
 _CIFAR_NAME = re.compile(r"^(cifar_resnet|cifar_preact_resnet)(\d+)$")
@@ -99,6 +108,7 @@ __all__ = [
     "cifar_resnet",
     "count_mult_adds",
     "fetch_keras_applications_weights",
+    "from_keras_hub",
     "get_model",
     "load_keras_applications_weights",
     "mnist_resnet",
@@ -109,6 +119,12 @@ __all__ = [
     "resnet152",
     "resnet152_v2",
     "resnet18",
+    "resnet18_vd",
+    "resnet34_vd",
+    "resnet50_vd",
+    "resnet101_vd",
+    "resnet152_vd",
+    "resnet200_vd",
     "resnet200_v2",
     "resnet34",
     "resnet50",
@@ -116,5 +132,6 @@ __all__ = [
     "resnext101_32x4d",
     "resnext101_64x4d",
     "resnext50_32x4d",
+    "to_keras_hub",
     "vgg_plain",
 ]

@@ -8,10 +8,18 @@ keras.applications' names (`conv1_pad`, `conv1_conv`, `conv1_bn`,
 `conv1_relu`, `pool1_pad`, `pool1_pool`, `post_bn`, `post_relu`, `avg_pool`,
 `predictions`), so keras.applications checkpoints load by name.
 
+The variants of He et al., "Bag of Tricks for Image Classification with
+Convolutional Neural Networks" (2019), Sec. 4.1 and Fig. 2 are builder
+options: ResNet-B puts a bottleneck's stride on its 3x3 (`stride_on="3x3"`),
+ResNet-C replaces the 7x7 stem by three 3x3 convolutions (`stem="deep"`,
+widths `stem_widths`), ResNet-D average-pools before the 1x1 projection of a
+downsampling shortcut (`shortcut="avg_down"`). `resnet18_vd` ...
+`resnet200_vd` combine all three in keras-hub's ResNet-vd layout.
+
 Papers: He et al., "Deep Residual Learning for Image Recognition" (2015),
 Table 1 and Fig. 3 (plain twins); He et al., "Identity Mappings in Deep
 Residual Networks" (2016); Xie et al., "Aggregated Residual Transformations
-for Deep Neural Networks" (2017), Table 1.
+for Deep Neural Networks" (2017), Table 1; He et al. (2019), Table 5.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ import os
 from typing import Any
 
 import keras
-from keras import layers
+from keras import layers, ops
 
 from keras_residual import blocks as blocks_lib
 from keras_residual import weights as weights_lib
@@ -30,8 +38,38 @@ from keras_residual.models.specs import IMAGENET_SPECS
 _SPEC_KEYS = (
     "block", "blocks", "filters", "strides", "stride_block", "stride_on", "placement",
     "stem", "shortcut", "use_bias", "cardinality", "bottleneck_width", "weights_name",
+    "stem_widths", "stem_pool_padding", "project_first",
 )
-_DEFAULT_SIZES = {"imagenet": 224, "cifar": 32}
+_DEFAULT_SIZES = {"imagenet": 224, "deep": 224, "cifar": 32}
+_SPEC_DEFAULTS = {
+    "cardinality": 32, "bottleneck_width": 4, "stem_widths": (32, 32, 64),
+    "stem_pool_padding": "zeros", "project_first": False,
+}
+
+
+@keras.saving.register_keras_serializable(package="keras_residual")
+class NegInfPadding2D(layers.ZeroPadding2D):
+    """Pads with -inf, so that the max pool after it sees only real positions.
+
+    keras-hub's pre-activation ResNets pad the stem's max pool this way (the
+    stem output has no ReLU there, so zero padding could win the max);
+    keras.applications' ResNetV2 pads with zeros. Takes ZeroPadding2D's
+    arguments.
+
+    Example:
+        >>> import keras
+        >>> x = -keras.ops.ones((1, 2, 2, 1))
+        >>> y = keras.layers.MaxPooling2D(3, strides=2)(NegInfPadding2D(1)(x))
+        >>> keras.ops.convert_to_numpy(y).ravel().tolist()
+        [-1.0]
+    """
+
+    def call(self, inputs):
+        if self.data_format == "channels_first":
+            pad = ((0, 0), (0, 0), *self.padding)
+        else:
+            pad = ((0, 0), *self.padding, (0, 0))
+        return ops.pad(inputs, pad, constant_values=float("-inf"))
 
 
 def _check_arguments(spec: dict, weights: Any, include_top: bool, classes: int, pooling: Any) -> None:
@@ -44,6 +82,21 @@ def _check_arguments(spec: dict, weights: Any, include_top: bool, classes: int, 
         )
     if spec["stem"] not in _DEFAULT_SIZES:
         raise ValueError(f"`stem` must be one of {list(_DEFAULT_SIZES)}. Received: {spec['stem']!r}")
+    if spec["stem_pool_padding"] not in ("zeros", "-inf"):
+        raise ValueError(
+            "`stem_pool_padding` must be 'zeros' or '-inf'. "
+            f"Received: stem_pool_padding={spec['stem_pool_padding']!r}"
+        )
+    if not spec["stem_widths"] or min(spec["stem_widths"]) < 1:
+        raise ValueError(
+            f"`stem_widths` needs one positive width per 3x3 conv. Received: {spec['stem_widths']}"
+        )
+    project = spec["project_first"]
+    if not isinstance(project, bool) and len(project) != len(spec["blocks"]):
+        raise ValueError(
+            "`project_first` must be a bool or one bool per stage. Received: "
+            f"project_first={project}, blocks={spec['blocks']}"
+        )
     if not len(spec["blocks"]) == len(spec["filters"]) == len(spec["strides"]):
         raise ValueError(
             "`blocks`, `filters` and `strides` need one entry per stage. Received: "
@@ -66,29 +119,45 @@ def _check_arguments(spec: dict, weights: Any, include_top: bool, classes: int, 
             )
 
 
-def _stem(x, kind: str, preact: bool, filters: int, use_bias: bool | None, bn_epsilon: float,
-          bn_momentum: float, kernel_initializer: Any, data_format: str):
+def _stem(x, spec: dict, preact: bool, bn_kwargs: dict, kernel_initializer: Any,
+          data_format: str):
     """conv1 (+ pool1): He et al. 2015, Table 1 (ImageNet) or Sec. 4.2 (CIFAR).
 
-    Pre-activation nets leave out conv1's BN and ReLU: the first unit's
+    `stem="deep"` is ResNet-C (He et al. 2019, Fig. 2b): three 3x3 convs
+    `conv1_{i}_conv` (the first with stride 2) of widths `stem_widths`, each
+    but the last followed by `conv1_{i}_bn` and `conv1_{i}_relu`.
+    Pre-activation nets leave out the last BN and ReLU: the first unit's
     pre-activation applies them (keras.applications v2).
     """
     axis = 1 if data_format == "channels_first" else -1
     # Without a BN after it the stem conv keeps its bias (keras.applications v2).
+    use_bias = spec["use_bias"]
     bias = (preact if use_bias is None else use_bias)
-    if kind == "cifar":
-        x = layers.Conv2D(filters, 3, padding="same", use_bias=bias, data_format=data_format,
-                          kernel_initializer=kernel_initializer, name="conv1_conv")(x)
+    conv = dict(use_bias=bias, data_format=data_format, kernel_initializer=kernel_initializer)
+    if spec["stem"] == "cifar":
+        x = layers.Conv2D(spec["filters"][0], 3, padding="same", name="conv1_conv", **conv)(x)
+    elif spec["stem"] == "deep":
+        widths = spec["stem_widths"]
+        x = layers.ZeroPadding2D(1, data_format=data_format, name="conv1_pad")(x)
+        for i, width in enumerate(widths, start=1):
+            last = i == len(widths)
+            inner = {**conv, "use_bias": conv["use_bias"] if last else bool(use_bias)}
+            x = layers.Conv2D(width, 3, strides=2 if i == 1 else 1,
+                              padding="valid" if i == 1 else "same", name=f"conv1_{i}_conv",
+                              **inner)(x)
+            if not last:
+                x = layers.BatchNormalization(axis=axis, name=f"conv1_{i}_bn", **bn_kwargs)(x)
+                x = layers.ReLU(name=f"conv1_{i}_relu")(x)
     else:
         x = layers.ZeroPadding2D(3, data_format=data_format, name="conv1_pad")(x)
-        x = layers.Conv2D(filters, 7, strides=2, use_bias=bias, data_format=data_format,
-                          kernel_initializer=kernel_initializer, name="conv1_conv")(x)
+        x = layers.Conv2D(spec["filters"][0], 7, strides=2, name="conv1_conv", **conv)(x)
     if not preact:
-        x = layers.BatchNormalization(axis=axis, momentum=bn_momentum, epsilon=bn_epsilon,
-                                      name="conv1_bn")(x)
-        x = layers.ReLU(name="conv1_relu")(x)
-    if kind != "cifar":
-        x = layers.ZeroPadding2D(1, data_format=data_format, name="pool1_pad")(x)
+        last = f"conv1_{len(spec['stem_widths'])}" if spec["stem"] == "deep" else "conv1"
+        x = layers.BatchNormalization(axis=axis, name=f"{last}_bn", **bn_kwargs)(x)
+        x = layers.ReLU(name=f"{last}_relu")(x)
+    if spec["stem"] != "cifar":
+        pad = NegInfPadding2D if spec["stem_pool_padding"] == "-inf" else layers.ZeroPadding2D
+        x = pad(1, data_format=data_format, name="pool1_pad")(x)
         x = layers.MaxPooling2D(3, strides=2, data_format=data_format, name="pool1_pool")(x)
     return x
 
@@ -156,8 +225,13 @@ def build_resnet(
         data_format: str or None. None: `keras.config.image_data_format()`.
         **overrides: any specification key: `blocks` (depth), `filters`
             (width), `block`, `strides`, `stride_block`, `stride_on` ("1x1"
-            or "3x3": v1.5), `placement`, `stem`, `shortcut`, `use_bias`,
-            `cardinality`, `bottleneck_width`.
+            or "3x3": v1.5, ResNet-B), `placement`, `stem` ("imagenet",
+            "deep": ResNet-C, "cifar"), `stem_widths` (the deep stem's three
+            widths, default (32, 32, 64)), `stem_pool_padding` ("zeros" or
+            "-inf"), `shortcut` ("avg_down": ResNet-D), `project_first`
+            (bool, or one per stage: the first block of a stage uses
+            `shortcut` even where shapes match, as keras-hub's vd nets),
+            `use_bias`, `cardinality`, `bottleneck_width`.
 
     Returns:
         A `keras.Model`; every residual block is one `Residual` layer.
@@ -175,7 +249,7 @@ def build_resnet(
         if spec not in IMAGENET_SPECS:
             raise ValueError(f"Unknown preset {spec!r}; known: {sorted(IMAGENET_SPECS)}")
         preset, spec = spec, IMAGENET_SPECS[spec]
-    spec = {"cardinality": 32, "bottleneck_width": 4, **spec, **overrides}
+    spec = {**_SPEC_DEFAULTS, **spec, **overrides}
     _check_arguments(spec, weights, include_top, classes, pooling)
     if plain and zero_init_last:
         raise ValueError(
@@ -200,9 +274,12 @@ def build_resnet(
 
     inputs = keras.Input(input_shape)
     preact = spec["placement"] in blocks_lib.PREACT_PLACEMENTS
-    x = _stem(inputs, spec["stem"], preact, spec["filters"][0], spec["use_bias"], bn_epsilon,
-              bn_momentum, kernel_initializer, data_format)
-    channels = spec["filters"][0]
+    x = _stem(inputs, spec, preact, dict(momentum=bn_momentum, epsilon=bn_epsilon),
+              kernel_initializer, data_format)
+    channels = spec["stem_widths"][-1] if spec["stem"] == "deep" else spec["filters"][0]
+    project = spec["project_first"]
+    if isinstance(project, bool):
+        project = (project,) * len(spec["blocks"])
     # Huang et al. (2016), Eq. 4: block l of L drops with probability l / L * drop_rate.
     rates = linear_decay_drop_rates(sum(spec["blocks"]), 1.0 - drop_rate)
     expansion = 1 if spec["block"] == "basic" else 4
@@ -216,7 +293,7 @@ def build_resnet(
             block_stride = stride if number == strided else 1
             if plain:
                 shortcut = "none"
-            elif channels != filters * expansion:
+            elif channels != filters * expansion or (number == 1 and project[stage - 2]):
                 shortcut = spec["shortcut"]
             elif block_stride > 1:
                 shortcut = layers.MaxPooling2D(1, strides=block_stride, data_format=data_format,
@@ -265,7 +342,7 @@ def resnet18(**kwargs: Any) -> keras.Model:
     every `build_resnet` argument.
 
     Example:
-        >>> resnet18(weights=None).count_params() - 8 * 4  # minus the lesion state
+        >>> resnet18(weights=None).count_params()
         11699112
     """
     return _named("resnet18", kwargs)
@@ -434,3 +511,80 @@ def plain34(**kwargs: Any) -> keras.Model:
         'plain34'
     """
     return _named("resnet34", kwargs, plain=True, name="plain34")
+
+
+def _vd_doc(depth: int, blocks: str, params: str) -> str:
+    return (
+        f"""ResNet-{depth}-vd as keras-hub's `resnet_vd_{depth}_imagenet`: {blocks}.
+
+    He et al. (2019), "Bag of Tricks", Sec. 4.1, Fig. 2: the deep stem of
+    ResNet-C (3x3 convs of 32, 32, 64 channels), the stride on the 3x3
+    (ResNet-B) and average pooling before every projection shortcut
+    (ResNet-D, `shortcut="avg_down"`); the first block of every stage
+    projects its shortcut, as keras-hub's backbone does. Bias-free convs.
+    {params} parameters with the 1000-way classifier, BN statistics included
+    (keras-hub's preset metadata). Takes every `build_resnet` argument;
+    `keras_residual.models.from_keras_hub` loads keras-hub's weights.
+"""
+    )
+
+
+def resnet18_vd(**kwargs: Any) -> keras.Model:
+    return _named("resnet18_vd", kwargs)
+
+
+def resnet34_vd(**kwargs: Any) -> keras.Model:
+    return _named("resnet34_vd", kwargs)
+
+
+def resnet50_vd(**kwargs: Any) -> keras.Model:
+    return _named("resnet50_vd", kwargs)
+
+
+def resnet101_vd(**kwargs: Any) -> keras.Model:
+    return _named("resnet101_vd", kwargs)
+
+
+def resnet152_vd(**kwargs: Any) -> keras.Model:
+    return _named("resnet152_vd", kwargs)
+
+
+def resnet200_vd(**kwargs: Any) -> keras.Model:
+    return _named("resnet200_vd", kwargs)
+
+
+resnet18_vd.__doc__ = _vd_doc(18, "basic blocks 2-2-2-2", "11,722,824") + """
+    Example:
+        >>> m = resnet18_vd(input_shape=(64, 64, 3))
+        >>> [lyr.name for lyr in m.layers[1:8:3]]
+        ['conv1_pad', 'conv1_1_relu', 'conv1_3_conv']
+"""
+resnet34_vd.__doc__ = _vd_doc(34, "basic blocks 3-4-6-3", "21,838,408") + """
+    Example:
+        >>> type(resnet34_vd(input_shape=(64, 64, 3)).get_layer("conv3_block1").shortcut_layer).__name__
+        'AvgDownShortcut'
+"""
+resnet50_vd.__doc__ = _vd_doc(50, "bottleneck blocks 3-4-6-3", "25,629,512") + """
+    Example:
+        >>> m = resnet50_vd(input_shape=(64, 64, 3))
+        >>> m.get_layer("conv3_block1").layer.get_layer("conv3_block1_2_conv").strides
+        (2, 2)
+"""
+resnet101_vd.__doc__ = _vd_doc(101, "bottleneck blocks 3-4-23-3", "44,673,864") + """
+    Example:
+        >>> from keras_residual.models import IMAGENET_SPECS
+        >>> IMAGENET_SPECS["resnet101_vd"]["stem"], IMAGENET_SPECS["resnet101_vd"]["shortcut"]
+        ('deep', 'avg_down')
+"""
+resnet152_vd.__doc__ = _vd_doc(152, "bottleneck blocks 3-8-36-3", "60,363,592") + """
+    Example:
+        >>> from keras_residual.models import IMAGENET_SPECS
+        >>> IMAGENET_SPECS["resnet152_vd"]["blocks"]
+        (3, 8, 36, 3)
+"""
+resnet200_vd.__doc__ = _vd_doc(200, "bottleneck blocks 3-12-48-3", "74,933,064") + """
+    Example:
+        >>> from keras_residual.models import IMAGENET_SPECS
+        >>> IMAGENET_SPECS["resnet200_vd"]["blocks"]
+        (3, 12, 48, 3)
+"""

@@ -11,16 +11,24 @@ Each preset is a plain dict read by `keras_residual.models.imagenet.build_resnet
   (keras.applications v2: the last block of stages 2-4 strides).
 - `stride_on`: "1x1" or "3x3", where a bottleneck puts its stride.
 - `placement`: an activation placement of He et al. (2016), Fig. 4.
-- `stem`: "imagenet" (7x7/2 conv, BN, ReLU, 3x3/2 max pool) or "cifar" (3x3
-  conv, BN, ReLU); pre-activation placements leave out the stem's BN and ReLU.
+- `stem`: "imagenet" (7x7/2 conv, BN, ReLU, 3x3/2 max pool), "deep" (ResNet-C
+  of He et al. 2019, Fig. 2b: three 3x3 convs, the first strided, then the
+  max pool) or "cifar" (3x3 conv, BN, ReLU); pre-activation placements leave
+  out the stem's last BN and ReLU.
+- `stem_widths`: the deep stem's conv widths (default (32, 32, 64)).
+- `stem_pool_padding`: "zeros" (keras.applications) or "-inf" (keras-hub's
+  pre-activation nets) before the stem's max pool.
 - `shortcut`: the shortcut of shape-changing blocks ("projection", "zero_pad",
-  "avg_down").
+  "avg_down": ResNet-D of He et al. 2019, Fig. 2c).
+- `project_first`: a bool or one per stage; the first block of a stage uses
+  `shortcut` even where its shapes match (keras-hub's vd nets). Default False.
 - `use_bias`: conv biases (see `keras_residual.blocks.basic_block`).
 - `cardinality`, `bottleneck_width`: ResNeXt only.
 - `weights_name`: keras.applications' checkpoint name, where one exists.
 
 Figures: He et al. 2015, Table 1; He et al. 2016; Xie et al. 2017, Table 1;
-keras.applications' resnet.py and resnet_v2.py (see REFERENCE.md).
+He et al. 2019, Table 5; keras.applications' resnet.py and resnet_v2.py;
+keras-hub's ResNet presets.
 """
 
 from __future__ import annotations
@@ -45,6 +53,11 @@ _V2 = {
     "use_bias": None,
 }
 _RESNEXT = {**_V1, "block": "resnext", "stride_on": "3x3", "use_bias": None}
+# keras-hub's ResNet-vd (He et al. 2019, ResNet-B + C + D), bias-free.
+_VD = {
+    **_V1, "stem": "deep", "stem_widths": (32, 32, 64), "stride_on": "3x3",
+    "shortcut": "avg_down", "use_bias": None, "project_first": True,
+}
 
 #: ImageNet presets by builder name.
 IMAGENET_SPECS: dict[str, dict] = {
@@ -63,6 +76,12 @@ IMAGENET_SPECS: dict[str, dict] = {
     "resnet152_v2": {**_V2, "blocks": (3, 8, 36, 3), "weights_name": "resnet152v2"},
     # He et al. 2016, Sec. 5 (ImageNet ResNet-200; Veit et al.'s 66 modules).
     "resnet200_v2": {**_V2, "blocks": (3, 24, 36, 3)},
+    "resnet18_vd": {**_VD, "block": "basic", "blocks": (2, 2, 2, 2)},
+    "resnet34_vd": {**_VD, "block": "basic", "blocks": (3, 4, 6, 3)},
+    "resnet50_vd": {**_VD, "block": "bottleneck", "blocks": (3, 4, 6, 3)},
+    "resnet101_vd": {**_VD, "block": "bottleneck", "blocks": (3, 4, 23, 3)},
+    "resnet152_vd": {**_VD, "block": "bottleneck", "blocks": (3, 8, 36, 3)},
+    "resnet200_vd": {**_VD, "block": "bottleneck", "blocks": (3, 12, 48, 3)},
     "resnext50_32x4d": {**_RESNEXT, "blocks": (3, 4, 6, 3), "cardinality": 32,
                         "bottleneck_width": 4},
     "resnext101_32x4d": {**_RESNEXT, "blocks": (3, 4, 23, 3), "cardinality": 32,
