@@ -7,12 +7,14 @@ models saved with them load with `keras.models.load_model` and nothing else.
 Subpackages: `blocks` (block factories), `models` (ResNet, ResNeXt, CIFAR and
 small builders), `viz` (receptive fields, top-k patches, guided backprop,
 images, callbacks), `lesion` (deletion, reordering, path statistics),
+`surgery` (new models with blocks inserted, deleted or reordered),
 `datasets`, `training`. `probe(model, paths)` reaches any nested layer;
 `summary(model)` prints the layers with the parts inside every block.
 """
 
 # Subpackages, imported so that their serializable classes are registered.
 from keras_residual import blocks, datasets, lesion, models, training, viz  # noqa: E402,I001
+from keras_residual import surgery  # noqa: E402
 from keras_residual.merges import (
     AddMerge,
     CallableMerge,
@@ -55,6 +57,7 @@ __all__ = [
     "blocks",
     "datasets",
     "lesion",
+    "surgery",
     "lesion_ready",
     "list_paths",
     "models",

@@ -1,0 +1,223 @@
+"""Growing a trained network: insert residual blocks that start as the identity.
+
+A residual block whose branch outputs zero computes `y = x`, so it can be
+inserted anywhere a tensor keeps its shape without changing what the network
+predicts; training then moves the new branch away from zero. He et al.
+(2015), Sec. 3.1, motivate residual learning by exactly this construction
+("the added layers are identity mappings"), and the ResNet-50 visualization
+study lists inserting zero-initialized blocks into a pretrained network as
+future work. Zero-initializing the last layer of each branch is Goyal et al.
+(2017), Sec. 5.1; a zero scalar gate is ReZero (Bachlechner et al. 2020).
+
+`insert_blocks` copies the model (same weights), rebuilds its graph with
+`keras_residual.lesion.surgery.rebuild_model`, and checks on a batch that the
+predictions did not move.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import keras
+import numpy as np
+from keras import layers
+
+from keras_residual import blocks as blocks_lib
+from keras_residual.lesion.surgery import rebuild_model
+from keras_residual.probe import is_container, resolve_path, split_path
+from keras_residual.residual import Residual
+from keras_residual.weights import copy_weights
+
+MakeBlock = Callable[[tuple], layers.Layer]
+_CONVS = {2: layers.Conv1D, 4: layers.Conv3D}
+
+
+def identity_block(shape: Sequence[int | None], name: str | None = None) -> Residual:
+    """A residual block for inputs of `shape` (no batch axis) that starts as the identity.
+
+    Vectors get `dense_block` (two Dense layers), images a full
+    pre-activation `basic_block` (He et al. 2016, Fig. 4e: no activation
+    after the addition, so `y = x` exactly), sequences and volumes two
+    `Conv1D` / `Conv3D` with a ReLU between. The last layer of the branch
+    starts at zero (kernel and bias), so the block outputs its input and
+    every new weight still receives a gradient once the last layer moves.
+
+    Args:
+        shape: tuple. The input shape without the batch axis; the channel
+            axis follows `keras.config.image_data_format()`.
+        name: str or None. Block name; inner layers are named from it.
+
+    Returns:
+        A `Residual` layer, not yet built.
+
+    Example:
+        >>> import keras
+        >>> block = identity_block((8, 8, 4), name="grown")
+        >>> x = keras.random.normal((2, 8, 8, 4))
+        >>> bool(keras.ops.all(block(x) == x))
+        True
+    """
+    shape = tuple(shape)
+    channels_first = keras.config.image_data_format() == "channels_first" and len(shape) > 1
+    channels = shape[0] if channels_first else shape[-1]
+    if channels is None:
+        raise ValueError(f"The channel axis must be known to size a block. Received: shape={shape}")
+    if len(shape) == 1:
+        return blocks_lib.dense_block(channels, zero_init_last=True, name=name)
+    if len(shape) == 3:
+        return blocks_lib.basic_block(channels, placement="full_preact", zero_init_last=True,
+                                      name=name)
+    if len(shape) not in _CONVS:
+        raise ValueError(
+            f"identity_block supports inputs of rank 1 to 4 (no batch axis). Received: shape={shape}"
+        )
+    conv = _CONVS[len(shape)]
+    data_format = "channels_first" if channels_first else "channels_last"
+    prefix = name or f"identity_block_{keras.backend.get_uid('identity_block')}"
+    branch = keras.Sequential([
+        conv(channels, 3, padding="same", data_format=data_format, name=f"{prefix}_1_conv"),
+        layers.ReLU(name=f"{prefix}_1_relu"),
+        conv(channels, 3, padding="same", data_format=data_format, kernel_initializer="zeros",
+             name=f"{prefix}_2_conv"),
+    ], name=f"{prefix}_branch")
+    return Residual(branch, data_format=data_format, name=prefix)
+
+
+def _targets(model: keras.Model, after: Sequence[str]) -> dict[int, layers.Layer]:
+    """The layers named by `after`, each called in a graph that `rebuild_model` walks."""
+    found = {}
+    for path in after:
+        segments = split_path(path)
+        parent = model
+        for depth, segment in enumerate(segments[:-1]):
+            parent = resolve_path(parent, segment)
+            if not is_container(parent):
+                inside = "/".join(segments[: depth + 1])
+                raise ValueError(
+                    f"Blocks are inserted between layers of a functional or Sequential graph; "
+                    f"{inside!r} is a {type(parent).__name__}, not such a graph. Insert after "
+                    f"{inside!r} itself instead. Received: after={path!r}"
+                )
+        layer = resolve_path(parent, segments[-1])
+        if id(layer) in found:
+            raise ValueError(f"{path!r} names a layer already listed. Received: after={list(after)}")
+        found[id(layer)] = layer
+    return found
+
+
+def _check_batch(model: keras.Model, rows: int = 2) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    batch = []
+    for tensor in keras.tree.flatten(model.inputs):
+        shape = (rows,) + tuple(d if d is not None else 8 for d in tensor.shape[1:])
+        if "int" in str(tensor.dtype):
+            batch.append(rng.integers(0, 2, size=shape).astype(tensor.dtype))
+        else:
+            batch.append(rng.normal(size=shape).astype("float32"))
+    return batch
+
+
+def _max_difference(a: keras.Model, b: keras.Model, batch) -> tuple[float, float]:
+    inputs = batch[0] if len(batch) == 1 else batch
+    before = [keras.ops.convert_to_numpy(t) for t in keras.tree.flatten(a(inputs, training=False))]
+    after = [keras.ops.convert_to_numpy(t) for t in keras.tree.flatten(b(inputs, training=False))]
+    scale = max(float(np.abs(x).max()) for x in before)
+    return max(float(np.abs(x - y).max()) for x, y in zip(before, after, strict=True)), scale
+
+
+def insert_blocks(
+    model: keras.Model,
+    after: Sequence[str] | str,
+    make_block: MakeBlock | None = None,
+    check_data: np.ndarray | Sequence[np.ndarray] | None = None,
+    name: str | None = None,
+) -> keras.Model:
+    """A copy of `model` with an identity-initialized residual block after each named layer.
+
+    The grown network predicts what `model` predicts (checked here on a
+    batch, in inference mode); the new blocks are trainable, so fine-tuning
+    deepens a trained network instead of training the deeper one from
+    scratch. `model` is not changed: the copy has its own weights.
+
+    Args:
+        model: keras.Model. A Functional or Sequential model.
+        after: str or list of str. Paths (`keras_residual.probe` grammar) of
+            the layers to insert after: a `Residual` block of a residual
+            stage (`"conv3_block2"`), a plain layer (`"conv2d_1"`), or a layer
+            of a nested Functional/Sequential model (`"features/conv2d"`).
+            The block receives that layer's output, so its shape is kept.
+        make_block: callable or None. `make_block(shape)` returns the layer to
+            insert for an output of `shape` (no batch axis); it must start as
+            the identity. None: `identity_block(shape)`, named
+            `{layer name}_grown`.
+        check_data: array, list of arrays or None. A batch to check that the
+            predictions are unchanged; None: a random batch.
+        name: str or None. The new model's name; None: "{model.name}_grown".
+
+    Returns:
+        A new functional keras.Model.
+
+    Raises:
+        ValueError: if a path names no layer of a walkable graph, or the
+            predictions changed (a `make_block` that is not the identity).
+
+    Example:
+        >>> import keras
+        >>> inputs = keras.Input((8, 8, 3))
+        >>> x = keras.layers.Conv2D(4, 3, padding="same", name="conv")(inputs)
+        >>> model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
+        >>> grown = insert_blocks(model, after=["conv"])
+        >>> [layer.name for layer in grown.layers][2]
+        'conv_grown'
+        >>> len(model.layers)  # the original is untouched
+        3
+    """
+    after = [after] if isinstance(after, str) else list(after)
+    if not after:
+        raise ValueError(f"`after` must name at least one layer. Received: after={after}")
+    clone = keras.models.clone_model(model)
+    copy_weights(model, clone)
+    targets = _targets(clone, after)
+    inserted: dict[int, layers.Layer] = {}
+    taken = {layer.name for layer in clone.layers}
+
+    def block_name(base: str) -> str:
+        candidate, number = f"{base}_grown", 2
+        while candidate in taken:
+            candidate, number = f"{base}_grown{number}", number + 1
+        taken.add(candidate)
+        return candidate
+
+    def replace(layer, args, kwargs):
+        if id(layer) not in targets:
+            return None
+        outputs = layer(*args, **kwargs)
+        shape = tuple(outputs.shape[1:])
+        block = make_block(shape) if make_block is not None else identity_block(
+            shape, name=block_name(layer.name))
+        if not isinstance(block, layers.Layer):
+            raise TypeError(
+                f"`make_block(shape)` must return a Keras layer. Received: {type(block).__name__}"
+            )
+        block.trainable = True
+        inserted[id(layer)] = block
+        return block(outputs)
+
+    rebuilt = rebuild_model(clone, replace)
+    grown = keras.Model(rebuilt.input, rebuilt.output, name=name or f"{model.name}_grown")
+    missing = [path for path, layer_id in zip(after, targets, strict=True) if layer_id not in inserted]
+    if missing:
+        raise ValueError(
+            f"Layers {missing} are never called in the graph of {model.name!r}, so nothing "
+            f"was inserted after them. Received: after={after}"
+        )
+    batch = _check_batch(model) if check_data is None else check_data
+    batch = list(batch) if isinstance(batch, (list, tuple)) else [batch]
+    difference, scale = _max_difference(model, grown, batch)
+    if difference > 1e-5 * max(1.0, scale):
+        raise ValueError(
+            f"The inserted blocks change the predictions (max |difference| {difference:.3g}): "
+            "a block from `make_block` must output its input at insertion (zero-initialize "
+            f"its last layer, or use merge='rezero'). Received: make_block={make_block!r}"
+        )
+    return grown

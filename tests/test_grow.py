@@ -1,0 +1,113 @@
+"""insert_blocks: growing a trained network with identity-initialized residual blocks."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_residual import Residual
+from keras_residual.models import build_resnet
+from keras_residual.surgery import identity_block, insert_blocks
+
+pytestmark = pytest.mark.multibackend
+
+
+def _numpy(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+def _small_resnet():
+    return build_resnet("resnet18", blocks=(2, 1), filters=(8, 16), strides=(1, 2),
+                        input_shape=(16, 16, 3), classes=5, bn_momentum=0.9)
+
+
+def _images(n=4):
+    return np.random.default_rng(3).normal(size=(n, 16, 16, 3)).astype("float32")
+
+
+def test_inside_a_residual_stage_predictions_unchanged_and_original_untouched():
+    model = _small_resnet()
+    before_weights = [w.copy() for w in model.get_weights()]
+    grown = insert_blocks(model, after=["conv2_block1", "conv3_block1"])
+    blocks = [lyr.name for lyr in grown.layers if isinstance(lyr, Residual)]
+    assert blocks == ["conv2_block1", "conv2_block1_grown", "conv2_block2", "conv3_block1",
+                      "conv3_block1_grown"]
+    x = _images()
+    np.testing.assert_allclose(_numpy(grown(x, training=False)), _numpy(model(x, training=False)),
+                               atol=1e-6)
+    # A full pre-activation basic block of C channels: BN (4C), 3x3 conv (9C^2), BN (4C),
+    # 3x3 conv with bias (9C^2 + C).
+    expected = sum(18 * c * c + 9 * c for c in (8, 16))
+    assert grown.count_params() - model.count_params() == expected
+    # Fine-tuning the grown model trains the new blocks and leaves the original alone.
+    grown.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
+    grown.fit(x, np.arange(4) % 5, epochs=1, batch_size=4, verbose=0)
+    new = grown.get_layer("conv2_block1_grown")
+    assert all(w.trainable for w in new.trainable_weights) and new.trainable_weights
+    assert np.abs(_numpy(new.layer.get_layer("conv2_block1_grown_2_conv").kernel)).max() > 0
+    for a, b in zip(before_weights, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert len(model.layers) == len(grown.layers) - 2
+
+
+def test_plain_network_and_nested_sequential():
+    inputs = keras.Input((6,))
+    x = keras.layers.Dense(5, activation="tanh", name="fc1")(inputs)
+    head = keras.Sequential([keras.Input((5,)), keras.layers.Dense(5, name="fc2"),
+                             keras.layers.Dense(3, name="fc3")], name="head")
+    model = keras.Model(inputs, head(x))
+    grown = insert_blocks(model, after=["fc1", "head/fc2"])
+    data = np.random.default_rng(0).normal(size=(3, 6)).astype("float32")
+    # Reference computed by hand with NumPy from the original weights.
+    w1, b1, w2, b2, w3, b3 = model.get_weights()
+    expected = (np.tanh(data @ w1 + b1) @ w2 + b2) @ w3 + b3
+    np.testing.assert_allclose(_numpy(grown(data)), expected, rtol=1e-5, atol=1e-5)
+    names = [lyr.name for lyr in grown.layers]
+    assert "fc1_grown" in names and names.index("fc1_grown") == names.index("fc1") + 1
+    nested = [lyr for lyr in grown.layers if isinstance(lyr, keras.Model)][0]
+    assert [lyr.name for lyr in nested.layers if not isinstance(lyr, keras.layers.InputLayer)] \
+        == ["fc2", "fc2_grown", "fc3"]
+
+
+def test_conv_layer_of_a_plain_cnn_and_growing_twice():
+    model = keras.Sequential([
+        keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, padding="same", name="conv"),
+        keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2, name="out"),
+    ])
+    once = insert_blocks(model, after="conv")
+    twice = insert_blocks(once, after="conv")
+    names = [lyr.name for lyr in twice.layers]
+    assert names[names.index("conv") + 1: names.index("conv") + 3] == ["conv_grown2", "conv_grown"]
+    x = np.random.default_rng(1).normal(size=(2, 8, 8, 1)).astype("float32")
+    np.testing.assert_allclose(_numpy(twice(x)), _numpy(model(x)), atol=1e-6)
+
+
+def test_custom_rezero_block_and_a_block_that_is_not_the_identity():
+    model = _small_resnet()
+
+    def rezero(shape):
+        return Residual(keras.layers.Conv2D(shape[-1], 3, padding="same"), merge="rezero",
+                        name="rezero_block")
+
+    grown = insert_blocks(model, after=["conv2_block2"], make_block=rezero)
+    assert "rezero_block" in [lyr.name for lyr in grown.layers]
+    with pytest.raises(ValueError, match="change the predictions"):
+        insert_blocks(model, after=["conv2_block2"],
+                      make_block=lambda shape: Residual(keras.layers.Conv2D(shape[-1], 1)))
+
+
+def test_paths_that_cannot_take_a_block():
+    model = _small_resnet()
+    with pytest.raises(ValueError, match="Insert after 'conv2_block1' itself"):
+        insert_blocks(model, after=["conv2_block1/branch/conv2_block1_1_conv"])
+    with pytest.raises(ValueError, match="no layer named"):
+        insert_blocks(model, after=["nope"])
+    with pytest.raises(ValueError, match="at least one"):
+        insert_blocks(model, after=[])
+
+
+@pytest.mark.parametrize("shape", [(7,), (9, 4), (6, 6, 3), (4, 4, 4, 2)])
+def test_identity_block_of_every_rank_outputs_its_input(shape):
+    block = identity_block(shape)
+    x = np.random.default_rng(2).normal(size=(2, *shape)).astype("float32")
+    np.testing.assert_array_equal(_numpy(block(x)), x)
+    assert block.trainable_weights
