@@ -1,29 +1,46 @@
-# keras_residual: `make demo` and `make test` work on a fresh machine.
+# keras_residual: `make demo` and `make test` work on a fresh machine, in either order.
+#
+# Two virtual environments:
+#   .venv-core  the core install only (setup.cfg install_requires): what a user gets from
+#               `pip install keras-residual`. `make demo` runs in it, and `make test` runs the
+#               demo in quick mode in it first, so a dependency missing from install_requires
+#               fails CI. It is rebuilt from scratch when setup.cfg changes, so a dependency
+#               dropped from install_requires is gone from it too.
+#   .venv       core plus the test, JAX and PyTorch extras: the test suite and development.
 PYTHON ?= python3
 VENV ?= .venv
+CORE_VENV ?= .venv-core
 PY := $(VENV)/bin/python
+CORE_PY := $(CORE_VENV)/bin/python
 PYTEST_ARGS ?= -n 2 -q
 DEMO_OUT ?= demo_output
+QUICK_DEMO_OUT ?= build/demo-quick
 
-.PHONY: demo test test-tf test-backends lint clean
+.PHONY: demo demo-quick test test-tf test-backends lint clean
 
-# The core install (the demo's needs).
-$(VENV)/.core: setup.cfg pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e .
+$(CORE_VENV)/.installed: setup.cfg pyproject.toml
+	rm -rf $(CORE_VENV)
+	$(PYTHON) -m venv $(CORE_VENV)
+	$(CORE_PY) -m pip install -q --upgrade pip
+	$(CORE_PY) -m pip install -q -e .
 	touch $@
 
-# Core plus the test, JAX and PyTorch extras.
-$(VENV)/.test: $(VENV)/.core
+$(VENV)/.test: setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[test,jax,torch]"
 	touch $@
 
-demo: $(VENV)/.core
-	$(PY) examples/demo.py --out $(DEMO_OUT)
+demo: $(CORE_VENV)/.installed
+	$(CORE_PY) examples/demo.py --out $(DEMO_OUT)
 
-test: $(VENV)/.test
-	$(MAKE) test-tf test-backends
+# The demo in quick mode from the core-only install (part of `make test`).
+demo-quick: $(CORE_VENV)/.installed
+	rm -rf $(QUICK_DEMO_OUT)
+	$(CORE_PY) examples/demo.py --quick --out $(QUICK_DEMO_OUT)
+
+test: $(CORE_VENV)/.installed $(VENV)/.test
+	$(MAKE) demo-quick test-tf test-backends
 
 # The whole suite on TensorFlow (the default backend), and every docstring example.
 test-tf: $(VENV)/.test
@@ -35,7 +52,7 @@ test-backends: $(VENV)/.test
 	KERAS_BACKEND=torch $(PY) -m pytest $(PYTEST_ARGS) -m multibackend tests
 
 lint: $(VENV)/.test
-	$(VENV)/bin/ruff check keras_residual tests examples benchmarks notebooks
+	$(VENV)/bin/ruff check keras_residual keras_residual_cli.py tests examples benchmarks notebooks
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) build *.egg-info
+	rm -rf $(VENV) $(CORE_VENV) $(DEMO_OUT) build *.egg-info

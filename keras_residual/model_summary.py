@@ -1,0 +1,257 @@
+"""A layer table that opens every residual block: `keras_residual.summary(model)`.
+
+Keras' `model.summary()` shows a `Residual` as one row (also with
+`expand_nested=True`: a wrapper is not a nested model). `summary` lists the
+same layers and, below each block, its parts in call order -- the
+pre-activation, the branch `F` (with the layers of a branch that is itself
+a model or a block), the shortcut `h`, the merge and the activation of
+`y = activation(merge(h(x), F(x)))` (He et al. 2015, Eq. 1 and Fig. 2;
+the pre-activation of He et al. 2016, Fig. 4e) -- each with its output
+shape and parameter count. The parts are read from the block's public
+attributes (`layer`, `preactivation_layer`, `shortcut_layer`,
+`merge_layer`, `activation`); nothing is run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any
+
+import keras
+
+from keras_residual.residual import Residual
+
+Shape = tuple | None
+
+
+@dataclasses.dataclass(frozen=True)
+class SummaryRow:
+    """One line of `summary`.
+
+    Attributes:
+        depth: int. 0 for the model's own layers, one more per level inside
+            a block or a nested model.
+        role: str. "" for a layer of a model; inside a block "preactivation",
+            "branch", "shortcut", "merge", "activation" or "lesion state".
+        name: str. The layer's name ("identity" for an identity shortcut,
+            the function's name for an activation).
+        kind: str. The layer's class name ("" for parts without a layer).
+        output_shape: tuple or None. Output shape with the batch axis; None
+            where it is not defined (a layer called more than once).
+        params: int. Number of weight scalars the part owns.
+    """
+
+    depth: int
+    role: str
+    name: str
+    kind: str
+    output_shape: Shape
+    params: int
+
+
+def _params(layer: keras.layers.Layer) -> int:
+    return sum(math.prod(weight.shape) for weight in layer.weights)
+
+
+def _output_shape(layer: keras.layers.Layer, shape: Shape) -> Shape:
+    """What `layer` outputs for input `shape` (None where Keras cannot tell)."""
+    if shape is None:
+        return None
+    try:
+        return tuple(layer.compute_output_shape(shape))
+    except Exception:  # many layers implement only compute_output_spec
+        pass
+    try:
+        spec = layer.compute_output_spec(keras.KerasTensor(shape, dtype=layer.compute_dtype))
+        return tuple(spec.shape)
+    except Exception:  # an unknown shape is shown as such, not raised
+        return None
+
+
+def _tensor_shape(layer: keras.layers.Layer, attr: str) -> Shape:
+    """`layer.input.shape` / `layer.output.shape`; None if undefined (unbuilt or shared)."""
+    try:
+        tensor = getattr(layer, attr)
+    except (AttributeError, ValueError):
+        return None
+    if isinstance(tensor, (list, tuple)):
+        return None
+    return tuple(tensor.shape)
+
+
+def _is_container(layer: keras.layers.Layer) -> bool:
+    return isinstance(layer, keras.Model) and hasattr(layer, "layers")
+
+
+def _activation_name(activation: Callable) -> str:
+    return getattr(activation, "__name__", type(activation).__name__)
+
+
+def _layer_rows(layer: keras.layers.Layer, depth: int, role: str, in_shape: Shape,
+                out_shape: Shape) -> list[SummaryRow]:
+    """The row of `layer` and, for a block or a nested model, the rows inside it."""
+    rows = [SummaryRow(depth, role, layer.name, type(layer).__name__, out_shape, _params(layer))]
+    if isinstance(layer, Residual):
+        rows.extend(_block_rows(layer, depth + 1, in_shape))
+    elif isinstance(layer, keras.Sequential):
+        shape = in_shape
+        for child in layer.layers:
+            out = _tensor_shape(child, "output") or _output_shape(child, shape)
+            rows.extend(_layer_rows(child, depth + 1, "", shape, out))
+            shape = out
+    elif _is_container(layer):
+        rows.extend(_container_rows(layer, depth + 1))
+    return rows
+
+
+def _container_rows(model: keras.Model, depth: int) -> list[SummaryRow]:
+    rows = []
+    for layer in model.layers:
+        rows.extend(_layer_rows(layer, depth, "", _tensor_shape(layer, "input"),
+                                _tensor_shape(layer, "output")))
+    return rows
+
+
+def _block_rows(block: Residual, depth: int, in_shape: Shape) -> list[SummaryRow]:
+    """The parts of `block` in call order, fed with input shape `in_shape`."""
+    rows = []
+    pre_shape = in_shape
+    if block.preactivation_layer is not None:
+        pre_shape = _output_shape(block.preactivation_layer, in_shape)
+        rows.extend(_layer_rows(block.preactivation_layer, depth, "preactivation", in_shape,
+                                pre_shape))
+    branch_shape = _output_shape(block.layer, pre_shape)
+    rows.extend(_layer_rows(block.layer, depth, "branch", pre_shape, branch_shape))
+    if block.shortcut != "none":
+        source = pre_shape if block.shortcut_from == "preactivated" else in_shape
+        if block.shortcut_layer is None:
+            rows.append(SummaryRow(depth, "shortcut", "identity", "", source, 0))
+        else:
+            rows.extend(_layer_rows(block.shortcut_layer, depth, "shortcut", source,
+                                    _output_shape(block.shortcut_layer, source)))
+        merge = block.merge_layer
+        rows.append(SummaryRow(depth, "merge", merge.name, type(merge).__name__, branch_shape,
+                               _params(merge)))
+    name = _activation_name(block.activation)
+    if name != "linear":
+        rows.append(SummaryRow(depth, "activation", name, "", branch_shape, 0))
+    state = getattr(block, "lesion_state", None)
+    if state is not None:
+        rows.append(SummaryRow(depth, "lesion state", "lesion_state", "Variable", None,
+                               math.prod(state.shape)))
+    return rows
+
+
+def summary_rows(model: keras.layers.Layer) -> list[SummaryRow]:
+    """The rows `summary` prints: every layer, and the parts inside every block.
+
+    Args:
+        model: keras.Model or Residual. A built functional or Sequential
+            model, or one block called on an input.
+
+    Returns:
+        list of SummaryRow, in layer order, each block followed by its parts.
+
+    Raises:
+        ValueError: if `model` is not built.
+
+    Example:
+        >>> import keras
+        >>> from keras_residual import Residual
+        >>> inputs = keras.Input((8,))
+        >>> outputs = Residual(keras.layers.Dense(8, name="fc"), name="block")(inputs)
+        >>> [(row.role, row.name, row.params)
+        ...  for row in summary_rows(keras.Model(inputs, outputs))[1:]]
+        [('', 'block', 72), ('branch', 'fc', 72), ('shortcut', 'identity', 0), ('merge', 'merge', 0)]
+    """
+    if not model.built:
+        raise ValueError(
+            f"{type(model).__name__} {model.name!r} is not built, so its layers have no "
+            "shapes yet: build it with keras.Input (or call it once on data) before "
+            f"summarizing it. Received: model={model.name!r} (built=False)"
+        )
+    if isinstance(model, Residual):
+        return _layer_rows(model, 0, "", _tensor_shape(model, "input"),
+                           _tensor_shape(model, "output"))
+    if not _is_container(model):
+        raise TypeError(
+            "`summary` takes a functional or Sequential keras.Model or a Residual block. "
+            f"Received: {type(model).__name__}"
+        )
+    if isinstance(model, keras.Sequential):
+        shape = tuple(model.inputs[0].shape) if model.inputs else None
+        return _layer_rows(model, -1, "", shape, None)[1:]
+    return _container_rows(model, 0)
+
+
+def _format_shape(shape: Shape) -> str:
+    return "?" if shape is None else str(tuple(shape))
+
+
+def summary(
+    model: keras.layers.Layer, print_fn: Callable[[str], Any] | None = None
+) -> None:
+    """Print the layers of `model` with the parts inside every residual block.
+
+    Like `model.summary()` (name, class, output shape, parameters; totals at
+    the end), but each `Residual` row is followed by its parts, indented:
+    `preactivation`, `branch` (and the layers of a branch that is a model or
+    another block), `shortcut` (`identity` when there is no shortcut layer),
+    `merge` and `activation`; a lesion-ready block also shows its
+    lesion-state variable (Veit et al. 2016, Sec. 4). The parts' parameters
+    add up to the block's.
+
+    Args:
+        model: keras.Model or Residual. A built functional or Sequential
+            model, or a block called on an input.
+        print_fn: callable or None. Called with the whole table as one
+            string; None prints it.
+
+    Example:
+        >>> import keras
+        >>> from keras_residual import Residual
+        >>> inputs = keras.Input((8, 8, 4))
+        >>> x = Residual(keras.layers.Conv2D(4, 3, padding="same", name="conv"),
+        ...              activation="relu", name="block")(inputs)
+        >>> summary(keras.Model(inputs, x, name="net"))
+        Model: "net"
+        layer (type)              output shape     params
+        -------------------------------------------------
+        input_layer (InputLayer)  (None, 8, 8, 4)       0
+        block (Residual)          (None, 8, 8, 4)     148
+          branch: conv (Conv2D)   (None, 8, 8, 4)     148
+          shortcut: identity      (None, 8, 8, 4)       0
+          merge (AddMerge)        (None, 8, 8, 4)       0
+          activation: relu        (None, 8, 8, 4)       0
+        -------------------------------------------------
+        Total params: 148 (trainable: 148, non-trainable: 0)
+    """
+    rows = summary_rows(model)
+    cells = []
+    for row in rows:
+        # A part named after its role ("merge", "shortcut") is shown once.
+        label = row.name if not row.role else row.role if row.name == row.role else (
+            f"{row.role}: {row.name}"
+        )
+        if row.kind:
+            label += f" ({row.kind})"
+        shape = "" if row.role == "lesion state" else _format_shape(row.output_shape)
+        cells.append(("  " * row.depth + label, shape, f"{row.params:,}"))
+    header = ("layer (type)", "output shape", "params")
+    widths = [max(len(line[i]) for line in [header, *cells]) for i in range(3)]
+
+    def line(cell):
+        return f"{cell[0].ljust(widths[0])}  {cell[1].ljust(widths[1])}  {cell[2].rjust(widths[2])}"
+
+    rule = "-" * len(line(header))
+    trainable = sum(math.prod(w.shape) for w in model.trainable_weights)
+    non_trainable = sum(math.prod(w.shape) for w in model.non_trainable_weights)
+    text = "\n".join([
+        f'Model: "{model.name}"', line(header).rstrip(), rule,
+        *(line(cell).rstrip() for cell in cells), rule,
+        f"Total params: {trainable + non_trainable:,} "
+        f"(trainable: {trainable:,}, non-trainable: {non_trainable:,})",
+    ])
+    (print_fn or print)(text)
