@@ -10,9 +10,11 @@
 3. Runs the sections other examples contribute, loaded by path:
    `examples/visualize_mnist.py::demo_section(residual_model, plain_model, data, out_dir)`
    and `examples/lesion_study.py::demo_section(data, out_dir)`, each returning
-   `[(caption, png_path_relative_to_out_dir), ...]`. A missing file is
-   reported and skipped; a failing section prints its traceback, the demo goes
-   on, and exits with status 1 at the end.
+   `[(caption, png_path_relative_to_out_dir), ...]`; the "grad_cam" section
+   (Selvaraju et al. 2017) is `visualize_mnist.py::grad_cam_section` with the
+   same arguments. A missing file, or a missing named section function other
+   than `demo_section`, is reported and skipped; a failing section prints its
+   traceback, the demo goes on, and exits with status 1 at the end.
 4. Writes `OUT/index.html` with the accuracies and every figure.
 """
 
@@ -31,9 +33,11 @@ from typing import Any
 
 EXAMPLES_DIR = os.path.dirname(os.path.abspath(__file__))
 
-#: (file in examples/, how its `demo_section` is called), in the order the page shows them.
+#: (file in examples/, how its section function is called[, that function when it is not
+#: `demo_section`]), in the order the page shows them.
 SECTIONS = (
     ("visualize_mnist.py", "models"),
+    ("visualize_mnist.py", "models", "grad_cam_section"),
     ("lesion_study.py", "data"),
 )
 
@@ -63,28 +67,33 @@ def load_example(filename: str) -> ModuleType | None:
 def run_sections(
     residual_model: Any, plain_model: Any, data: Any, out_dir: str
 ) -> tuple[list[tuple[str, list[tuple[str, str]]]], list[str]]:
-    """Call each available `demo_section`; collect figures and failures.
+    """Call each available section function; collect figures and failures.
 
     Returns:
         `(sections, failures)`: `sections` is `[(title, [(caption, relative_png), ...])]`;
         `failures` names each section that raised (its traceback is printed).
     """
     sections, failures = [], []
-    for filename, signature in SECTIONS:
-        title = os.path.splitext(filename)[0]
+    for filename, signature, *named in SECTIONS:
+        function = named[0] if named else "demo_section"
+        title = function.removesuffix("_section") if named else os.path.splitext(filename)[0]
         try:
             module = load_example(filename)
             if module is None:
                 print(f"[demo] examples/{filename} is not there: section '{title}' skipped")
                 continue
-            if not hasattr(module, "demo_section"):
+            if named and not hasattr(module, function):
+                print(f"[demo] examples/{filename} has no {function}(): section '{title}' skipped")
+                continue
+            if not hasattr(module, function):
                 raise ValueError(f"examples/{filename} has no demo_section() function")
             print(f"[demo] section '{title}' ...")
             start = time.perf_counter()
+            section = getattr(module, function)
             if signature == "models":
-                figures = module.demo_section(residual_model, plain_model, data, out_dir)
+                figures = section(residual_model, plain_model, data, out_dir)
             else:
-                figures = module.demo_section(data, out_dir)
+                figures = section(data, out_dir)
             figures = [(str(caption), str(path)) for caption, path in figures]
             missing = [p for _, p in figures if not os.path.isfile(os.path.join(out_dir, p))]
             if missing:

@@ -2,12 +2,16 @@
 
 For each model: the first-layer filters, the activations of every block on
 one digit, what each residual block adds (F(x)), and seed 000's top-9
-patches with guided backpropagation for a few channels of each stage.
+patches with guided backpropagation for a few channels of each stage. Then
+Grad-CAM and Guided Grad-CAM of the last block for a few test digits
+(Selvaraju et al. 2017, Fig. 1): where each model looks for its predicted
+class.
 
     python examples/visualize_mnist.py --out mnist_images          # ~1-2 minutes on CPU
     python examples/visualize_mnist.py --out mnist_images --quick  # a smoke test
 
-`make demo` calls `demo_section(residual_model, plain_model, data, out_dir)`.
+`make demo` calls `demo_section(residual_model, plain_model, data, out_dir)` and
+`grad_cam_section(...)` with the same arguments.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from keras_residual.datasets import load_mnist
 from keras_residual.probe import list_paths, resolve_path
 from keras_residual.residual import Residual
 from keras_residual.viz import plots
+from keras_residual.viz.gradcam import GradCam
 from keras_residual.viz.guided import UnitGradient, guided_patches
 from keras_residual.viz.images import activation_grid, kernel_map, residual_differences
 from keras_residual.viz.receptive_field import receptive_field
@@ -33,6 +38,8 @@ from keras_residual.viz.top_activations import top_activations
 TOPK_IMAGES = 600
 #: Channels shown per stage in the top-9 figures.
 CHANNELS = (0, 1, 2, 3)
+#: Test digits shown in the Grad-CAM figures.
+GRAD_CAM_DIGITS = 8
 
 
 def first_conv(model: keras.Model) -> keras.layers.Conv2D:
@@ -122,6 +129,43 @@ def demo_section(
     )
 
 
+def grad_cam_figure(
+    model: keras.Model, images: np.ndarray, labels: np.ndarray, out_dir: str, tag: str
+) -> tuple[str, str]:
+    """Grad-CAM and Guided Grad-CAM of the last block for each digit's predicted class.
+
+    Returns:
+        (caption, PNG path relative to out_dir).
+    """
+    last = [name for stage in stages(model) for name in stage][-1]
+    cam = GradCam(model)  # one trace for both calls below
+    predicted = np.argmax(keras.ops.convert_to_numpy(model(images, training=False)), axis=-1)
+    maps = cam(last, predicted, images, upsample=True)
+    guided = cam.guided(last, predicted, images)
+    titles = [f"label {y}, predicted {p}" for y, p in zip(labels, predicted, strict=True)]
+    fig = plots.gradcam_figure(images[..., 0], maps, titles, guided=guided[..., 0])
+    fig.suptitle(f"{tag}: Grad-CAM at {last} (top) and Guided Grad-CAM (bottom)")
+    relative = f"{tag}_grad_cam.png"
+    plots.save_figure(fig, os.path.join(out_dir, relative))
+    return (f"{tag}: Grad-CAM of block {last!r} for the predicted digit over the input, with "
+            "its colour bar, and Guided Grad-CAM below (Selvaraju et al. 2017, Fig. 1)", relative)
+
+
+def grad_cam_section(
+    residual_model: keras.Model, plain_model: keras.Model, data, out_dir: str
+) -> list[tuple[str, str]]:
+    """The Grad-CAM figures `make demo` shows, one per model (same arguments as `demo_section`).
+
+    Returns:
+        list of (caption, PNG path relative to `out_dir`).
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    images = data.x_test[:GRAD_CAM_DIGITS]
+    labels = np.asarray(data.y_test[:GRAD_CAM_DIGITS])
+    return [grad_cam_figure(model, images, labels, out_dir, tag)
+            for model, tag in ((residual_model, "residual"), (plain_model, "plain"))]
+
+
 def _load_mnist_conv():
     """examples/mnist_conv.py, imported by path (examples are scripts, not a package)."""
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mnist_conv.py")
@@ -148,6 +192,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str]]:
     else:
         residual, plain, _ = mnist_conv.train_pair(data, epochs=args.epochs, verbose=2)
     written = demo_section(residual, plain, data, args.out)
+    written += grad_cam_section(residual, plain, data, args.out)
     for caption, path in written:
         print(f"{os.path.join(args.out, path)}: {caption}")
     return written

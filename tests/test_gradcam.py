@@ -278,7 +278,7 @@ def test_a_layer_called_twice_is_refused():
 def test_the_model_is_left_unchanged():
     model = residual_model()
     top = keras.Sequential([keras.Input((CLASSES,)), layers.Activation("softmax", name="sm")])
-    model = keras.Model(model.inputs, top(model.output))
+    model = keras.Model(model.input, top(model.output))
     x = np.random.default_rng(2).normal(size=(2, 6, 6, 2)).astype("float32")
     before = keras.ops.convert_to_numpy(model(x))
     weights = [w.copy() for w in model.get_weights()]

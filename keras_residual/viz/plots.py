@@ -284,12 +284,15 @@ def gradcam_figure(
             f"{None if titles is None else len(titles)} titles"
         )
     rows = 1 if guided is None else 2
-    fig = Figure(figsize=(cell_inches * len(images), cell_inches * rows * 0.85 + 0.3))
+    fig = Figure(figsize=(cell_inches * len(images), cell_inches * rows * 0.9 + 0.4),
+                 layout="constrained")
     axes = fig.subplots(rows, len(images), squeeze=False)
     for n, (image, heat) in enumerate(zip(images, heatmaps, strict=True)):
         top = float(heat.max()) or 1.0
         _show(axes[0, n], heatmap_overlay(image, heat, alpha, cmap, vmax=top))
-        fig.colorbar(ScalarMappable(Normalize(0.0, top), cmap), ax=axes[0, n], fraction=0.046)
+        bar = fig.colorbar(ScalarMappable(Normalize(0.0, top), cmap), ax=axes[0, n],
+                           fraction=0.046)
+        bar.ax.tick_params(labelsize=6)
         axes[0, n].set_title("Grad-CAM" if titles is None else titles[n], fontsize=8)
         if guided is not None:
             _show(axes[1, n], gradient_image(guided[n]))
