@@ -10,6 +10,7 @@ stochastic depth vs normal training (Fig. 8), and effective-path training
     python examples/lesion_study.py --arch conv --epochs 6          # a 12-block CNN
     python examples/lesion_study.py --load models/ --out out/       # reuse trained nets
     python examples/lesion_study.py --preset cifar110 --epochs 160  # ResNet-110 vs VGG-15
+    python examples/lesion_study.py --keras-hub resnet_50_imagenet  # a pretrained ImageNet net
 
 MNIST presets: "mlp" (default) is a 12-block pre-activation residual MLP
 (width 64) and the same MLP without shortcuts; it trains in seconds on a
@@ -18,12 +19,21 @@ its plain twin. `--preset cifar110` needs CIFAR-10 on disk
 (`keras_residual.datasets.load_cifar10`) and, to finish, a GPU: the
 paper's pre-activation ResNet-110 (54 blocks) against a 15-layer VGG with
 128 channels in every layer.
+
+`--keras-hub PRESET` runs the deletion studies (Fig. 3, Fig. 5a) on a
+pretrained keras-hub ResNet converted into `Residual` blocks
+(`keras_residual.models.load_keras_hub_classifier`; keras-hub downloads the
+preset, so this needs network access and stops with a message offline). The
+images are random crops of `--images` (default: scikit-learn's two sample
+photographs); without ImageNet labels, the "error" is the fraction of images
+whose top-1 class differs from the intact network's.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import os
 import sys
 from collections.abc import Callable
@@ -225,6 +235,42 @@ def demo_section(data, out_dir: str) -> list[tuple[str, str]]:
     return run_studies(setting, flat, out_dir, samples=3, length_step=2, effective_paths=False)
 
 
+def keras_hub_studies(model: keras.Model, preprocess: Callable, preset: str, out_dir: str,
+                      folder: str | None, crops: int = 64,
+                      samples: int = 5) -> list[tuple[str, str]]:
+    """Single and k-block deletion on a converted keras-hub preset (`load_keras_hub_classifier`).
+
+    The labels are the intact network's top-1 classes.
+
+    Returns:
+        `[(caption, png path relative to out_dir), ...]`.
+    """
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "visualize_imagenet.py")
+    spec = importlib.util.spec_from_file_location("examples_visualize_imagenet", path)
+    images_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(images_module)
+    display, source = images_module.load_images(folder, 224, crops)
+    x = preprocess(display)
+    y = np.argmax(model.predict(x, batch_size=32, verbose=0), axis=-1)
+    print(f"[lesion] {preset}: {len(residual_blocks(model))} blocks; data: {source}, labelled "
+          "with the intact network's top-1 class")
+    figures = []
+    single = single_block_deletion(model, (x, y), progress=True)
+    print(f"[lesion] single deletion: worst top-1 change {single.errors.max():.3f}, median "
+          f"{np.median(single.errors):.3f}")
+    plots.save_figure(plots.plot_single_deletion(single, chance=None),
+                      os.path.join(out_dir, "lesion_single.png"))
+    figures.append((f"Fig. 3 on {preset}: top-1 changes with one block deleted",
+                    "lesion_single.png"))
+    n = len(residual_blocks(model))
+    ks = sorted(set(np.linspace(0, n, 7).round().astype(int).tolist()))
+    result = k_block_deletion(model, (x, y), ks, samples, batch_size=32, progress=True)
+    plots.save_figure(plots.plot_k_deletion(result), os.path.join(out_dir, "lesion_k_blocks.png"))
+    figures.append((f"Fig. 5a on {preset}: top-1 changes after deleting k random blocks",
+                    "lesion_k_blocks.png"))
+    return figures
+
+
 SETTINGS = {
     "mlp": Setting(residual_mlp, epochs=4, batch_size=128, flat=True),
     "conv": Setting(mnist_conv, epochs=4, batch_size=64, flat=False),
@@ -241,7 +287,26 @@ def main(argv: list[str] | None = None) -> int:
                         "(and to save them to when missing)")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--samples", type=int, default=5, help="random draws per point")
+    parser.add_argument("--keras-hub", default=None, metavar="PRESET",
+                        help="a keras-hub ResNet preset, e.g. resnet_50_imagenet (needs network "
+                             "access and keras-hub: pip install keras-residual[hub])")
+    parser.add_argument("--images", default=None,
+                        help="image folder for --keras-hub (default: sklearn's sample photos)")
     args = parser.parse_args(argv)
+
+    if args.keras_hub:
+        from keras_residual.models import load_keras_hub_classifier
+
+        try:
+            model, preprocess = load_keras_hub_classifier(args.keras_hub, (224, 224, 3))
+        except (ImportError, ValueError) as error:
+            print(f"[lesion] --keras-hub {args.keras_hub}: {error}")
+            return 1
+        figures = keras_hub_studies(model, preprocess, args.keras_hub, args.out, args.images,
+                                    samples=args.samples)
+        for caption, path in figures:
+            print(f"[lesion] {os.path.join(args.out, path)}: {caption}")
+        return 0
 
     if args.preset == "cifar110":
         from keras_residual.datasets import load_cifar10

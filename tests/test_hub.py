@@ -10,7 +10,7 @@ from keras_residual import Residual
 from keras_residual.models import hub as hub_lib
 
 keras_hub = pytest.importorskip("keras_hub")
-pytestmark = pytest.mark.multibackend
+multibackend = pytest.mark.multibackend
 
 BLOCK_TYPES = ["basic_block", "bottleneck_block", "basic_block_vd", "bottleneck_block_vd"]
 
@@ -43,6 +43,7 @@ def _images(n=2):
     return np.random.default_rng(1).uniform(-1, 1, (n, 32, 32, 3)).astype("float32")
 
 
+@multibackend
 @pytest.mark.parametrize("preact", [False, True])
 @pytest.mark.parametrize("block_type", BLOCK_TYPES)
 def test_every_block_type_converts_with_the_same_outputs(block_type, preact):
@@ -61,6 +62,7 @@ def test_every_block_type_converts_with_the_same_outputs(block_type, preact):
     assert ours_count == backbone.count_params()
 
 
+@multibackend
 def test_weights_are_matched_by_structure_not_order():
     backbone = _backbone("bottleneck_block_vd", False)
     ours = hub_lib.from_keras_hub(backbone, check=False)
@@ -79,6 +81,7 @@ def test_weights_are_matched_by_structure_not_order():
     )
 
 
+@multibackend
 def test_classifier_head_converts():
     backbone = _backbone("basic_block", True)
     classifier = keras_hub.models.ImageClassifier(backbone=backbone, num_classes=5)
@@ -92,6 +95,7 @@ def test_classifier_head_converts():
         hub_lib.from_keras_hub(backbone, include_top=True)
 
 
+@multibackend
 def test_reverse_direction_fills_a_fresh_backbone():
     source = _backbone("bottleneck_block", False, seed=0)
     ours = hub_lib.from_keras_hub(source)
@@ -105,6 +109,7 @@ def test_reverse_direction_fills_a_fresh_backbone():
     assert np.abs(after - expected).max() < 1e-4
 
 
+@multibackend
 def test_preset_that_cannot_download_says_so(monkeypatch):
     def offline(*args, **kwargs):
         raise ConnectionError("Failed to resolve 'api.kaggle.com'")
@@ -114,9 +119,85 @@ def test_preset_that_cannot_download_says_so(monkeypatch):
         hub_lib.from_keras_hub("resnet_50_imagenet")
 
 
+@multibackend
 def test_errors_name_what_was_received(monkeypatch):
     with pytest.raises(TypeError, match="Received: Dense"):
         hub_lib.from_keras_hub(keras.layers.Dense(2))
     monkeypatch.setitem(sys.modules, "keras_hub", None)
     with pytest.raises(ImportError, match=r"keras-residual\[hub\]"):
         hub_lib.from_keras_hub("resnet_50_imagenet")
+
+
+@multibackend
+def test_load_keras_hub_classifier_applies_the_presets_preprocessing(monkeypatch):
+    backbone = _backbone("bottleneck_block", False)
+    converter = keras_hub.layers.ResNetImageConverter(
+        image_size=(32, 32), scale=[1 / (255 * 0.229), 1 / (255 * 0.224), 1 / (255 * 0.225)],
+        offset=[-0.485 / 0.229, -0.456 / 0.224, -0.406 / 0.225])
+    preprocessor = keras_hub.models.ResNetImageClassifierPreprocessor(image_converter=converter)
+    classifier = keras_hub.models.ResNetImageClassifier(backbone=backbone, num_classes=3,
+                                                        preprocessor=preprocessor)
+    monkeypatch.setattr(keras_hub.models.ImageClassifier, "from_preset",
+                        lambda *args, **kwargs: classifier)
+    model, preprocess = hub_lib.load_keras_hub_classifier("resnet_50_imagenet")
+    images = np.random.default_rng(4).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    # ImageNet mean and standard deviation of pixels in [0, 1], by hand.
+    expected_inputs = (images / 255 - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]
+    np.testing.assert_allclose(preprocess(images), expected_inputs, rtol=1e-4, atol=1e-4)
+    expected = keras.ops.convert_to_numpy(classifier.predict(images, verbose=0))
+    got = keras.ops.convert_to_numpy(model(preprocess(images), training=False))
+    assert np.abs(got - expected).max() < 1e-4
+
+
+def _example(name):
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(__file__), "..", "examples", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"example_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_examples_say_when_a_preset_cannot_be_downloaded(monkeypatch, tmp_path, capsys):
+    def offline(*args, **kwargs):
+        raise ConnectionError("Failed to resolve 'api.kaggle.com'")
+
+    monkeypatch.setattr(keras_hub.models.ImageClassifier, "from_preset", offline)
+    lesion = _example("lesion_study")
+    assert lesion.main(["--keras-hub", "resnet_50_imagenet", "--out", str(tmp_path)]) == 1
+    assert "network access" in capsys.readouterr().out
+    visualize = _example("visualize_imagenet")
+    with pytest.raises(SystemExit, match="network access"):
+        visualize.main(["--keras-hub", "resnet_50_imagenet", "--out", str(tmp_path),
+                        "--crops", "2", "--size", "32"])
+
+
+def test_lesion_example_runs_on_a_converted_classifier(tmp_path):
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64], input_conv_kernel_sizes=[7], stackwise_num_filters=[64, 32],
+        stackwise_num_blocks=[2, 1], stackwise_num_strides=[1, 2], block_type="basic_block",
+        image_shape=(224, 224, 3))
+    classifier = keras_hub.models.ImageClassifier(backbone=backbone, num_classes=4)
+    model = hub_lib.from_keras_hub(classifier, include_top=True)
+    figures = _example("lesion_study").keras_hub_studies(
+        model, lambda images: images / 255.0, "tiny", str(tmp_path), None, crops=4, samples=1)
+    assert [path for _, path in figures] == ["lesion_single.png", "lesion_k_blocks.png"]
+    assert all((tmp_path / path).exists() for _, path in figures)
+
+
+def test_visualize_example_finds_its_paths_in_any_preset_layout():
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.ResNetBackbone(
+        input_conv_filters=[32, 32, 64], input_conv_kernel_sizes=[3, 3, 3],
+        stackwise_num_filters=[64, 32, 32, 32], stackwise_num_blocks=[1, 1, 1, 2],
+        stackwise_num_strides=[1, 2, 2, 2], block_type="bottleneck_block_vd",
+        image_shape=(64, 64, 3))
+    model = hub_lib.from_keras_hub(backbone)
+    blocks, fig7, conv1, last = _example("visualize_imagenet").hub_paths(model, "conv3")
+    assert blocks == ["conv3_block1"]
+    assert fig7 == ["conv5_block1", "conv5_block2/branch/conv5_block2_3_conv", "conv5_block2"]
+    assert (conv1, last) == ("conv1_1_conv", "conv5_block2")

@@ -16,7 +16,7 @@ from typing import Any
 import keras
 
 from keras_residual.models.cifar import cifar_preact_resnet, cifar_resnet
-from keras_residual.models.hub import from_keras_hub, to_keras_hub
+from keras_residual.models.hub import from_keras_hub, load_keras_hub_classifier, to_keras_hub
 from keras_residual.models.imagenet import (
     build_resnet,
     plain18,
@@ -111,6 +111,7 @@ __all__ = [
     "from_keras_hub",
     "get_model",
     "load_keras_applications_weights",
+    "load_keras_hub_classifier",
     "mnist_resnet",
     "plain18",
     "plain34",

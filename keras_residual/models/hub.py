@@ -16,6 +16,7 @@ imported only when these functions run.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -286,3 +287,39 @@ def to_keras_hub(model: keras.Model, backbone: Any) -> Any:
     for theirs, ours in _pairs(backbone, model, len(inner.input_conv_filters) > 1):
         theirs.assign(keras.ops.convert_to_numpy(ours))
     return backbone
+
+
+def load_keras_hub_classifier(
+    preset: str, input_shape: tuple | None = None
+) -> tuple[keras.Model, Callable[[np.ndarray], np.ndarray]]:
+    """A keras-hub image-classifier preset as our model (head included) and its preprocessing.
+
+    keras-hub downloads the preset once; the classifier converts with
+    `from_keras_hub(..., include_top=True)` (its `predictions` layer outputs
+    what keras-hub's does, logits for the ResNet presets), and `preprocess`
+    is the preset's own image converter (resizing and the scale / offset
+    its weights were trained with) applied to RGB images in [0, 255].
+
+    Args:
+        preset: str. A keras-hub ResNet preset, e.g. "resnet_50_imagenet".
+        input_shape: tuple or None. Our model's input shape; None: keras-hub's.
+
+    Returns:
+        `(model, preprocess)`; `model(preprocess(images))` classifies `images`.
+
+    Raises:
+        ImportError: keras-hub is not installed.
+        ValueError: the preset cannot be loaded (e.g. no network access).
+
+    Example:
+        >>> load_keras_hub_classifier("resnet_50_imagenet")  # doctest: +SKIP
+    """
+    keras_hub = _keras_hub()
+    classifier = _load_preset(keras_hub, preset, include_top=True)
+    model = from_keras_hub(classifier, include_top=True, input_shape=input_shape)
+    converter = classifier.preprocessor.image_converter
+
+    def preprocess(images: np.ndarray) -> np.ndarray:
+        return keras.ops.convert_to_numpy(converter(np.asarray(images, dtype="float32")))
+
+    return model, preprocess
