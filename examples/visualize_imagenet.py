@@ -5,7 +5,9 @@ top-9 image patches of each block beside their guided-backpropagation images
 (Figs. 2-6), the same channel inside a branch beside the block output
 (Fig. 7, `conv5_block2/branch/conv5_block2_3_conv` vs `conv5_block2`), the
 conv1 kernels as an RGB pixel map (Fig. 8), and the refinement numbers: how
-many top-9 images a channel keeps from one block to the next (Sec. 3).
+many top-9 images a channel keeps from one block to the next (Sec. 3). Last,
+Grad-CAM and Guided Grad-CAM of the last block for the top class of a few
+crops (Selvaraju et al. 2017, Fig. 1).
 
 ImageNet weights are used when they can be had: keras.applications'
 checkpoint in the Keras cache, or a download with `--allow-download`.
@@ -15,18 +17,26 @@ the pictures then show the method, not what ResNet-50 learned.
     python examples/visualize_imagenet.py --out imagenet_images               # sklearn photos
     python examples/visualize_imagenet.py --folder ~/photos --stage conv3
     python examples/visualize_imagenet.py --applications                      # keras.applications.ResNet50
+    python examples/visualize_imagenet.py --keras-hub resnet_50_imagenet      # keras-hub weights
+
+`--keras-hub PRESET` converts a keras-hub ResNet preset (downloaded by
+keras-hub, so it needs network access) into `Residual` blocks with
+`keras_residual.models.load_keras_hub_classifier` and uses the preset's own
+preprocessing; offline it stops with a message that says so.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 
 import keras
 import numpy as np
 
 from keras_residual.models import resnet50
 from keras_residual.viz import plots
+from keras_residual.viz.gradcam import GradCam
 from keras_residual.viz.guided import UnitGradient, guided_patches
 from keras_residual.viz.images import kernel_map
 from keras_residual.viz.receptive_field import receptive_field
@@ -91,6 +101,25 @@ def load_model(applications: bool, size: int, allow_download: bool) -> tuple[ker
     return build(weights=None, input_shape=(size, size, 3)), False
 
 
+def _caffe(images: np.ndarray) -> np.ndarray:
+    return keras.applications.resnet50.preprocess_input(images)
+
+
+def hub_paths(model: keras.Model, stage: str) -> tuple[list[str], list[str], str, str]:
+    """For a model converted from keras-hub: the stage's blocks, Fig. 7's paths, conv1, last block.
+
+    keras-hub presets differ in depth (18 to 200 layers), block type and stem.
+    """
+    names = [layer.name for layer in model.layers]
+    blocks = [n for n in names if re.fullmatch(rf"{stage}_block\d+", n)]
+    conv5 = [n for n in names if re.fullmatch(r"conv5_block\d+", n)]
+    second = conv5[min(1, len(conv5) - 1)]
+    convs = [lyr.name for lyr in model.get_layer(second).layer.layers
+             if isinstance(lyr, keras.layers.Conv2D)]
+    conv1 = "conv1_conv" if "conv1_conv" in names else "conv1_1_conv"
+    return blocks, [conv5[0], f"{second}/branch/{convs[-1]}", second], conv1, conv5[-1]
+
+
 def stage_paths(stage: str, applications: bool) -> list[str]:
     """Block outputs of one stage: conv2_block1..3 (builder) or conv2_block1_out.. (keras.applications).
 
@@ -111,9 +140,14 @@ def study(
     channels: list[int],
     out_dir: str,
     name: str,
+    preprocess=None,
 ) -> str:
-    """Top-9 patches beside guided backprop for `channels` of each path; returns the PNG path."""
-    inputs = keras.applications.resnet50.preprocess_input(display.astype("float32"))
+    """Top-9 patches beside guided backprop for `channels` of each path; returns the PNG path.
+
+    `preprocess` maps RGB images in [0, 255] to the model's inputs (default:
+    keras.applications' ResNet-50 preprocessing).
+    """
+    inputs = (preprocess or _caffe)(display.astype("float32"))
     result = compare_layers(model, paths, inputs, k=9, progress=False)
     for comparison in result.comparisons:
         if comparison.shared.shape[0] == comparison.shared.shape[1]:
@@ -131,6 +165,23 @@ def study(
     return plots.save_figure(fig, os.path.join(out_dir, f"{name}.png"))
 
 
+def grad_cam_study(
+    model: keras.Model, display: np.ndarray, path: str, out_dir: str, name: str,
+    preprocess=None,
+) -> str:
+    """Grad-CAM and Guided Grad-CAM at `path` for each crop's top class; returns the PNG path."""
+    inputs = (preprocess or _caffe)(display.astype("float32"))
+    cam = GradCam(model)  # the softmax of "predictions" is skipped: scores are logits
+    probabilities = keras.ops.convert_to_numpy(model(inputs, training=False))
+    top = probabilities.argmax(axis=-1)
+    maps = cam(path, top, inputs, upsample=True)
+    guided = cam.guided(path, top, inputs)
+    titles = [f"class {c} (p={probabilities[n, c]:.2f})" for n, c in enumerate(top)]
+    fig = plots.gradcam_figure(display, maps, titles, guided=guided)
+    fig.suptitle(f"Grad-CAM at {path} (top) and Guided Grad-CAM (bottom)", fontsize=9)
+    return plots.save_figure(fig, os.path.join(out_dir, f"{name}.png"))
+
+
 def main(argv: list[str] | None = None) -> list[str]:
     """Command line; returns the PNG paths written."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -144,9 +195,16 @@ def main(argv: list[str] | None = None) -> list[str]:
     parser.add_argument("--applications", action="store_true",
                         help="keras.applications.ResNet50 (no Residual layers, no branch paths)")
     parser.add_argument("--allow-download", action="store_true")
+    parser.add_argument("--keras-hub", default=None, metavar="PRESET",
+                        help="a keras-hub ResNet preset, e.g. resnet_50_imagenet (needs network "
+                             "access and keras-hub: pip install keras-residual[hub])")
+    parser.add_argument("--grad-cam-images", type=int, default=4,
+                        help="crops shown with Grad-CAM (0: no Grad-CAM figure)")
     args = parser.parse_args(argv)
 
     display, source = load_images(args.folder, args.size, args.crops)
+    if args.keras_hub:
+        return hub_main(args, display, source)
     model, pretrained = load_model(args.applications, args.size, args.allow_download)
     print(f"data: {source}")
     if pretrained:
@@ -165,6 +223,40 @@ def main(argv: list[str] | None = None) -> list[str]:
     conv1 = model.get_layer("conv1_conv")
     written.append(plots.save_figure(plots.kernel_figure(kernel_map(conv1), "conv1 kernels"),
                                      os.path.join(args.out, f"conv1_kernels{tag}.png")))
+    if args.grad_cam_images > 0:
+        last = "conv5_block3_out" if args.applications else "conv5_block3"
+        written.append(grad_cam_study(model, display[: args.grad_cam_images], last, args.out,
+                                      f"grad_cam_{last}{tag}"))
+    for path in written:
+        print(f"wrote {path}")
+    return written
+
+
+def hub_main(args: argparse.Namespace, display: np.ndarray, source: str) -> list[str]:
+    """The same figures for a keras-hub preset converted into Residual blocks."""
+    from keras_residual.models import load_keras_hub_classifier
+
+    try:
+        model, preprocess = load_keras_hub_classifier(args.keras_hub,
+                                                      input_shape=(args.size, args.size, 3))
+    except (ImportError, ValueError) as error:
+        raise SystemExit(f"--keras-hub {args.keras_hub}: {error}") from error
+    print(f"data: {source}")
+    print(f"weights: keras-hub preset {args.keras_hub}, converted into Residual blocks")
+    blocks, fig7, conv1, last = hub_paths(model, args.stage)
+    width = model.get_layer(blocks[0]).output.shape[-1]
+    channels = [int(c) for c in args.channels.split(",") if int(c) < width] or [0, 1]
+    tag = f"_{args.keras_hub}"
+    written = [
+        study(model, display, blocks, channels, args.out, f"{args.stage}_top9_guided{tag}",
+              preprocess),
+        study(model, display, fig7, channels[:2], args.out, f"fig7_branch{tag}", preprocess),
+        plots.save_figure(plots.kernel_figure(kernel_map(model.get_layer(conv1)), f"{conv1} kernels"),
+                          os.path.join(args.out, f"conv1_kernels{tag}.png")),
+    ]
+    if args.grad_cam_images > 0:
+        written.append(grad_cam_study(model, display[: args.grad_cam_images], last, args.out,
+                                      f"grad_cam_{last}{tag}", preprocess))
     for path in written:
         print(f"wrote {path}")
     return written
