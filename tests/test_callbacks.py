@@ -12,6 +12,8 @@ from keras_residual import Residual
 from keras_residual.probe import probe
 from keras_residual.viz.callbacks import FeatureImages, TopKImages
 
+pytestmark = pytest.mark.multibackend
+
 tf = pytest.importorskip("tensorflow")
 
 

@@ -19,6 +19,8 @@ from keras_residual.viz.guided import (
 from keras_residual.viz.receptive_field import ReceptiveField
 from keras_residual.viz.top_activations import TopK
 
+pytestmark = pytest.mark.multibackend
+
 C = 3  # channels of the first block
 
 

@@ -7,6 +7,10 @@ import pytest
 from keras_residual import Residual, cli
 from keras_residual import models as M
 
+# Builders are keras.layers and keras.ops only: the small ones and ResNet-50 at 64x64 are
+# also built and run on JAX and PyTorch; the full-size parameter counts stay on TensorFlow.
+ON_ALL_BACKENDS = pytest.mark.multibackend
+
 
 def _trainable(model):
     return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
@@ -57,6 +61,7 @@ def test_cifar_resnet_params(depth, params):
     assert tuple(model.output.shape) == (None, 10)
 
 
+@ON_ALL_BACKENDS
 def test_cifar_resnet_uses_option_a():
     model = M.cifar_resnet(20)
     kinds = [b.shortcut if isinstance(b.shortcut, str) else type(b.shortcut).__name__
@@ -81,6 +86,7 @@ def test_cifar_preact_resnets():
         M.cifar_resnet(21)
 
 
+@ON_ALL_BACKENDS
 def test_plain_twin_drops_exactly_the_shortcuts():
     plain, residual = M.plain18(), M.resnet18()
     assert {b.shortcut for b in _blocks(plain)} == {"none"}
@@ -89,6 +95,7 @@ def test_plain_twin_drops_exactly_the_shortcuts():
     assert _trainable(residual) - _trainable(plain) == projections
 
 
+@ON_ALL_BACKENDS
 @pytest.mark.parametrize(
     "kwargs, shape",
     [
@@ -103,6 +110,7 @@ def test_output_shapes(kwargs, shape):
     assert tuple(model.output.shape) == shape
 
 
+@ON_ALL_BACKENDS
 def test_v2_layout_strides_last_block():
     model = M.resnet50_v2(input_shape=(64, 64, 3), include_top=False)
     # keras.applications: stage k's last block halves the size; stage 5 keeps it.
@@ -113,6 +121,7 @@ def test_v2_layout_strides_last_block():
     assert model.get_layer("conv3_block1").shortcut_from == "preactivated"
 
 
+@ON_ALL_BACKENDS
 def test_stochastic_depth_schedule_in_builder():
     model = M.resnet18(input_shape=(32, 32, 3), drop_rate=0.4)
     rates = [b.drop_rate for b in _blocks(model)]
@@ -122,6 +131,7 @@ def test_stochastic_depth_schedule_in_builder():
     assert [b.drop_rate for b in _blocks(one)] == [pytest.approx(0.2)]
 
 
+@ON_ALL_BACKENDS
 def test_builder_argument_errors():
     with pytest.raises(ValueError, match="ImageNet weights"):
         M.resnet18(weights="imagenet")
@@ -156,11 +166,11 @@ def _fit_step(model, input_shape, classes):
 @pytest.mark.parametrize(
     "make, input_shape, classes",
     [
-        (lambda: M.mnist_resnet(), (28, 28, 1), 10),
+        pytest.param(lambda: M.mnist_resnet(), (28, 28, 1), 10, marks=ON_ALL_BACKENDS),
         (lambda: M.vgg_plain(input_shape=(16, 16, 3), filters=8, depth=5), (16, 16, 3), 10),
         (lambda: M.alexnet(input_shape=(67, 67, 3), filters=(8, 8, 8, 8, 8), fc_units=16,
                            classes=5), (67, 67, 3), 5),
-        (lambda: M.cifar_resnet(8), (32, 32, 3), 10),
+        pytest.param(lambda: M.cifar_resnet(8), (32, 32, 3), 10, marks=ON_ALL_BACKENDS),
         (lambda: M.cifar_preact_resnet(8, input_shape=(16, 16, 3)), (16, 16, 3), 10),
     ],
 )
@@ -169,6 +179,7 @@ def test_fit_step_on_small_models(make, input_shape, classes):
     assert np.isfinite(_fit_step(model, input_shape, classes))
 
 
+@ON_ALL_BACKENDS
 def test_vgg_plain_layers():
     model = M.vgg_plain()
     # Veit et al. (2016): 15 layers, 128 channels in each.
@@ -179,6 +190,7 @@ def test_vgg_plain_layers():
     assert {b.shortcut for b in _blocks(model)} == {"none"}
 
 
+@ON_ALL_BACKENDS
 def test_alexnet_sizes():
     model = M.alexnet()
     # Krizhevsky et al. (2012): 55x55x96 after conv1, 13x13x256 after conv5, 6x6 after pool5.
@@ -186,6 +198,7 @@ def test_alexnet_sizes():
     assert tuple(model.get_layer("pool5").output.shape) == (None, 6, 6, 256)
 
 
+@ON_ALL_BACKENDS
 def test_save_and_load_built_model(tmp_path):
     model = M.cifar_resnet(8, input_shape=(16, 16, 3), drop_rate=0.1, placement="full_preact")
     x = np.random.default_rng(0).uniform(size=(2, 16, 16, 3)).astype("float32")
@@ -196,6 +209,7 @@ def test_save_and_load_built_model(tmp_path):
     assert [b.drop_rate for b in _blocks(loaded)] == [b.drop_rate for b in _blocks(model)]
 
 
+@ON_ALL_BACKENDS
 def test_weights_path_loads_by_name(tmp_path):
     source = M.mnist_resnet()
     path = tmp_path / "mnist.weights.h5"
@@ -216,6 +230,7 @@ TABLE1_RESNET34 = [
 ]
 
 
+@ON_ALL_BACKENDS
 def test_architecture_table_resnet34(capsys):
     table = M.architecture_table(M.resnet34())
     assert [(r.name, r.output_size, r.block_shape) for r in table.rows] == TABLE1_RESNET34
@@ -236,6 +251,7 @@ def test_cli_summary(capsys):
         cli.main(["summary", "mnist_resnet", "--input-shape", "a,b"])
 
 
+@ON_ALL_BACKENDS
 def test_count_mult_adds_closed_form():
     inputs = keras.Input((9, 9, 8))
     x = keras.layers.Conv2D(16, 3, strides=2, padding="same", groups=4)(inputs)
@@ -249,11 +265,13 @@ def test_count_mult_adds_closed_form():
     assert M.count_mult_adds(model) == grouped + depthwise + dense
 
 
+@ON_ALL_BACKENDS
 def test_table_needs_fixed_sizes():
     with pytest.raises(ValueError, match="input_shape"):
         M.architecture_table(M.mnist_resnet(input_shape=(None, None, 1)))
 
 
+@ON_ALL_BACKENDS
 def test_get_model_names():
     assert M.get_model("cifar_preact_resnet20", input_shape=(8, 8, 3)).name == "cifar_preact_resnet20"
     with pytest.raises(ValueError, match="Unknown model"):

@@ -13,6 +13,7 @@ from keras_residual.probe import list_paths, probe, resolve_path
 # Probing builds symbolic graphs, so the value checks run on every backend;
 # path parsing and error messages are backend-independent and run on TF only.
 ON_ALL_BACKENDS = pytest.mark.multibackend
+pytestmark = ON_ALL_BACKENDS
 
 
 def np_(x):

@@ -23,6 +23,7 @@ from keras_residual.viz.receptive_field import (
 # The field is shape arithmetic; the empirical check of "same" padding (even
 # kernels, strides, odd sizes) and of residual blocks also runs on JAX and torch.
 ON_ALL_BACKENDS = pytest.mark.multibackend
+pytestmark = ON_ALL_BACKENDS
 
 ONES = {"kernel_initializer": "ones", "bias_initializer": "zeros"}
 
@@ -187,7 +188,8 @@ def test_unsupported_layers_raise_only_when_needed():
 
 @pytest.fixture(scope="module")
 def applications_resnet50():
-    return keras.applications.ResNet50(weights=None, input_shape=(224, 224, 3))
+    # A field is shape arithmetic: it does not depend on the image size.
+    return keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3))
 
 
 def test_keras_applications_resnet50(applications_resnet50):
@@ -200,7 +202,7 @@ def test_keras_applications_resnet50(applications_resnet50):
         size += blocks * 2 * jump
         field = fields[f"conv{stage}_block{blocks}_out"]
         assert field == ReceptiveField((size, size), (jump, jump), (-(size // 2),) * 2)
-    assert size == 483  # the last stage sees 483 x 483 pixels, more than the 224 x 224 image
+    assert size == 483  # the last stage sees 483 x 483 pixels, more than a 224 x 224 image
 
 
 def test_residual_resnet50_matches_flat_keras_applications(applications_resnet50):
@@ -209,7 +211,7 @@ def test_residual_resnet50_matches_flat_keras_applications(applications_resnet50
     `conv3_block2_out` vs `conv3_block2`) must have the same field."""
     from keras_residual.models import resnet50
 
-    ours = receptive_fields(resnet50(weights=None, input_shape=(224, 224, 3)))
+    ours = receptive_fields(resnet50(weights=None, input_shape=(64, 64, 3)))
     flat = receptive_fields(applications_resnet50)
     compared = 0
     for path, field in ours.items():

@@ -5,10 +5,12 @@ import numpy as np
 import pytest
 from keras import layers
 
-from keras_residual import Residual
+from keras_residual import Residual, lesion_ready
 from keras_residual.probe import probe
 from keras_residual.viz.refinement import LayerComparison, compare_layers, shared_topk
 from keras_residual.viz.top_activations import TopK
+
+pytestmark = pytest.mark.multibackend
 
 
 def topk(indices):
@@ -64,9 +66,10 @@ def test_compare_layers_against_full_activations():
 def test_deleted_branch_means_identical_channels():
     """With res2b's branch deleted, res2b = res2a exactly: overlap k and correlation 1."""
     model = stage_model()
-    model.get_layer("res2b").branch_enabled = False
     images = np.random.default_rng(2).normal(size=(30, 6, 6, 2)).astype("float32")
-    result = compare_layers(model, ["res2a", "res2b"], images, k=4, progress=False)
+    with lesion_ready(model):
+        model.get_layer("res2b").branch_enabled = False
+        result = compare_layers(model, ["res2a", "res2b"], images, k=4, progress=False)
     comparison = result.comparisons[0]
     live = np.isfinite(comparison.same_channel_correlation())
     assert live.any()

@@ -18,6 +18,8 @@ from keras_residual.viz.top_activations import (
     top_activations,
 )
 
+pytestmark = pytest.mark.multibackend
+
 PATHS = ["c1", "block/branch/inner_conv", "block"]
 
 
