@@ -176,7 +176,10 @@ def from_keras_hub(
     copied layer by layer by name correspondence (`stack0_block0_1_conv` to
     the branch's `conv2_block1_1_conv`, `stack0_block0_0_conv` to the
     shortcut's `conv2_block1_0_conv`, `..._pre_activation_bn` to
-    `..._preact_bn`), never by flat order.
+    `..._preact_bn`), never by flat order. (keras-hub's vd blocks with
+    pre-activation build only without strides: keras-hub projects the
+    un-pooled input there.) The model is float32 whatever keras-hub's dtype
+    policy, and a classifier's dropout before `predictions` is left out.
 
     Args:
         backbone_or_preset: a `keras_hub.models.ResNetBackbone`, a keras-hub
