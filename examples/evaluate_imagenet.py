@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 import keras
 
@@ -37,17 +38,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         'imagenet'
     """
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", required=True, help="folder with one subfolder per class")
+    parser.add_argument("--data", default=None,
+                        help="folder with one subfolder per class (required without --quick)")
     parser.add_argument("--model", default="resnet50", help="a builder in keras_residual.models")
     parser.add_argument("--model-kwargs", default="{}", help="JSON keyword arguments for the builder")
-    parser.add_argument("--weights", default="imagenet", help='"imagenet", a .keras model or a weights file')
+    parser.add_argument("--weights", default="imagenet",
+                        help='"imagenet" (default), "random", a .keras model or a weights file')
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=None, help="default: the whole folder")
     parser.add_argument(
         "--preprocessing", choices=PREPROCESSING_MODES, default=None, help="default: the model's own"
     )
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--quick", action="store_true",
+        help="a smoke test: the tiny ResNet-18 of train_imagenet.py --quick, with random "
+             "weights unless --weights is given; without --data, on random images written "
+             "to --out/quick_data/val",
+    )
+    parser.add_argument("--out", default=".",
+                        help="where --quick writes its random images (default: current folder)")
+    args = parser.parse_args(argv)
+    if args.data is None and not args.quick:
+        parser.error("--data is required (or pass --quick to evaluate on random images)")
+    return args
 
 
 def load(args: argparse.Namespace, classes: int) -> keras.Model:
@@ -56,6 +70,11 @@ def load(args: argparse.Namespace, classes: int) -> keras.Model:
     Example:
         >>> load(parse_args(["--data", "val/", "--weights", "run/model.keras"]), 1000)  # doctest: +SKIP
     """
+    if args.weights == "random":
+        return models.get_model(
+            args.model, weights=None, input_shape=(args.image_size, args.image_size, 3),
+            classes=classes, **json.loads(args.model_kwargs),
+        )
     if args.weights.endswith(".keras"):
         # compile=False: the training run's optimizer and schedule are not needed here.
         return keras.models.load_model(args.weights, compile=False)
@@ -82,6 +101,16 @@ def main(argv: list[str] | None = None) -> dict:
         >>> main(["--data", "imagenet/val", "--weights", "imagenet"])  # doctest: +SKIP
     """
     args = parse_args(argv)
+    if args.quick:
+        from train_imagenet import QUICK, write_random_image_folder  # this folder's script
+
+        for key in ("model", "model_kwargs", "image_size", "batch_size"):
+            setattr(args, key, QUICK[key])
+        if args.weights == "imagenet":
+            args.weights = "random"
+        if args.data is None:
+            root = write_random_image_folder(os.path.join(args.out, "quick_data"))
+            args.data = os.path.join(root, "val")
     preprocessing = args.preprocessing or preprocessing_mode(args.model)
     folder = image_folder_dataset(
         args.data, args.image_size, args.batch_size, preprocessing=preprocessing

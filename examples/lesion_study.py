@@ -292,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
                              "access and keras-hub: pip install keras-residual[hub])")
     parser.add_argument("--images", default=None,
                         help="image folder for --keras-hub (default: sklearn's sample photos)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke test of every study: 1 epoch on 1,000 digits, 500 test "
+                             "digits, 1 random draw per point, every third path length")
     args = parser.parse_args(argv)
 
     if args.keras_hub:
@@ -324,8 +327,15 @@ def main(argv: list[str] | None = None) -> int:
         data = _mnist(setting.flat)
     if args.epochs is not None:
         setting = dataclasses.replace(setting, epochs=args.epochs)
+    length_step = 1
+    if args.quick:
+        setting = dataclasses.replace(setting, epochs=1)
+        data = dataclasses.replace(data, x_train=data.x_train[:1000], y_train=data.y_train[:1000],
+                                   x_test=data.x_test[:500], y_test=data.y_test[:500])
+        args.samples, length_step = 1, 3
     print(f"[lesion] data: {data.source}")
-    figures = run_studies(setting, data, args.out, args.load, args.samples, progress=True)
+    figures = run_studies(setting, data, args.out, args.load, args.samples, progress=not args.quick,
+                          length_step=length_step)
     for caption, path in figures:
         print(f"[lesion] {os.path.join(args.out, path)}: {caption}")
     return 0

@@ -164,18 +164,26 @@ def train_pair(
 def main(argv: list[str] | None = None) -> dict[str, float]:
     """Command line: train both CNNs and print their test accuracy."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--epochs", type=int, default=3, help="training epochs (default: 3)")
+    parser.add_argument("--batch-size", type=int, default=64, help="batch size (default: 64)")
     parser.add_argument("--quick", action="store_true",
                         help="1 epoch on 512 images with narrow blocks (a smoke test)")
     parser.add_argument("--allow-download", action="store_true",
                         help="download full MNIST when it is not in the Keras cache")
+    parser.add_argument("--out", default=None,
+                        help="folder to save both trained models in, as mnist_residual.keras "
+                             "and mnist_plain.keras (default: save nothing)")
     args = parser.parse_args(argv)
     data = load_mnist(allow_download=args.allow_download)
     if args.quick:
-        _, _, accuracies = train_pair(data, epochs=1, max_train=512, verbose=0, widths=(8, 16))
+        models = train_pair(data, epochs=1, max_train=512, verbose=0, widths=(8, 16))
     else:
-        _, _, accuracies = train_pair(data, epochs=args.epochs, batch_size=args.batch_size)
+        models = train_pair(data, epochs=args.epochs, batch_size=args.batch_size)
+    accuracies = models[2]
+    if args.out is not None:
+        os.makedirs(args.out, exist_ok=True)
+        for model in models[:2]:
+            model.save(os.path.join(args.out, f"{model.name}.keras"))
     print(f"test accuracy: residual {accuracies['residual']:.4f}, "
           f"plain {accuracies['plain']:.4f}")
     return accuracies

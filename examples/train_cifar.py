@@ -50,7 +50,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--xla", action="store_true", help="compile the train step with XLA")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--out", default="runs/cifar", help="checkpoints, backup and logs")
+    parser.add_argument(
+        "--quick", action="store_true",
+        help="a smoke test: depth 8, 5 iterations of 8 images; without --data, on 32 random "
+             "images written to --out/quick_cifar.npz",
+    )
     return parser.parse_args(argv)
+
+
+def write_random_npz(path: str, train: int = 32, test: int = 8) -> str:
+    """An .npz in CIFAR-10's layout (uint8 32x32x3 images, labels 0-9) of random images.
+
+    Example:
+        >>> write_random_npz("/tmp/tiny.npz")  # doctest: +SKIP
+        '/tmp/tiny.npz'
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    np.savez(
+        path,
+        x_train=rng.integers(0, 256, (train, 32, 32, 3), dtype=np.uint8),
+        y_train=rng.integers(0, 10, train),
+        x_test=rng.integers(0, 256, (test, 32, 32, 3), dtype=np.uint8),
+        y_test=rng.integers(0, 10, test),
+    )
+    return path
 
 
 def main(argv: list[str] | None = None) -> keras.callbacks.History:
@@ -60,6 +86,10 @@ def main(argv: list[str] | None = None) -> keras.callbacks.History:
         >>> main(["--model", "cifar_resnet", "--depth", "110"])  # doctest: +SKIP
     """
     args = parse_args(argv)
+    if args.quick:
+        args.depth, args.iterations, args.batch_size = 8, 5, 8
+        if args.data is None and not args.download:
+            args.data = write_random_npz(os.path.join(args.out, "quick_cifar.npz"))
     if args.seed is not None:
         keras.utils.set_random_seed(args.seed)
     if args.mixed_precision:

@@ -44,7 +44,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         (256, 90, 0.0001)
     """
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", required=True, help="folder with train/ (and val/) class subfolders")
+    parser.add_argument("--data", default=None,
+                        help="folder with train/ (and val/) class subfolders (required "
+                             "without --quick)")
     parser.add_argument("--model", default="resnet50", help="a builder in keras_residual.models")
     parser.add_argument(
         "--model-kwargs", default="{}", help='JSON keyword arguments for the builder, e.g. \'{"width": 16}\''
@@ -65,7 +67,50 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--xla", action="store_true", help="compile the train step with XLA")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--out", default="runs/imagenet", help="checkpoints, backup and logs")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--quick", action="store_true",
+        help=f"a smoke test: {QUICK_SUMMARY}; without --data, on random images written to "
+             "--out/quick_data",
+    )
+    args = parser.parse_args(argv)
+    if args.data is None and not args.quick:
+        parser.error("--data is required (or pass --quick to train on random images)")
+    return args
+
+
+#: What --quick trains: a two-stage, narrow ResNet-18 for two epochs of two steps.
+QUICK = {"model": "resnet18", "model_kwargs": '{"blocks": [1, 1], "filters": [8, 16], '
+         '"strides": [1, 2]}', "image_size": 32, "batch_size": 4, "epochs": 2,
+         "steps_per_epoch": 2, "warmup_epochs": 1.0}
+QUICK_SUMMARY = "ResNet-18 cut to 2 stages of 8 and 16 filters, 32x32, 2 epochs of 2 steps of 4"
+
+
+def write_random_image_folder(root: str, classes: int = 3, per_class: int = 4) -> str:
+    """`root/train` and `root/val` with `classes` folders of random-noise PNGs; returns root.
+
+    Example:
+        >>> write_random_image_folder("/tmp/noise")  # doctest: +SKIP
+        '/tmp/noise'
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", per_class), ("val", max(1, per_class // 2))):
+        for label in range(classes):
+            folder = os.path.join(root, split, f"class{label}")
+            os.makedirs(folder, exist_ok=True)
+            for i in range(count):
+                keras.utils.save_img(os.path.join(folder, f"{i}.png"),
+                                     rng.uniform(0, 255, (40, 40, 3)))
+    return root
+
+
+def apply_quick(args: argparse.Namespace) -> None:
+    """--quick: the tiny settings of `QUICK`, and random images when no --data is given."""
+    for key, value in QUICK.items():
+        setattr(args, key, value)
+    if args.data is None:
+        args.data = write_random_image_folder(os.path.join(args.out, "quick_data"))
 
 
 def main(argv: list[str] | None = None) -> keras.callbacks.History:
@@ -75,6 +120,8 @@ def main(argv: list[str] | None = None) -> keras.callbacks.History:
         >>> main(["--data", "imagenet/", "--model", "resnet50"])  # doctest: +SKIP
     """
     args = parse_args(argv)
+    if args.quick:
+        apply_quick(args)
     if args.seed is not None:
         keras.utils.set_random_seed(args.seed)
     if args.mixed_precision:

@@ -200,7 +200,13 @@ def main(argv: list[str] | None = None) -> list[str]:
                              "access and keras-hub: pip install keras-residual[hub])")
     parser.add_argument("--grad-cam-images", type=int, default=4,
                         help="crops shown with Grad-CAM (0: no Grad-CAM figure)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke test of every figure: 64x64, 4 crops, 2 channels, "
+                             "2 Grad-CAM crops")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.size, args.crops, args.grad_cam_images = 64, 4, 2
+        args.channels = ",".join(args.channels.split(",")[:2])
 
     display, source = load_images(args.folder, args.size, args.crops)
     if args.keras_hub:

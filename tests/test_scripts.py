@@ -1,0 +1,129 @@
+"""Every script in examples/ and benchmarks/ runs in its --quick mode and writes only where told.
+
+Each script runs in a fresh, empty working folder with `--out` pointing
+elsewhere (where it takes one): afterwards the working folder must still be
+empty, and the outputs must be under `--out`. The benchmarks also check that
+the variants they time compute the same outputs and exit 1 otherwise; a zero
+exit status here is that check passing.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TESTS = os.path.dirname(os.path.abspath(__file__))
+
+pytestmark = pytest.mark.slow
+
+
+def run(script: str, tmp_path, *args: str, out: bool = True, timeout: int = 420) -> tuple[str, str]:
+    """Run `script --quick [--out tmp/out] args` in an empty folder; return (stdout, out dir)."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    out_dir = tmp_path / "out"
+    command = [sys.executable, os.path.join(ROOT, script), "--quick", *args]
+    if out:
+        command += ["--out", str(out_dir)]
+    env = dict(os.environ, KERAS_HOME=str(tmp_path / "keras_home"), TF_CPP_MIN_LOG_LEVEL="3",
+               MPLBACKEND="Agg")
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True,
+                            timeout=timeout)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert os.listdir(cwd) == [], f"{script} wrote into the working folder: {os.listdir(cwd)}"
+    return result.stdout, str(out_dir)
+
+
+def test_every_script_is_run_by_the_suite():
+    """No script in examples/ or benchmarks/ goes untested: each is named in a test file."""
+    scripts = [
+        os.path.relpath(p, ROOT)
+        for folder in ("examples", "benchmarks")
+        for p in glob.glob(os.path.join(ROOT, folder, "*.py"))
+        if not os.path.basename(p).startswith("_")
+    ]
+    text = "\n".join(open(p, encoding="utf-8").read() for p in glob.glob(os.path.join(TESTS, "*.py")))
+    missing = [s for s in scripts if os.path.basename(s) not in text]
+    assert not missing, f"scripts no test runs: {missing}"
+    quick = [s for s in scripts if "--quick" not in open(os.path.join(ROOT, s)).read()]
+    assert not quick, f"scripts without --quick: {quick}"
+
+
+@pytest.mark.parametrize(
+    "script", ["benchmarks/guided_backprop.py", "benchmarks/lesion_sweep.py",
+               "benchmarks/top_activations.py"]
+)
+def test_benchmark_quick_runs_and_its_variants_agree(script, tmp_path):
+    stdout, _ = run(script, tmp_path, out=False)
+    assert re.search(r"(agree|match|compute the model's)", stdout), stdout
+
+
+def test_lesion_study_quick_writes_every_figure(tmp_path):
+    stdout, out = run("examples/lesion_study.py", tmp_path)
+    expected = {"lesion_single.png", "lesion_k_blocks.png", "lesion_reorder.png",
+                "lesion_path_gradients.png", "lesion_remaining_paths.png",
+                "lesion_stochastic_depth.png"}
+    assert expected <= set(os.listdir(out)), os.listdir(out)
+    assert "effective-path training" in stdout
+
+
+def test_visualize_imagenet_quick_writes_its_figures(tmp_path):
+    stdout, out = run("examples/visualize_imagenet.py", tmp_path)
+    written = re.findall(r"wrote (\S+\.png)", stdout)
+    assert len(written) == 4, stdout  # top-9 + guided, branch vs block, conv1 kernels, Grad-CAM
+    assert all(os.path.dirname(p) == out and os.path.getsize(p) > 0 for p in written)
+
+
+def test_train_imagenet_then_evaluate_quick(tmp_path):
+    stdout, out = run("examples/train_imagenet.py", tmp_path)
+    assert "Epoch 2/2" in stdout and os.path.exists(os.path.join(out, "model.keras"))
+    # evaluate the trained model on the validation images the quick run wrote
+    (tmp_path / "cwd").rmdir()
+    stdout, _ = run("examples/evaluate_imagenet.py", tmp_path, "--data",
+                    os.path.join(out, "quick_data", "val"), "--weights",
+                    os.path.join(out, "model.keras"), out=False)
+    top1 = float(stdout.split("top-1 accuracy: ")[1].split()[0])
+    # 3 classes x 2 images: a multiple of 1/6
+    assert round(top1 * 6, 3) == round(top1 * 6)
+
+
+def test_train_cifar_quick(tmp_path):
+    stdout, out = run("examples/train_cifar.py", tmp_path)
+    assert "32 training, 8 test images" in stdout and "stop at 5" in stdout
+    assert os.path.exists(os.path.join(out, "model.keras"))
+
+
+def test_sequence_gru_quick_writes_nothing(tmp_path):
+    stdout, _ = run("examples/sequence_gru.py", tmp_path, out=False)
+    assert re.search(r"MNIST rows test accuracy: residual \d\.\d{4}, plain \d\.\d{4}", stdout)
+
+
+def test_demo_quick_runs_every_section_for_real(tmp_path):
+    """The demo as `make demo` runs it (quick): real visualization and lesion sections."""
+    stdout, out = run("examples/demo.py", tmp_path, timeout=600)
+    results = json.load(open(os.path.join(out, "results.json"), encoding="utf-8"))
+    assert results["failed sections"] == []
+    assert set(results["sections"]) == {"visualize_mnist", "lesion_study"}
+    page = open(os.path.join(out, "index.html"), encoding="utf-8").read()
+    images = re.findall(r"<img src='([^']+)'", page)
+    assert len(images) >= 6
+    assert all(os.path.getsize(os.path.join(out, p)) > 0 for p in images)
+    # The printed accuracies, recomputed from the saved models.
+    import keras
+
+    from keras_residual.datasets import load_mnist
+
+    data = load_mnist(verbose=False)
+    for name, key in (("mnist_residual", "residual CNN test accuracy"),
+                      ("mnist_plain", "plain CNN test accuracy")):
+        model = keras.saving.load_model(os.path.join(out, f"{name}.keras"))
+        predicted = model.predict(data.x_test, batch_size=500, verbose=0).argmax(-1)
+        assert results[key] == pytest.approx(np.mean(predicted == data.y_test), abs=6e-5)
