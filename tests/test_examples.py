@@ -48,13 +48,6 @@ def test_mnist_conv_quick_prints_both_accuracies(tmp_path):
         assert float(printed) == pytest.approx(np.mean(predicted == data.y_test), abs=6e-5)
 
 
-@pytest.mark.slow
-def test_sequence_gru_quick_prints_both_accuracies(tmp_path):
-    out = _run_script(tmp_path, "examples/sequence_gru.py", "--quick")
-    assert re.search(r"MNIST rows test accuracy: residual \d\.\d{4}, plain \d\.\d{4}", out), out
-    assert "IMDB: skipped" in out
-
-
 @pytest.mark.multibackend
 def test_mnist_cnn_twins_differ_only_in_shortcuts():
     import keras

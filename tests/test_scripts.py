@@ -104,6 +104,7 @@ def test_train_cifar_quick(tmp_path):
 def test_sequence_gru_quick_writes_nothing(tmp_path):
     stdout, _ = run("examples/sequence_gru.py", tmp_path, out=False)
     assert re.search(r"MNIST rows test accuracy: residual \d\.\d{4}, plain \d\.\d{4}", stdout)
+    assert "IMDB: skipped" in stdout
 
 
 def test_demo_quick_runs_every_section_for_real(tmp_path):
@@ -111,7 +112,7 @@ def test_demo_quick_runs_every_section_for_real(tmp_path):
     stdout, out = run("examples/demo.py", tmp_path, timeout=600)
     results = json.load(open(os.path.join(out, "results.json"), encoding="utf-8"))
     assert results["failed sections"] == []
-    assert set(results["sections"]) == {"visualize_mnist", "lesion_study"}
+    assert {"visualize_mnist", "lesion_study"} <= set(results["sections"])
     page = open(os.path.join(out, "index.html"), encoding="utf-8").read()
     images = re.findall(r"<img src='([^']+)'", page)
     assert len(images) >= 6
