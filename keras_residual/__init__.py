@@ -15,6 +15,7 @@ images, callbacks), `lesion` (deletion, reordering, path statistics),
 # Subpackages, imported so that their serializable classes are registered.
 from keras_residual import blocks, datasets, lesion, models, training, viz  # noqa: E402,I001
 from keras_residual import surgery  # noqa: E402
+from keras_residual import experiments  # noqa: E402
 from keras_residual.merges import (
     AddMerge,
     CallableMerge,
@@ -56,6 +57,7 @@ __all__ = [
     "ZeroPadShortcut",
     "blocks",
     "datasets",
+    "experiments",
     "lesion",
     "surgery",
     "lesion_ready",

@@ -1,0 +1,136 @@
+"""Plain networks degrade with depth, residual networks do not: He et al. (2015), Fig. 6.
+
+"Deep Residual Learning for Image Recognition", Sec. 4.2: CIFAR-style
+networks of 6n+2 layers (a 3x3 conv, three stages of 2n 3x3 convs with
+16/32/64 filters on 32/16/8 feature maps, global pooling, a 10-way
+classifier), with option A (zero-padding, parameter-free) shortcuts, and
+their plain twins (the same layers without shortcuts), trained with the same
+recipe. The paper's plain-56 has higher training error than plain-20 (the
+degradation problem), while ResNet-56 trains better than ResNet-20.
+
+    python examples/degradation.py --out runs/degradation             # MNIST digits, CPU
+    python examples/degradation.py --dataset cifar10 --data-dir ~/data/cifar-10-batches-py \\
+        --widths 16,32,64 --full --seeds 3 --out runs/degradation_cifar   # the paper, GPU
+    python examples/degradation.py --quick --out /tmp/deg             # seconds
+
+By default it runs a reduced setting on the offline MNIST digits (4,000
+training / 1,000 test images, pooled to 14x14, stage widths 8/16/32, 12
+epochs); `--dataset cifar10` is the paper's setting (164 epochs = 64k
+iterations). Writes `results.json` (final training and test error per family
+and depth, per-epoch curves, parameters) and `degradation.png` in the form
+of Fig. 6 to `--out`; rerunning the command resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import time
+
+from keras_residual.experiments import networks, published, tables
+from keras_residual.experiments.runner import (
+    add_common_arguments,
+    prepare,
+    run_variants,
+    write_results,
+)
+
+FAMILIES = tables.FAMILIES
+DEPTHS = (20, 32, 44, 56)
+QUICK_DEPTHS = (8, 14)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (see the module docstring).
+
+    Example:
+        >>> args = parse_args(["--quick", "--full"])
+        >>> args.quick, args.full
+        (True, True)
+    """
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_common_arguments(parser)
+    parser.add_argument("--depths", default=None, help="6n+2 depths, e.g. 20,32,44,56")
+    parser.add_argument("--full", action="store_true", help="add ResNet-110 and plain-110")
+    return parser.parse_args(argv)
+
+
+def depths_of(args: argparse.Namespace) -> list[int]:
+    """`--depths`, or 20/32/44/56 (8/14 with `--quick`), plus 110 with `--full`.
+
+    Example:
+        >>> depths_of(parse_args(["--full"]))
+        [20, 32, 44, 56, 110]
+    """
+    if args.depths:
+        depths = [int(d) for d in args.depths.split(",")]
+    else:
+        depths = list(QUICK_DEPTHS if args.quick else DEPTHS)
+    if args.full and 110 not in depths:
+        depths.append(110)
+    bad = [d for d in depths if d < 8 or (d - 2) % 6]
+    if bad:
+        raise ValueError(f"Depths must be 6n+2 with n >= 1 (8, 14, 20, ...). Received: {bad}")
+    return depths
+
+
+def collect(summaries: dict, depths: list[int], settings: dict) -> dict:
+    """results.json: `final_train_error[family][depth]` and the rest, from `run_variants`."""
+    def by_family(key):
+        return {f: {str(d): summaries[f"{f}-{d}"][key] for d in depths} for f in FAMILIES}
+
+    return {
+        "experiment": "degradation",
+        "paper": "He et al. 2015, Deep Residual Learning for Image Recognition, Fig. 6",
+        "settings": settings,
+        "depths": depths,
+        "final_train_error": by_family("train_error"),
+        "final_test_error": by_family("test_error"),
+        "final_train_error_std": by_family("train_error_std"),
+        "final_test_error_std": by_family("test_error_std"),
+        "params": by_family("params"),
+        "curves": by_family("curves"),
+        "published_test_error": {
+            "residual": {str(d): published.RESNET_CIFAR10.get(d) for d in depths},
+            "source": "He et al. 2015, Table 6 (CIFAR-10, ResNets; plain nets only in Fig. 6)",
+        },
+        "variants": summaries,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Trains every plain and residual depth; writes results.json and degradation.png.
+
+    Example:
+        >>> main(["--quick", "--out", "/tmp/degradation"])  # doctest: +SKIP
+    """
+    args = parse_args(argv)
+    depths = depths_of(args)
+    start = time.time()
+    data, recipe, settings = prepare(args)
+    print(f"Data: {data.name}, {data.source}, {data.input_shape}; {settings['distribution']}; "
+          f"mixed precision {'on' if settings['mixed_precision'] else 'off'}")
+    print(f"Recipe: {recipe}; widths {settings['widths']}, BN momentum {settings['bn_momentum']}")
+    variants = {
+        f"{family}-{depth}": functools.partial(
+            networks.cifar_net, depth, plain=family == "plain", widths=settings["widths"],
+            input_shape=data.input_shape, bn_momentum=settings["bn_momentum"],
+        )
+        for depth in depths for family in FAMILIES
+    }
+    summaries = run_variants(variants, data, recipe, settings["seeds"], args.out,
+                             progress=not args.no_progress)
+    settings["seconds"] = round(time.time() - start, 1)
+    results = collect(summaries, depths, settings)
+    path = write_results(args.out, results)
+    from keras_residual.experiments.plots import plot_degradation
+    from keras_residual.viz.plots import save_figure
+
+    figure = save_figure(plot_degradation(results), f"{args.out}/degradation.png")
+    print(tables.degradation_table(results))
+    print(f"Wrote {path} and {figure} ({settings['seconds']:.0f} s)")
+    return results
+
+
+if __name__ == "__main__":
+    main()

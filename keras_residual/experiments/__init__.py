@@ -1,0 +1,34 @@
+"""The ResNet papers' own experiments, as one training loop shared by three scripts.
+
+- He et al., "Deep Residual Learning for Image Recognition" (2015), Fig. 6:
+  plain networks degrade with depth where residual networks do not
+  (`examples/degradation.py`).
+- He et al., "Identity Mappings in Deep Residual Networks" (2016), Tables 1
+  and 2: shortcut variants and activation placements
+  (`examples/identity_mappings.py`).
+- Xie et al., "Aggregated Residual Transformations for Deep Neural Networks"
+  (2017), Tables 2 and 3: cardinality at an equal parameter budget
+  (`examples/cardinality.py`).
+
+`runner` loads the data (the offline MNIST digits or CIFAR-10), trains every
+variant for every seed with resume, and summarizes; `networks` builds the
+compared networks from the library's builders; `published` holds the papers'
+numbers; `plots` draws the figures.
+"""
+
+from keras_residual.experiments import networks, published  # noqa: F401
+from keras_residual.experiments.runner import (  # noqa: F401
+    PRESETS,
+    ExperimentData,
+    Recipe,
+    accelerator_count,
+    add_common_arguments,
+    format_error,
+    load_data,
+    markdown_table,
+    prepare,
+    run_variants,
+    summarize,
+    train_run,
+    write_results,
+)

