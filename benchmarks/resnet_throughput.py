@@ -13,23 +13,39 @@ achieved GFLOP/s (2 x multiply-adds; a train step counted as 3 forward
 passes) as a fraction of a square float32 matmul's GFLOP/s measured in the
 same run (goal >= 60%).
 
+Before timing, every BatchNormalization statistic of the reference is set to
+random values and copied into ours; the two must then agree on the logits
+(max |difference| < 1e-3 on softmax outputs), else the script exits 1.
+
     python benchmarks/resnet_throughput.py                    # batch 8, 224x224, 3 repetitions
+    python benchmarks/resnet_throughput.py --backend all      # each backend in its own process
+    python benchmarks/resnet_throughput.py --quick            # seconds, for CI
     python benchmarks/resnet_throughput.py --batch-size 64 --repeats 20 --xla
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
 
-import keras
-import numpy as np
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from keras_residual import Residual
-from keras_residual.models import (
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from _backends import (  # noqa: E402
+    add_backend_arguments,
+    needs_dispatch,
+    run_per_backend,
+    write_rows,
+)
+
+from keras_residual import Residual  # noqa: E402
+from keras_residual.models import (  # noqa: E402
     count_mult_adds,
     load_keras_applications_weights,
     resnet50,
@@ -49,7 +65,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         >>> parse_args([]).batch_size
         8
     """
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("--models", default="resnet50,resnet50_v2", help="comma-separated: " + ",".join(PAIRS))
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--image-size", type=int, default=224)
@@ -59,9 +78,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--xla", action="store_true", help="jit_compile=True for both models")
     parser.add_argument(
         "--explain", action="store_true",
-        help="TensorFlow: list the inference-graph ops ours adds and time the extra per-block select",
+        help="TensorFlow: list the graph ops ours has beyond keras.applications'",
     )
-    return parser.parse_args(argv)
+    parser.add_argument("--quick", action="store_true",
+                        help="ResNet-50 v1 at 32x32, batch 1, one repetition: a CI smoke run")
+    add_backend_arguments(parser)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.models, args.image_size, args.batch_size = "resnet50", 32, 1
+        args.repeats, args.warmup, args.matmul_size = 1, 1, 256
+    return args
 
 
 def kernel_shapes(model: keras.Model) -> list:
@@ -114,12 +140,17 @@ def build_pair(name: str, image_size: int, xla: bool) -> tuple[keras.Model, kera
     ours_fn, reference_fn = PAIRS[name]
     shape = (image_size, image_size, 3)
     reference = reference_fn(weights=None, input_shape=shape)
+    randomize_batchnorm(reference)
     ours = ours_fn(weights=None, input_shape=shape)
     load_keras_applications_weights(ours, reference)
     if kernel_shapes(ours) != kernel_shapes(reference):
         raise ValueError(f"{name}: the two models' kernels differ; they are not the same network.")
     x = np.random.default_rng(1).uniform(-1, 1, (2, *shape)).astype("float32")
-    difference = float(np.max(np.abs(ours.predict_on_batch(x) - reference.predict_on_batch(x))))
+    outputs = [keras.ops.convert_to_numpy(m.predict_on_batch(x)) for m in (ours, reference)]
+    difference = float(np.max(np.abs(outputs[0] - outputs[1])))
+    if not difference < 1e-3:
+        print(f"{name}: ours and keras.applications' differ by {difference:.3g}", file=sys.stderr)
+        raise SystemExit(1)
     for model in (reference, ours):
         model.compile(
             optimizer=keras.optimizers.SGD(learning_rate=1e-4, momentum=0.9),
@@ -127,6 +158,26 @@ def build_pair(name: str, image_size: int, xla: bool) -> tuple[keras.Model, kera
             jit_compile=True if xla else "auto",
         )
     return ours, reference, difference
+
+
+def randomize_batchnorm(model: keras.Model, seed: int = 0) -> None:
+    """Random moving means and variances in every BatchNormalization layer of `model`.
+
+    Fresh statistics (mean 0, variance 1) hide a BN layer that is skipped or
+    mis-copied; random ones do not.
+
+    Example:
+        >>> m = keras.Sequential([keras.Input((3,)), keras.layers.BatchNormalization()])
+        >>> randomize_batchnorm(m)
+        >>> bool(keras.ops.all(m.layers[0].moving_variance > 0.5))
+        True
+    """
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:  # keras.applications' ResNets are flat graphs
+        if isinstance(layer, keras.layers.BatchNormalization):
+            shape = tuple(layer.moving_mean.shape)
+            layer.moving_mean.assign(rng.normal(0.0, 0.5, shape).astype("float32"))
+            layer.moving_variance.assign(rng.uniform(0.5, 2.0, shape).astype("float32"))
 
 
 def graph_op_counts(model: keras.Model, input_shape: tuple, gradients: bool = False) -> Counter:
@@ -150,31 +201,6 @@ def graph_op_counts(model: keras.Model, input_shape: tuple, gradients: bool = Fa
     return Counter(op.type for op in graph.get_operations())
 
 
-def select_seconds(model: keras.Model, batch_size: int, repeats: int) -> float:
-    """Time of one `where(gate, y, h(x))` over each Residual block's output, summed over blocks.
-
-    This is the one full-tensor operation the lesion gate adds to each block
-    at inference; the sum estimates its share of a predict call.
-
-    Example:
-        >>> select_seconds(resnet50(input_shape=(32, 32, 3)), 1, 1) > 0  # doctest: +SKIP
-        True
-    """
-    gate = keras.ops.ones((), "float32")
-    total = 0.0
-    for layer in model.layers:
-        if isinstance(layer, Residual):
-            shape = (batch_size, *layer.output.shape[1:])
-            a, b = keras.ops.ones(shape), keras.ops.zeros(shape)
-
-            def select(a=a, b=b):
-                keras.ops.convert_to_numpy(keras.ops.where(keras.ops.greater(gate, 0.5), a, b)[0, 0, 0])
-
-            select()
-            total += statistics.median(time_calls(select, max(repeats, 3)))
-    return total
-
-
 def explain(ours: keras.Model, reference: keras.Model, args: argparse.Namespace) -> list[str]:
     """Report lines: the graph ops ours has beyond keras.applications', and the select time."""
     shape = (args.batch_size, args.image_size, args.image_size, 3)
@@ -184,17 +210,14 @@ def explain(ours: keras.Model, reference: keras.Model, args: argparse.Namespace)
         extra.subtract(graph_op_counts(reference, shape, gradients))
         listed = ", ".join(f"{op} {n:+d}" for op, n in sorted(extra.items()) if n)
         lines.append(f"  {label} graph ops, ours minus keras.applications: {listed or 'none'}")
-    return lines + [
-        f"  per-block gate select over every block output: "
-        f"{1e3 * select_seconds(ours, args.batch_size, args.repeats):.1f} ms per batch",
-    ]
+    return lines
 
 
-def benchmark_pair(name: str, args: argparse.Namespace) -> list[str]:
-    """Times one pair, interleaved; returns the report lines.
+def benchmark_pair(name: str, args: argparse.Namespace) -> tuple[list[dict], list[str]]:
+    """Times one pair, interleaved; returns one row per phase and extra report lines.
 
     Example:
-        >>> benchmark_pair("resnet50", parse_args(["--image-size", "64"]))  # doctest: +SKIP
+        >>> benchmark_pair("resnet50", parse_args(["--quick"]))  # doctest: +SKIP
     """
     ours, reference, difference = build_pair(name, args.image_size, args.xla)
     matmul = matmul_call(args.matmul_size)
@@ -207,66 +230,75 @@ def benchmark_pair(name: str, args: argparse.Namespace) -> list[str]:
         "predict": lambda m: m.predict_on_batch(x),
         "train": lambda m: m.train_on_batch(x, y),
     }
-    lines = [
-        f"{name}: {blocks} Residual blocks, {flops / 1e9:.2f} GFLOP per image forward "
-        f"(2 x multiply-adds), max |ours - keras.applications| = {difference:.2e}",
-    ]
+    rows = []
     for mode, call in calls.items():
         for model in (reference, ours):
             for _ in range(args.warmup):
                 call(model)
         # The matmul yardstick is timed in the same interleaved rounds, under the same load.
         matmul()
-        times = {id(reference): [], id(ours): [], "matmul": []}
-        for _ in range(args.repeats):
-            for model in (reference, ours):
-                times[id(model)] += time_calls(lambda m=model, c=call: c(m), 1)
+        times = {"reference": [], "ours": [], "matmul": []}
+        for rep in range(args.repeats):
+            order = (("reference", reference), ("ours", ours))
+            for label, model in order if rep % 2 == 0 else order[::-1]:
+                times[label] += time_calls(lambda m=model, c=call: c(m), 1)
             times["matmul"] += time_calls(matmul, 1)
+        ratios = np.array(times["reference"]) / np.array(times["ours"])
+        q1, median, q3 = np.percentile(ratios, [25, 50, 75])
         matmul_rate = 2 * args.matmul_size**3 / statistics.median(times["matmul"]) / 1e9
-        lines.append(
-            f"  {mode:7s} matmul {args.matmul_size}x{args.matmul_size} float32: {matmul_rate:.1f} GFLOP/s"
-        )
         step_flops = flops * (3 if mode == "train" else 1) * args.batch_size
-        rates = {}
-        for label, model in (("keras.applications", reference), ("keras_residual", ours)):
-            seconds = statistics.median(times[id(model)])
-            rates[label] = args.batch_size / seconds
-            achieved = step_flops / seconds / 1e9
-            lines.append(
-                f"  {mode:7s} {label:18s} {rates[label]:8.2f} images/s  "
-                f"{achieved:7.1f} GFLOP/s = {100 * achieved / matmul_rate:5.1f}% of matmul"
-            )
-        ratio = rates["keras_residual"] / rates["keras.applications"]
-        lines.append(
-            f"  {mode:7s} ratio ours / keras.applications: {ratio:.3f} (goal >= 1.0); "
-            f"median seconds per batch {statistics.median(times[id(reference)]):.3f} vs "
-            f"{statistics.median(times[id(ours)]):.3f}"
-        )
-    if args.explain:
-        lines += explain(ours, reference, args)
-    return lines
+        seconds = {k: statistics.median(v) for k, v in times.items()}
+        rows.append(dict(
+            backend=keras.backend.backend(), model=name, phase=mode, blocks=blocks,
+            reference_ips=args.batch_size / seconds["reference"],
+            ours_ips=args.batch_size / seconds["ours"],
+            ratio=float(median), q1=float(q1), q3=float(q3), max_abs_diff=difference,
+            matmul_share=step_flops / seconds["ours"] / 1e9 / matmul_rate,
+        ))
+    lines = explain(ours, reference, args) if args.explain else []
+    return rows, lines
+
+
+def print_table(rows: list[dict]) -> None:
+    """One line per backend, model and phase: images/s side by side and the ratio."""
+    print(f"{'backend':<11}{'model':<13}{'phase':<8}{'keras.app img/s':>16}{'ours img/s':>11}"
+          f"{'ratio [q1, q3]':>24}{'max|diff|':>11}{'% matmul':>10}   goal ratio >= 1.0")
+    for r in rows:
+        print(f"{r['backend']:<11}{r['model']:<13}{r['phase']:<8}{r['reference_ips']:>16.2f}"
+              f"{r['ours_ips']:>11.2f}{r['ratio']:>10.3f} [{r['q1']:.3f}, {r['q3']:.3f}]"
+              f"{r['max_abs_diff']:>11.1e}{100 * r['matmul_share']:>9.1f}%")
 
 
 def main(argv: list[str] | None = None) -> None:
     """Runs the benchmark and prints the table.
 
     Example:
-        >>> main(["--batch-size", "2", "--image-size", "64"])  # doctest: +SKIP
+        >>> main(["--quick"])  # doctest: +SKIP
     """
+    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    if needs_dispatch(args.backend):
+        print_table(run_per_backend(__file__, argv, args.backend))
+        return
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     unknown = [n for n in names if n not in PAIRS]
     if unknown:
-        raise ValueError(f"Unknown models {unknown}; choose from {list(PAIRS)}.")
+        raise SystemExit(f"Unknown models {unknown}; choose from {list(PAIRS)}.")
     print(
         f"backend {keras.backend.backend()}, batch {args.batch_size}, "
         f"{args.image_size}x{args.image_size}, {args.repeats} interleaved repetitions after "
-        f"{args.warmup} warm-up calls, medians; xla={args.xla}"
+        f"{args.warmup} warm-up calls, medians; xla={args.xla}", file=sys.stderr,
     )
+    rows = []
     for name in names:
-        for line in benchmark_pair(name, args):
-            print(line, flush=True)
+        pair_rows, lines = benchmark_pair(name, args)
+        rows += pair_rows
+        for line in lines:
+            print(line, file=sys.stderr)
         keras.backend.clear_session()
+    write_rows(args.rows_out, rows)
+    if not args.rows_out:
+        print_table(rows)
 
 
 if __name__ == "__main__":

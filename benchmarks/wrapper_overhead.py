@@ -1,196 +1,179 @@
-"""What does the `Residual` wrapper cost? The same networks with `Residual` and with `layers.Add`.
+"""What does the `Residual` wrapper cost? The same stacks with `Residual` and with `layers.Add`.
 
-Two stacks, each built twice with identical branches:
+Each workload is built twice with identical weights (copied, then checked:
+both variants must compute the same outputs, else the script exits 1):
 
-Built under the same seed:
+- conv{16,32,64}_act: 8 blocks `Residual(Conv2D(c, 3, padding="same"),
+  activation="relu")` on 32x32xc inputs vs `Activation("relu")(Add()([x, conv(x)]))`;
+- conv{16,32,64}: the same without the post-merge activation;
+- gru: 3 blocks `Residual(GRU(64, return_sequences=True))` over 28 steps;
+- dense: 8 blocks `Residual(Dense(256), activation="relu")` on vectors.
 
-- conv: 6 basic blocks (conv-BN-ReLU-conv-BN, 16 channels, 32x32 inputs),
-  `Residual(branch, activation="relu")` vs `relu(Add()([x, branch(x)]))`;
-- gru: 3 blocks of GRU(64, return_sequences=True) over 28 steps,
-  `Residual(gru)` vs `Add()([x, gru(x)])`.
+For each, predict (`predict_on_batch`) and train step (`train_on_batch`, SGD,
+MSE) are timed side by side, repetitions interleaved (A B, B A, ...) after a
+warm-up; a row reports the median of the paired per-repetition ratios
+hand-written time / Residual time (throughput of Residual relative to the
+hand-written stack; goal >= 0.98) with its quartiles.
 
-Train-step and predict throughput (samples/s) are measured in one process,
-repetitions interleaved (A B, B A, ...) after a warm-up, and the median is
-reported with the ratio Residual / hand-written (goal: >= 0.98), both per
-wall-clock second and per CPU second of the process.
-
-With `--breakdown` a third variant runs: `Residual` with its per-block lesion
-machinery (two gradient-scaling identities and the `cond` select of the
-branch gate) removed, to attribute any gap.
-
-    python benchmarks/wrapper_overhead.py [--reps 7] [--steps 20] [--breakdown]
+    python benchmarks/wrapper_overhead.py --backend all          # each backend in its own process
+    python benchmarks/wrapper_overhead.py --quick                # seconds, for CI
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import sys
 import time
 from collections.abc import Callable
 
-import keras
 import numpy as np
-from keras import layers
-
-from keras_residual import Residual
-
-#: Wall-clock time, and CPU time of this process (all threads): on a machine shared
-#: with other jobs the CPU time is the steadier measure of the work each variant does.
-CLOCKS = ("wall", "cpu")
+from _backends import add_backend_arguments, needs_dispatch, run_per_backend, write_rows
 
 
-class _LesionFreeResidual(Residual):
-    """Residual without the lesion state's ops: `activation(merge(x, F(x)))` only.
+def _workloads(quick: bool) -> dict[str, tuple[Callable, tuple]]:
+    from keras import layers
 
-    Used by `--breakdown` to measure what the branch gate and gradient routes cost.
-    """
-
-    def call(self, inputs, training=None, mask=None):
-        return self.activation(self.merge_layer(inputs, self.layer(inputs, training=training),
-                                                inputs))
-
-
-def _conv_branch(filters: int, name: str) -> keras.Sequential:
-    return keras.Sequential(
-        [
-            layers.Conv2D(filters, 3, padding="same", use_bias=False),
-            layers.BatchNormalization(momentum=0.9),
-            layers.ReLU(),
-            layers.Conv2D(filters, 3, padding="same", use_bias=False),
-            layers.BatchNormalization(momentum=0.9),
-        ],
-        name=name,
-    )
-
-
-def build_conv(variant: str, blocks: int = 6, filters: int = 16) -> keras.Model:
-    """The conv stack; `variant` is "residual", "handwritten" or "lesion_free"."""
-    inputs = keras.Input((32, 32, 3))
-    x = layers.Conv2D(filters, 3, padding="same", name="stem")(inputs)
-    for i in range(blocks):
-        branch = _conv_branch(filters, f"branch{i}")
-        if variant == "handwritten":
-            x = layers.ReLU()(layers.Add()([x, branch(x)]))
-        else:
-            wrapper = Residual if variant == "residual" else _LesionFreeResidual
-            x = wrapper(branch, activation="relu", name=f"block{i}")(x)
-    x = layers.GlobalAveragePooling2D()(x)
-    return keras.Model(inputs, layers.Dense(10)(x), name=f"conv_{variant}")
-
-
-def build_gru(variant: str, blocks: int = 3, units: int = 64) -> keras.Model:
-    """The GRU stack; `variant` is "residual", "handwritten" or "lesion_free"."""
-    inputs = keras.Input((28, 28))
-    x = layers.Dense(units, name="project")(inputs)
-    for i in range(blocks):
-        gru = layers.GRU(units, return_sequences=True, name=f"gru{i}")
-        if variant == "handwritten":
-            x = layers.Add()([x, gru(x)])
-        else:
-            wrapper = Residual if variant == "residual" else _LesionFreeResidual
-            x = wrapper(gru, name=f"block{i}")(x)
-    x = layers.GlobalAveragePooling1D()(x)
-    return keras.Model(inputs, layers.Dense(10)(x), name=f"gru_{variant}")
-
-
-def _timed(fn: Callable[[], object]) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of this process, all threads) that `fn()` took."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    fn()
-    return time.perf_counter() - wall, time.process_time() - cpu
-
-
-def measure(
-    build: Callable[[str], keras.Model],
-    variants: list[str],
-    x: np.ndarray,
-    y: np.ndarray,
-    batch_size: int,
-    reps: int,
-) -> tuple[dict[tuple[str, str, str], float], dict[tuple[str, str, str], list[float]]]:
-    """Throughput of each variant, phase and clock, repetitions interleaved.
-
-    Returns `({(variant, phase, clock): median samples per second},
-    {(variant, phase, clock): per-repetition ratios residual / variant})`.
-    Within one repetition the variants run back to back on the same phase
-    (alternating which goes first), so a paired ratio sees the same background
-    load on both sides; its median is steadier than a ratio of medians on a
-    shared machine.
-
-    All variants are built under the same seed, compile the same way, and are
-    warmed up (tracing, first steps) before timing.
-    """
-    models = {}
-    for variant in variants:
-        keras.utils.set_random_seed(0)
-        model = build(variant)
-        model.compile(optimizer="adam",
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        models[variant] = model
-    for model in models.values():
-        model.fit(x[: 2 * batch_size], y[: 2 * batch_size], batch_size=batch_size, verbose=0)
-        model.predict(x[: 2 * batch_size], batch_size=batch_size, verbose=0)
-    phases = {
-        "train": lambda m: m.fit(x, y, batch_size=batch_size, epochs=1, shuffle=False, verbose=0),
-        "predict": lambda m: m.predict(x, batch_size=batch_size, verbose=0),
-    }
-    times = {(v, phase, clock): [] for v in variants for phase in phases for clock in CLOCKS}
-    for rep in range(reps):
-        order = variants if rep % 2 == 0 else variants[::-1]
-        for phase, run in phases.items():
-            for variant in order:
-                seconds = _timed(lambda run=run, m=models[variant]: run(m))
-                for clock, value in zip(CLOCKS, seconds, strict=True):
-                    times[variant, phase, clock].append(value)
-    throughput = {key: len(x) / statistics.median(ts) for key, ts in times.items()}
-    ratios = {
-        (v, phase, clock): [
-            other / ours
-            for ours, other in zip(
-                times["residual", phase, clock], times[v, phase, clock], strict=True
+    size = 8 if quick else 32
+    conv_channels = (16,) if quick else (16, 32, 64)
+    work = {}
+    for c in conv_channels:
+        for act in (True, False):
+            name = f"conv{c}_act" if act else f"conv{c}"
+            work[name] = (
+                lambda c=c: layers.Conv2D(c, 3, padding="same"),
+                "relu" if act else None,
+                8,
+                (size, size, c),
             )
-        ]
-        for v in variants[1:] for phase in phases for clock in CLOCKS
-    }
-    return throughput, ratios
+    work["gru"] = (lambda: layers.GRU(64, return_sequences=True), None, 3, (28, 64))
+    work["dense"] = (lambda: layers.Dense(256), "relu", 8, (256,))
+    return work
+
+
+def build_pair(make_branch: Callable, activation: str | None, blocks: int, shape: tuple):
+    """(Residual stack, hand-written Add stack) with the same weights.
+
+    Example:
+        >>> import keras
+        >>> res, hand = build_pair(lambda: keras.layers.Dense(4), "relu", 2, (4,))
+        >>> res.count_params() == hand.count_params()
+        True
+    """
+    import keras
+    from keras import layers
+
+    from keras_residual import Residual
+
+    inputs = keras.Input(shape)
+    x = inputs
+    for _ in range(blocks):
+        x = Residual(make_branch(), activation=activation)(x)
+    residual = keras.Model(inputs, x, name="residual")
+    x = inputs
+    for _ in range(blocks):
+        x = layers.Add()([x, make_branch()(x)])
+        if activation is not None:
+            x = layers.Activation(activation)(x)
+    handwritten = keras.Model(inputs, x, name="handwritten")
+    handwritten.set_weights(residual.get_weights())
+    return residual, handwritten
+
+
+def _time(fn: Callable[[], object], steps: int) -> float:
+    start = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    return (time.perf_counter() - start) / steps
+
+
+def measure(name: str, spec: tuple, batch: int, reps: int, steps: int) -> list[dict]:
+    """Rows for one workload: predict and train, paired ratios and their quartiles."""
+    import keras
+
+    make_branch, activation, blocks, shape = spec
+    keras.utils.set_random_seed(0)
+    residual, handwritten = build_pair(make_branch, activation, blocks, shape)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(batch, *shape)).astype("float32")
+    out_res = keras.ops.convert_to_numpy(residual.predict_on_batch(x))
+    out_hand = keras.ops.convert_to_numpy(handwritten.predict_on_batch(x))
+    difference = float(np.max(np.abs(out_res - out_hand)))
+    if not np.allclose(out_res, out_hand, rtol=1e-5, atol=1e-5):
+        print(f"{name}: the two variants differ (max |diff| = {difference:.3g})", file=sys.stderr)
+        raise SystemExit(1)
+    y = rng.normal(size=out_res.shape).astype("float32")
+    for model in (residual, handwritten):
+        model.compile(optimizer=keras.optimizers.SGD(1e-4), loss="mse")
+        model.train_on_batch(x, y)  # trace before timing
+        model.predict_on_batch(x)
+    rows = []
+    for phase in ("predict", "train"):
+        def run(model, phase=phase):
+            if phase == "predict":
+                return model.predict_on_batch(x)
+            return model.train_on_batch(x, y)
+
+        pairs = []
+        for rep in range(reps):
+            order = (residual, handwritten) if rep % 2 == 0 else (handwritten, residual)
+            seconds = {m.name: _time(lambda m=m: run(m), steps) for m in order}
+            pairs.append((seconds["residual"], seconds["handwritten"]))
+        ratios = np.array([hand / res for res, hand in pairs])
+        q1, median, q3 = np.percentile(ratios, [25, 50, 75])
+        rows.append(dict(
+            backend=keras.backend.backend(), workload=name, phase=phase,
+            ratio=float(median), q1=float(q1), q3=float(q3),
+            residual_ms=1e3 * float(np.median([p[0] for p in pairs])),
+            handwritten_ms=1e3 * float(np.median([p[1] for p in pairs])),
+            max_abs_diff=difference,
+        ))
+    return rows
+
+
+def print_table(rows: list[dict], goal: float = 0.98) -> None:
+    """The side-by-side table, one row per backend, workload and phase."""
+    print(f"{'backend':<11}{'workload':<12}{'phase':<8}{'Residual ms':>12}{'Add ms':>10}"
+          f"{'ratio [q1, q3]':>24}  goal >= {goal}")
+    for r in rows:
+        mark = "" if r["ratio"] >= goal else "  below goal"
+        print(f"{r['backend']:<11}{r['workload']:<12}{r['phase']:<8}{r['residual_ms']:>12.2f}"
+              f"{r['handwritten_ms']:>10.2f}{r['ratio']:>10.3f} [{r['q1']:.3f}, {r['q3']:.3f}]"
+              f"{mark}")
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command line: print the throughput table and the ratios."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=7, help="timed repetitions per variant")
-    parser.add_argument("--steps", type=int, default=20, help="batches per repetition")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--stacks", default="conv,gru", help="comma-separated: conv, gru")
-    parser.add_argument("--breakdown", action="store_true",
-                        help="also time Residual without its lesion ops")
+    """Command line: time every workload and print (or hand back) the rows."""
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--reps", type=int, default=9, help="paired, interleaved repetitions")
+    parser.add_argument("--steps", type=int, default=5, help="batches per timed repetition")
+    parser.add_argument("--batch-size", type=int, default=64, help="images or sequences per batch")
+    parser.add_argument("--workloads", default="all",
+                        help="comma-separated workload names, or 'all'")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny inputs, 16 channels only, 2 reps: a CI smoke run")
+    add_backend_arguments(parser)
     args = parser.parse_args(argv)
-    variants = ["residual", "handwritten"] + (["lesion_free"] if args.breakdown else [])
-    rng = np.random.default_rng(0)
-    n = args.steps * args.batch_size
-    stacks = {
-        "conv": (build_conv, rng.normal(size=(n, 32, 32, 3)).astype("float32")),
-        "gru": (build_gru, rng.normal(size=(n, 28, 28)).astype("float32")),
-    }
-    y = rng.integers(0, 10, n)
-    print(f"backend {keras.backend.backend()}, batch {args.batch_size}, {args.steps} steps x "
-          f"{args.reps} interleaved reps; median samples per wall second and per CPU second; "
-          "ratio = median of the paired per-repetition ratios [quartiles]")
-    header = f"{'stack':<6}{'phase':<9}{'clock':<6}" + "".join(f"{v:>13}" for v in variants)
-    header += "".join(f"{'res/' + v[:4]:>24}" for v in variants[1:])
-    print(header)
-    for name in args.stacks.split(","):
-        build, x = stacks[name]
-        result, ratios = measure(build, variants, x, y, args.batch_size, args.reps)
-        for phase in ("train", "predict"):
-            for clock in CLOCKS:
-                row = f"{name:<6}{phase:<9}{clock:<6}" + "".join(
-                    f"{result[v, phase, clock]:>13.1f}" for v in variants
-                )
-                for v in variants[1:]:
-                    q1, q2, q3 = np.percentile(ratios[v, phase, clock], [25, 50, 75])
-                    row += f"{q2:>10.3f} [{q1:.3f}, {q3:.3f}]"
-                print(row, flush=True)
+    if args.quick:
+        args.reps, args.steps, args.batch_size = 2, 1, 4
+    if needs_dispatch(args.backend):
+        print_table(run_per_backend(__file__, argv, args.backend))
+        return
+    work = _workloads(args.quick)
+    names = list(work) if args.workloads == "all" else args.workloads.split(",")
+    unknown = sorted(set(names) - set(work))
+    if unknown:
+        parser.error(f"unknown workloads {unknown}; choose from {sorted(work)}")
+    rows = []
+    for name in names:
+        rows.extend(measure(name, work[name], args.batch_size, args.reps, args.steps))
+    write_rows(args.rows_out, rows)
+    if not args.rows_out:
+        print_table(rows)
+
 
 if __name__ == "__main__":
     main()

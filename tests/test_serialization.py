@@ -80,6 +80,7 @@ def test_save_then_load_in_fresh_process_gives_identical_predictions(tmp_path):
     model.fit(x, random_input((4, 3), seed=1), batch_size=4, epochs=1, verbose=0)
     alpha = model.get_layer("avg_down_rezero").merge_layer.alpha
     assert float(keras.ops.convert_to_numpy(alpha)) != 0.0
+    kr.set_lesion_ready(model)  # the lesion state is then a weight, saved with the model
     model.get_layer("user_merge").branch_enabled = False
     model.get_layer("avg_down_rezero").gradient_route = "branch"
     expected = keras.ops.convert_to_numpy(model(x, training=False))
