@@ -8,7 +8,7 @@ from keras_residual import Residual
 from keras_residual.models import build_resnet
 from keras_residual.surgery import identity_block, insert_blocks
 
-pytestmark = pytest.mark.multibackend
+multibackend = pytest.mark.multibackend
 
 
 def _numpy(x):
@@ -24,6 +24,7 @@ def _images(n=4):
     return np.random.default_rng(3).normal(size=(n, 16, 16, 3)).astype("float32")
 
 
+@multibackend
 def test_inside_a_residual_stage_predictions_unchanged_and_original_untouched():
     model = _small_resnet()
     before_weights = [w.copy() for w in model.get_weights()]
@@ -49,6 +50,7 @@ def test_inside_a_residual_stage_predictions_unchanged_and_original_untouched():
     assert len(model.layers) == len(grown.layers) - 2
 
 
+@multibackend
 def test_plain_network_and_nested_sequential():
     inputs = keras.Input((6,))
     x = keras.layers.Dense(5, activation="tanh", name="fc1")(inputs)
@@ -68,6 +70,7 @@ def test_plain_network_and_nested_sequential():
         == ["fc2", "fc2_grown", "fc3"]
 
 
+@multibackend
 def test_conv_layer_of_a_plain_cnn_and_growing_twice():
     model = keras.Sequential([
         keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, padding="same", name="conv"),
@@ -81,6 +84,7 @@ def test_conv_layer_of_a_plain_cnn_and_growing_twice():
     np.testing.assert_allclose(_numpy(twice(x)), _numpy(model(x)), atol=1e-6)
 
 
+@multibackend
 def test_custom_rezero_block_and_a_block_that_is_not_the_identity():
     model = _small_resnet()
 
@@ -95,6 +99,7 @@ def test_custom_rezero_block_and_a_block_that_is_not_the_identity():
                       make_block=lambda shape: Residual(keras.layers.Conv2D(shape[-1], 1)))
 
 
+@multibackend
 def test_paths_that_cannot_take_a_block():
     model = _small_resnet()
     with pytest.raises(ValueError, match="Insert after 'conv2_block1' itself"):
@@ -105,9 +110,30 @@ def test_paths_that_cannot_take_a_block():
         insert_blocks(model, after=[])
 
 
+@multibackend
 @pytest.mark.parametrize("shape", [(7,), (9, 4), (6, 6, 3), (4, 4, 4, 2)])
 def test_identity_block_of_every_rank_outputs_its_input(shape):
     block = identity_block(shape)
     x = np.random.default_rng(2).normal(size=(2, *shape)).astype("float32")
     np.testing.assert_array_equal(_numpy(block(x)), x)
     assert block.trainable_weights
+
+
+@pytest.mark.slow
+def test_grow_example_quick(tmp_path, capsys):
+    import importlib.util
+    import json
+    import os
+    import sys
+
+    path = os.path.join(os.path.dirname(__file__), "..", "examples", "grow.py")
+    spec = importlib.util.spec_from_file_location("example_grow", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    results = module.main(["--quick", "--out", str(tmp_path)])
+    saved = json.loads((tmp_path / "grow_results.json").read_text())
+    assert saved["results"] == results and len(results) == 1
+    assert results[0]["accuracy_at_insertion"] == results[0]["accuracy_shallow"]
+    assert results[0]["params_deep"] > results[0]["params_shallow"]
+    assert "grown" in capsys.readouterr().out
