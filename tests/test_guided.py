@@ -224,6 +224,21 @@ def test_copy_of_a_strided_projection_preactivation_block(images):
     assert grads.shape == x.shape and np.abs(grads).sum() > 0
 
 
+def test_copy_keeps_the_lesion_state(images):
+    # A deleted block stays deleted in the copy: its lesion state is a weight, copied by path.
+    from keras_residual import lesion_ready
+
+    inputs = keras.Input((6, 6, C))
+    x = Residual(layers.Conv2D(C, 3, padding="same"), activation="relu", name="block")(inputs)
+    model = keras.Model(inputs, x)
+    with lesion_ready(model):
+        model.get_layer("block").branch_enabled = False
+        copy = rectified_copy(model)
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(copy(images)), np.maximum(images, 0), atol=1e-6)
+        assert copy.get_layer("block").branch_enabled is False
+
+
 @pytest.mark.multibackend
 def test_nested_branch_path(images):
     # Unit inside a Residual's Sequential branch: one conv + relu before it.
