@@ -59,9 +59,10 @@ BUILDERS: dict[str, Callable[..., keras.Model]] = {
     f.__name__: f
     for f in (
         resnet18, resnet34, resnet50, resnet101, resnet152, resnet50_v2, resnet101_v2,
-        resnet152_v2, resnet200_v2, resnext50_32x4d, resnext101_32x4d, resnext101_64x4d,
-        plain18, plain34, mnist_resnet, vgg_plain, alexnet,
+        resnet152_v2, resnet200_v2,
         resnet18_vd, resnet34_vd, resnet50_vd, resnet101_vd, resnet152_vd, resnet200_vd,
+        resnext50_32x4d, resnext101_32x4d, resnext101_64x4d,
+        plain18, plain34, mnist_resnet, vgg_plain, alexnet,
     )
 }
 _CIFAR_NAME = re.compile(r"^(cifar_resnet|cifar_preact_resnet)(\d+)$")
