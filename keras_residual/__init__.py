@@ -12,10 +12,16 @@ images, callbacks), `lesion` (deletion, reordering, path statistics),
 `summary(model)` prints the layers with the parts inside every block.
 """
 
-# Subpackages, imported so that their serializable classes are registered.
-from keras_residual import blocks, datasets, lesion, models, training, viz  # noqa: E402,I001
-from keras_residual import surgery  # noqa: E402
-from keras_residual import experiments  # noqa: E402
+import importlib
+from typing import Any
+
+# Modules that register serializable classes (the wrapper, shortcuts, merges,
+# BN-after-add, the builders' -inf padding, learning-rate schedules) are loaded
+# now; they need Keras only. Everything else -- lesion studies (SciPy, tqdm),
+# visualization (matplotlib), datasets (TensorFlow for tf.data), experiments,
+# surgery -- loads on first use, so that `import keras_residual` on JAX or
+# PyTorch imports neither TensorFlow nor matplotlib.
+from keras_residual import blocks, models, training  # noqa: E402,I001
 from keras_residual.merges import (
     AddMerge,
     CallableMerge,
@@ -40,6 +46,17 @@ from keras_residual.residual import (
 from keras_residual.shortcuts import AvgDownShortcut, ProjectionShortcut, ZeroPadShortcut
 
 __version__ = "0.1.0"
+
+_LAZY_SUBPACKAGES = ("datasets", "experiments", "lesion", "surgery", "viz")
+
+
+def __getattr__(name: str) -> Any:
+    # PEP 562: `keras_residual.viz` and friends import on first access.
+    if name in _LAZY_SUBPACKAGES:
+        module = importlib.import_module(f"keras_residual.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'keras_residual' has no attribute {name!r}")
 
 __all__ = [
     "AddMerge",

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import keras
+import numpy as np
 from keras import layers
 
 from keras_residual.merges import Merge
@@ -635,3 +636,29 @@ def recurrent_block(
         drop_rate=drop_rate,
         name=name,
     )
+
+
+def linear_decay_drop_rates(n: int, final_survival: float = 0.5) -> np.ndarray:
+    """Drop rates of `n` blocks whose survival falls linearly to `final_survival`.
+
+    Huang et al. 2016, Eq. 4: block l of L survives with probability
+    `1 - l / L * (1 - p_L)`, so the drop rate is `l / L * (1 - p_L)`;
+    a one-block network gets `1 - p_L`.
+
+    Args:
+        n: int. Number of residual blocks.
+        final_survival: float in (0, 1]. Survival probability of the last
+            block. Defaults to 0.5 (Huang et al.).
+
+    Returns:
+        np.ndarray of shape (n,).
+
+    Example:
+        >>> linear_decay_drop_rates(4, 0.5).tolist()
+        [0.125, 0.25, 0.375, 0.5]
+    """
+    if int(n) != n or n < 1:
+        raise ValueError(f"`n` must be a positive integer. Received: n={n!r}")
+    if not 0.0 < final_survival <= 1.0:
+        raise ValueError(f"`final_survival` must be in (0, 1]. Received: {final_survival!r}")
+    return np.arange(1, n + 1) / n * (1.0 - final_survival)

@@ -16,35 +16,10 @@ from collections.abc import Callable
 import keras
 import numpy as np
 
+from keras_residual.blocks import linear_decay_drop_rates  # noqa: F401  (re-exported)
 from keras_residual.lesion.studies import Data, SingleDeletionResult, single_block_deletion
 from keras_residual.lesion.surgery import clone_with_weights, residual_blocks
 from keras_residual.residual import LesionState, Residual, reset_compiled_functions
-
-
-def linear_decay_drop_rates(n: int, final_survival: float = 0.5) -> np.ndarray:
-    """Drop rates of `n` blocks whose survival falls linearly to `final_survival`.
-
-    Huang et al. 2016, Eq. 4: block l of L survives with probability
-    `1 - l / L * (1 - p_L)`, so the drop rate is `l / L * (1 - p_L)`;
-    a one-block network gets `1 - p_L`.
-
-    Args:
-        n: int. Number of residual blocks.
-        final_survival: float in (0, 1]. Survival probability of the last
-            block. Defaults to 0.5 (Huang et al.).
-
-    Returns:
-        np.ndarray of shape (n,).
-
-    Example:
-        >>> linear_decay_drop_rates(4, 0.5).tolist()
-        [0.125, 0.25, 0.375, 0.5]
-    """
-    if int(n) != n or n < 1:
-        raise ValueError(f"`n` must be a positive integer. Received: n={n!r}")
-    if not 0.0 < final_survival <= 1.0:
-        raise ValueError(f"`final_survival` must be in (0, 1]. Received: {final_survival!r}")
-    return np.arange(1, n + 1) / n * (1.0 - final_survival)
 
 
 def with_stochastic_depth(

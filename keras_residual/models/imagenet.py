@@ -32,7 +32,6 @@ from keras import layers, ops
 
 from keras_residual import blocks as blocks_lib
 from keras_residual import weights as weights_lib
-from keras_residual.lesion.schedules import linear_decay_drop_rates
 from keras_residual.models.specs import IMAGENET_SPECS
 
 _SPEC_KEYS = (
@@ -281,7 +280,7 @@ def build_resnet(
     if isinstance(project, bool):
         project = (project,) * len(spec["blocks"])
     # Huang et al. (2016), Eq. 4: block l of L drops with probability l / L * drop_rate.
-    rates = linear_decay_drop_rates(sum(spec["blocks"]), 1.0 - drop_rate)
+    rates = blocks_lib.linear_decay_drop_rates(sum(spec["blocks"]), 1.0 - drop_rate)
     expansion = 1 if spec["block"] == "basic" else 4
     index = 0
     for stage, (count, filters, stride) in enumerate(
