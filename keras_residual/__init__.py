@@ -36,6 +36,7 @@ from keras_residual.model_summary import summary
 from keras_residual.ops import scale_gradient
 from keras_residual.probe import list_paths, probe, resolve_path  # noqa: E402
 from keras_residual.residual import (
+    BlockPart,
     LesionState,
     Residual,
     lesion_ready,
@@ -61,6 +62,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "AddMerge",
     "AvgDownShortcut",
+    "BlockPart",
     "CallableMerge",
     "GatedMerge",
     "LesionState",

@@ -110,6 +110,27 @@ class LesionState:
         return cls(bool(vector[_GATE] > 0.5), route, float(vector[_BRANCH_SCALE]))
 
 
+@dataclasses.dataclass(frozen=True)
+class BlockPart:
+    """One part of a residual block, in the order `Residual.call` runs them.
+
+    Attributes:
+        role: str. "preactivation", "branch", "shortcut", "merge" or
+            "activation" ("merge" with the branch deleted is
+            `Merge.without_branch`, which reads no branch value).
+        layer: the Keras layer (or activation function) that computes it;
+            None for an identity shortcut, which passes its input on.
+        inputs: tuple of str. The values it reads, by name: "x" (the block
+            input), "preactivated", "shortcut", "branch".
+        output: str. The name of the value it produces ("output" at the end).
+    """
+
+    role: str
+    layer: Any
+    inputs: tuple[str, ...]
+    output: str
+
+
 def _shapes_match(a: Shape, b: Shape) -> bool:
     """Equal rank and equal non-batch dims, with None matching anything."""
     if len(a) != len(b):
@@ -656,6 +677,66 @@ class Residual(layers.Wrapper):
         for variable, on, off in zip(stateful, after_on, [v.value for v in stateful], strict=True):
             variable.assign(ops.where(keep, on, off))
         return ops.where(keep, y_on, y_off)
+
+    # ------------------------------------------------------- self-description
+
+    def parts(self, deleted: bool = False) -> list[BlockPart]:
+        """The block's parts in call order, each with the values it reads.
+
+        Tools that follow a block's wiring (probes, receptive fields, the
+        architecture table, summaries, guided-backprop copies) loop over this
+        list instead of re-coding `call`; `wire` runs such a loop. With
+        `deleted=True` it describes the block without its branch (Veit et
+        al. 2016, Sec. 4.1): the merge's `without_branch` on the shortcut.
+
+        Args:
+            deleted: bool. Describe the block with its branch deleted.
+
+        Returns:
+            list of BlockPart.
+
+        Example:
+            >>> import keras
+            >>> block = Residual(keras.layers.Dense(2), preactivation="relu", activation="relu")
+            >>> [(p.role, p.inputs) for p in block.parts()][:3]
+            [('preactivation', ('x',)), ('branch', ('preactivated',)), ('shortcut', ('x',))]
+        """
+        pre = "preactivated" if self.preactivation is not None else "x"
+        found = []
+        if self.preactivation is not None:
+            layer = self.preactivation_layer or self.preactivation
+            found.append(BlockPart("preactivation", layer, ("x",), "preactivated"))
+        plain = self.shortcut == "none"
+        if not deleted:
+            found.append(BlockPart("branch", self.layer, (pre,), "branch"))
+        if plain:
+            merged = "branch" if not deleted else "x"
+        else:
+            source = "x" if self.shortcut_from == "input" else pre
+            found.append(BlockPart("shortcut", self.shortcut_layer, (source,), "shortcut"))
+            reads = ("shortcut", pre) if deleted else ("shortcut", "branch", pre)
+            found.append(BlockPart("merge", self.merge_layer, reads, "merged"))
+            merged = "merged"
+        if plain and deleted:  # a deleted plain layer is the identity
+            return found + [BlockPart("activation", None, ("x",), "output")]
+        return found + [BlockPart("activation", self.activation, (merged,), "output")]
+
+    def wire(self, x: Any, apply: Callable[[BlockPart, list], Any], deleted: bool = False) -> Any:
+        """Run `apply(part, input_values)` over `parts()`, passing values by name.
+
+        `x` and the values can be anything a tool propagates: tensors, shapes,
+        receptive fields, multiply-add counts.
+
+        Example:
+            >>> import keras
+            >>> block = Residual(keras.layers.Dense(2), shortcut="projection")
+            >>> block.wire("x", lambda part, ins: f"{part.role}({', '.join(ins)})")
+            'activation(merge(shortcut(x), branch(x), x))'
+        """
+        values = {"x": x}
+        for part in self.parts(deleted):
+            values[part.output] = apply(part, [values[name] for name in part.inputs])
+        return values["output"]
 
     # ---------------------------------------------------------- lesion state
 

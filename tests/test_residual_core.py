@@ -392,3 +392,42 @@ def test_every_suggested_shortcut_builds():
         assert tuple(Residual(fresh, shortcut=kind)(keras.Input((8, 8, 4))).shape) == (
             None, 4, 4, 8,
         )
+
+
+# ---------------------------------------------------------- self-description
+
+
+def _run_part(part, inputs, training=False):
+    """Call one described part on tensors, as a tool following `parts()` would."""
+    if part.layer is None:
+        return inputs[0]
+    if part.role == "merge":
+        if len(inputs) == 2:  # deleted: (shortcut, preactivated)
+            return part.layer.without_branch(inputs[0], inputs[1])
+        return part.layer(*inputs)
+    if part.role == "activation":
+        return part.layer(inputs[0])
+    return part.layer(inputs[0], training=training)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: Residual(layers.Dense(3), activation="relu"),
+        lambda: Residual(layers.Dense(5), shortcut="projection", merge="highway"),
+        lambda: Residual(layers.Dense(3), preactivation="relu", shortcut="projection",
+                         shortcut_from="preactivated", merge=kr.ScaledMerge(1.0, 0.5)),
+        lambda: Residual(layers.Dense(3), shortcut="none", activation="tanh"),
+    ],
+    ids=["relu", "projection_highway", "preact_projection", "plain"],
+)
+def test_following_the_parts_reproduces_the_block_intact_and_deleted(make):
+    block = make()
+    x = random_input((2, 3))
+    intact = to_numpy(block(x))
+    np.testing.assert_allclose(to_numpy(block.wire(x, _run_part)), intact, rtol=1e-6, atol=1e-6)
+    followed = to_numpy(block.wire(x, _run_part, deleted=True))
+    kr.set_lesion_ready(block)
+    block.branch_enabled = False
+    np.testing.assert_allclose(followed, to_numpy(block(x)), rtol=1e-6, atol=1e-6)
+    assert not np.allclose(followed, intact)
