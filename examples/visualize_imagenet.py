@@ -60,7 +60,13 @@ def load_images(folder: str | None, size: int, crops: int, seed: int = 0) -> tup
         ((4, 64, 64, 3), 'uint8')
     """
     if folder is None:
-        from sklearn.datasets import load_sample_images
+        try:
+            from sklearn.datasets import load_sample_images
+        except ImportError as error:
+            raise SystemExit(
+                "The default images are scikit-learn's two sample photographs: "
+                "pip install 'keras-residual[examples]', or pass --folder DIR."
+            ) from error
 
         photos = list(load_sample_images().images)
         source = "scikit-learn's two sample photographs"
