@@ -253,14 +253,16 @@ def test_finished_run_is_reused(tmp_path):
     calls = []
 
     def build():
-        calls.append(1)
+        calls.append(keras.config.dtype_policy().name)
         inputs = keras.Input(data.input_shape)
         x = keras.layers.Flatten()(inputs)
         return keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x))
 
     recipe = runner.Recipe(epochs=2, batch_size=16)
+    keras.config.set_dtype_policy("mixed_float16")  # as `prepare` sets it on a GPU
     first = runner.train_run(build, data, recipe, 0, str(tmp_path / "run"))
+    assert keras.config.dtype_policy().name == "mixed_float16"  # kept across clear_session
     second = runner.train_run(build, data, recipe, 0, str(tmp_path / "run"))
-    assert len(calls) == 1 and first == second
+    assert calls == ["mixed_float16"] and first == second
     assert len(first["curves"]["test_error"]) == 2
     assert first["params"] == 7 * 7 * 10 + 10

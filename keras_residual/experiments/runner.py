@@ -414,7 +414,10 @@ def train_run(
             bar.update(len(result["curves"]["test_error"]))
         return result
     start = time.time()
+    # A fresh graph per run; clear_session also resets the dtype policy (mixed precision).
+    policy = keras.config.dtype_policy()
     keras.backend.clear_session()
+    keras.config.set_dtype_policy(policy)
     keras.utils.set_random_seed(seed)
     scope, _ = training.distribution_scope()
     with scope:
