@@ -555,8 +555,8 @@ def resnet200_vd(**kwargs: Any) -> keras.Model:
 resnet18_vd.__doc__ = _vd_doc(18, "basic blocks 2-2-2-2", "11,722,824") + """
     Example:
         >>> m = resnet18_vd(input_shape=(64, 64, 3))
-        >>> [lyr.name for lyr in m.layers[1:8:3]]
-        ['conv1_pad', 'conv1_1_relu', 'conv1_3_conv']
+        >>> [lyr.name for lyr in m.layers[2:9:3]]
+        ['conv1_1_conv', 'conv1_2_conv', 'conv1_3_conv']
 """
 resnet34_vd.__doc__ = _vd_doc(34, "basic blocks 3-4-6-3", "21,838,408") + """
     Example:
