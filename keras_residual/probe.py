@@ -23,6 +23,7 @@ model's weights and the model itself is not modified.
 
 from __future__ import annotations
 
+import difflib
 import functools
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -35,6 +36,9 @@ from keras_residual.residual import Residual
 RESIDUAL_PARTS = ("branch", "shortcut", "preactivation")
 #: Keyword that selects the input of any layer.
 INPUT = "input"
+
+#: Ends every error about a path that does not exist.
+LIST_PATHS_HINT = "keras_residual.list_paths(model) lists every valid path."
 
 #: `hook(layer, args, kwargs) -> outputs` calls one layer on symbolic tensors.
 CallHook = Callable[..., Any]
@@ -78,7 +82,8 @@ def _child(layer: keras.layers.Layer, segment: str, path: str) -> keras.layers.L
         if part is None:
             raise ValueError(
                 f"Residual {layer.name!r} has no {segment} layer (its {segment} is the "
-                f"identity), so path {path!r} cannot go below it. Received: path={path!r}"
+                f"identity), so path {path!r} cannot go below it. {LIST_PATHS_HINT} "
+                f"Received: path={path!r}"
             )
         return part
     if is_container(layer):
@@ -86,18 +91,24 @@ def _child(layer: keras.layers.Layer, segment: str, path: str) -> keras.layers.L
             if child.name == segment:
                 return child
         names = [c.name for c in _children(layer)]
+        close = difflib.get_close_matches(segment, names, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ValueError(
-            f"Model {layer.name!r} has no layer named {segment!r} (path {path!r}). "
-            f"Its layers are: {names}"
+            f"Model {layer.name!r} has no layer named {segment!r} (path {path!r}).{hint} "
+            f"Its layers are: {names}. {LIST_PATHS_HINT}"
         )
     if isinstance(layer, Residual):
         raise ValueError(
             f"After the Residual block {layer.name!r}, path {path!r} must continue with "
-            f"one of {RESIDUAL_PARTS} or {INPUT!r}. Received segment: {segment!r}"
+            f"one of {RESIDUAL_PARTS} or {INPUT!r}. {LIST_PATHS_HINT} "
+            f"Received segment: {segment!r}"
         )
+    above = path.rpartition(f"/{segment}")[0]
+    named = f"Path {above!r} names layer" if above else "Layer"
+    fix = f": use {above!r} for that layer" if above else ""
     raise ValueError(
-        f"Layer {layer.name!r} ({type(layer).__name__}) has no addressable sub-layers, "
-        f"so path {path!r} cannot continue with {segment!r}."
+        f"{named} {layer.name!r} ({type(layer).__name__}), which has no sub-layers, so "
+        f"path {path!r} cannot continue with {segment!r}{fix}. {LIST_PATHS_HINT}"
     )
 
 

@@ -170,7 +170,7 @@ def test_resolve_and_list_paths(shared_model):
         ("nope", "no layer named 'nope'.*stem"),
         ("outer/nope", "must continue with one of"),
         ("outer/branch/inner/shortcut/x", "no shortcut layer"),
-        ("stem/x", "no addressable sub-layers"),
+        ("stem/x", "which has no sub-layers.*use .stem. for that layer.*list_paths"),
         ("outer//branch", "empty segment"),
     ],
 )

@@ -38,6 +38,7 @@ from keras_residual.ops import _upstream
 from keras_residual.probe import probe
 from keras_residual.residual import Residual, make_preactivation
 from keras_residual.shortcuts import channel_axis
+from keras_residual.validation import check_model_input, positive_int
 from keras_residual.viz.receptive_field import ReceptiveField
 from keras_residual.viz.top_activations import TopK, crop_patches
 from keras_residual.weights import copy_weights
@@ -307,8 +308,10 @@ class UnitGradient:
         Returns:
             float32 NumPy array with the shape of `images`.
         """
-        features = self.features(path)
         images = np.asarray(images, dtype="float32")
+        check_model_input(self.model, images, "images")
+        batch_size = positive_int("batch_size", batch_size)
+        features = self.features(path)
         rank = len(features.output.shape)
         channels = features.output.shape[1 if _channel_first(features) else -1]
         if not 0 <= int(channel) < channels:
@@ -381,6 +384,7 @@ def guided_backprop(
         >>> guided_backprop(model, "conv", 1, np.ones((1, 8, 8, 1), "float32")).shape
         (1, 8, 8, 1)
     """
+    check_model_input(model, np.asarray(images), "images")  # before the model is copied
     return UnitGradient(model, "guided")(path, channel, images, positions)
 
 
@@ -400,6 +404,7 @@ def deconvnet(
         >>> deconvnet(model, "conv", 1, np.ones((1, 8, 8, 1), "float32")).shape
         (1, 8, 8, 1)
     """
+    check_model_input(model, np.asarray(images), "images")  # before the model is copied
     return UnitGradient(model, "deconvnet")(path, channel, images, positions)
 
 

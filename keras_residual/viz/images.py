@@ -24,6 +24,7 @@ import numpy as np
 
 from keras_residual.probe import list_paths, probe, resolve_path
 from keras_residual.residual import Residual
+from keras_residual.validation import check_model_input, check_single_input
 
 DIFFERENCE_KINDS = ("difference", "branch")
 
@@ -176,6 +177,7 @@ def activation_grid(
         >>> activation_grid(model, "conv", np.ones((8, 8, 1))).shape
         (13, 13)
     """
+    check_single_input(model, np.asarray(image))
     maps = keras.ops.convert_to_numpy(probe(model, path)(_one_input(image), training=False))[0]
     if maps.ndim != 3:
         raise ValueError(
@@ -212,8 +214,10 @@ def preactivations(model: keras.Model, path: str, images: Any) -> np.ndarray:
         >>> preactivations(model, "fc", np.array([[-1.0, -2.0]])).tolist()
         [[-3.0]]
     """
+    images = np.asarray(images, dtype="float32")
+    check_model_input(model, images, "images")
     layer = resolve_path(model, path)
-    inputs = probe(model, f"{path}/input")(np.asarray(images, dtype="float32"), training=False)
+    inputs = probe(model, f"{path}/input")(images, training=False)
     if isinstance(layer, (keras.layers.Activation, keras.layers.ReLU)):
         return keras.ops.convert_to_numpy(inputs).astype("float32")
     activation = getattr(layer, "activation", None)
@@ -268,6 +272,7 @@ def residual_difference(
             f"Layer {path!r} is a {type(block).__name__}, not a Residual block. "
             f"Residual blocks of this model: {residual_paths(model)}"
         )
+    check_single_input(model, np.asarray(image))
     x = _one_input(image)
     if kind == "branch":
         return keras.ops.convert_to_numpy(probe(model, f"{path}/branch")(x, training=False))[0]
@@ -326,6 +331,7 @@ def residual_differences(
         >>> list(residual_differences(model, np.ones(3)))
         ['b1']
     """
+    check_single_input(model, np.asarray(image))
     out = {}
     for path in residual_paths(model):
         block = resolve_path(model, path)

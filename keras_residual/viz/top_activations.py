@@ -22,6 +22,7 @@ import keras
 import numpy as np
 
 from keras_residual.probe import probe
+from keras_residual.validation import check_model_input, positive_int
 from keras_residual.viz.receptive_field import ReceptiveField
 
 
@@ -187,11 +188,15 @@ def stream_maxima(
         ((3, 2), (3, 2, 2))
     """
     paths = list(paths)
+    batch_size = positive_int("batch_size", batch_size)
+    if isinstance(data, np.ndarray):  # checked before the probe is built and compiled
+        check_model_input(model, data, "data")
     data_format = data_format or keras.config.image_data_format()
     reducer, spatial = _cached_reducer(model, paths, data_format)
     bar = keras.utils.Progbar(_num_batches(data, batch_size), unit_name="batch") if progress else None
     start = 0
     for step, x in enumerate(iterate_batches(data, batch_size), start=1):
+        check_model_input(model, x, "data")
         results = reducer.predict_on_batch(x)
         per_layer = []
         for i, dims in enumerate(spatial):
