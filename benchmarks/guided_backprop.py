@@ -92,7 +92,7 @@ def print_table(rows: list[dict]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter, description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=224, help="image side in pixels (default: 224)")
     parser.add_argument("--batch", type=int, default=4, help="images (= units) per call (default: 4)")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per rule (default: 3)")

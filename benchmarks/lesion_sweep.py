@@ -104,7 +104,7 @@ def print_table(rows: list[dict]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter, description=__doc__.splitlines()[0])
     parser.add_argument("--blocks", type=int, nargs="+", default=[4, 4, 4],
                         help="blocks per stage (default: 4 4 4)")
     parser.add_argument("--filters", type=int, nargs="+", default=[16, 32, 64],

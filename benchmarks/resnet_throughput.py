@@ -70,11 +70,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--models", default="resnet50,resnet50_v2", help="comma-separated: " + ",".join(PAIRS))
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--batch-size", type=int, default=8, help="images per timed call")
+    parser.add_argument("--image-size", type=int, default=224, help="input height and width")
     parser.add_argument("--repeats", type=int, default=3, help="timed repetitions per measurement")
     parser.add_argument("--warmup", type=int, default=1, help="untimed calls before timing")
-    parser.add_argument("--matmul-size", type=int, default=2048)
+    parser.add_argument("--matmul-size", type=int, default=2048,
+                        help="n of the n x n matmul timed as the machine's reference speed")
     parser.add_argument("--xla", action="store_true", help="jit_compile=True for both models")
     parser.add_argument(
         "--explain", action="store_true",

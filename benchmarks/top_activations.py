@@ -183,7 +183,7 @@ def memory(n_images: int) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter, description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=2000,
                         help="images for the speed test (default: 2000)")
     parser.add_argument("--reps", type=int, default=3, help="timed repetitions (default: 3)")

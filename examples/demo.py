@@ -154,9 +154,9 @@ def write_index(
 
 def main(argv: list[str] | None = None) -> int:
     """Run the demo; return the exit status (0, or 1 when a section failed)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter, description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="demo_output", help="output folder")
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=3, help="training epochs of each CNN")
     parser.add_argument("--quick", action="store_true",
                         help="1 epoch on 512 images with narrow blocks (a smoke test)")
     parser.add_argument("--allow-download", action="store_true",

@@ -37,18 +37,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         >>> parse_args(["--data", "val/"]).weights
         'imagenet'
     """
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter, description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default=None,
                         help="folder with one subfolder per class (required without --quick)")
     parser.add_argument("--model", default="resnet50", help="a builder in keras_residual.models")
     parser.add_argument("--model-kwargs", default="{}", help="JSON keyword arguments for the builder")
     parser.add_argument("--weights", default="imagenet",
-                        help='"imagenet" (default), "random", a .keras model or a weights file')
-    parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=None, help="default: the whole folder")
+                        help='"imagenet", "random", a .keras model or a weights file')
+    parser.add_argument("--image-size", type=int, default=224, help="input height and width")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per evaluation batch")
+    parser.add_argument("--steps", type=int, default=None, help="batches to evaluate (None: the whole folder)")
     parser.add_argument(
-        "--preprocessing", choices=PREPROCESSING_MODES, default=None, help="default: the model's own"
+        "--preprocessing", choices=PREPROCESSING_MODES, default=None, help="input preprocessing (None: the model's own)"
     )
     parser.add_argument(
         "--quick", action="store_true",

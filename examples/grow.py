@@ -117,12 +117,12 @@ def _print(results: list[dict], steps: int) -> None:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     """Command line: run both routes for every seed, print and save the comparison."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter, description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3, help="number of seeds (0, 1, ...)")
     parser.add_argument("--steps", type=int, default=100,
                         help="steps before growing, and again after it")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--learning-rate", type=float, default=3e-3)
+    parser.add_argument("--batch-size", type=int, default=64, help="images per training step")
+    parser.add_argument("--learning-rate", type=float, default=3e-3, help="Adam learning rate")
     parser.add_argument("--out", default=".", help="directory for grow_results.json")
     parser.add_argument("--quick", action="store_true",
                         help="1 seed, 5 + 5 steps, narrow blocks (a smoke test)")

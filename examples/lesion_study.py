@@ -279,19 +279,21 @@ SETTINGS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter, description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="lesion_output", help="folder for the figures")
-    parser.add_argument("--preset", choices=("mnist", "cifar110"), default="mnist")
+    parser.add_argument("--preset", choices=("mnist", "cifar110"), default="mnist",
+                        help="MNIST-scale nets, or ResNet-110 / VGG on CIFAR-10 (Veit et al. 2016)")
     parser.add_argument("--arch", choices=("mlp", "conv"), default="mlp", help="MNIST network")
     parser.add_argument("--load", default=None, help="folder to load trained models from "
                         "(and to save them to when missing)")
-    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="training epochs (None: the preset's)")
     parser.add_argument("--samples", type=int, default=5, help="random draws per point")
     parser.add_argument("--keras-hub", default=None, metavar="PRESET",
                         help="a keras-hub ResNet preset, e.g. resnet_50_imagenet (needs network "
                              "access and keras-hub: pip install keras-residual[hub])")
     parser.add_argument("--images", default=None,
-                        help="image folder for --keras-hub (default: sklearn's sample photos)")
+                        help="image folder for --keras-hub (None: sklearn's sample photos)")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke test of every study: 1 epoch on 1,000 digits, 500 test "
                              "digits, 1 random draw per point, every third path length")

@@ -163,7 +163,7 @@ def train_pair(
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     """Command line: train both CNNs and print their test accuracy."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter, description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=3, help="training epochs (default: 3)")
     parser.add_argument("--batch-size", type=int, default=64, help="batch size (default: 64)")
     parser.add_argument("--quick", action="store_true",

@@ -159,8 +159,8 @@ def load_imdb(
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     """Command line: MNIST rows (always) and IMDB (when available)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=2)
+    parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter, description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=2, help="training epochs per dataset")
     parser.add_argument("--quick", action="store_true",
                         help="1 epoch on 128 digits with a 2-layer stack of 8 units")
     parser.add_argument("--allow-download", action="store_true",

@@ -43,7 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         >>> args.batch_size, args.epochs, args.weight_decay
         (256, 90, 0.0001)
     """
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter, description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default=None,
                         help="folder with train/ (and val/) class subfolders (required "
                              "without --quick)")
@@ -51,21 +51,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--model-kwargs", default="{}", help='JSON keyword arguments for the builder, e.g. \'{"width": 16}\''
     )
-    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--image-size", type=int, default=224, help="training crop height and width")
     parser.add_argument("--batch-size", type=int, default=256, help="global batch, all replicas")
-    parser.add_argument("--epochs", type=int, default=90)
-    parser.add_argument("--steps-per-epoch", type=int, default=None, help="default: images / batch")
-    parser.add_argument("--validation-steps", type=int, default=None, help="default: all of val/")
-    parser.add_argument("--warmup-epochs", type=float, default=5.0)
-    parser.add_argument("--decay", choices=training.DECAYS, default="step")
-    parser.add_argument("--weight-decay", type=float, default=1e-4)
-    parser.add_argument("--label-smoothing", type=float, default=0.0)
+    parser.add_argument("--epochs", type=int, default=90, help="training epochs")
+    parser.add_argument("--steps-per-epoch", type=int, default=None, help="None: images / batch")
+    parser.add_argument("--validation-steps", type=int, default=None, help="None: all of val/")
+    parser.add_argument("--warmup-epochs", type=float, default=5.0,
+                        help="epochs of linear learning-rate warmup")
+    parser.add_argument("--decay", choices=training.DECAYS, default="step",
+                        help="learning-rate decay after the warmup")
+    parser.add_argument("--weight-decay", type=float, default=1e-4, help="L2 weight decay")
+    parser.add_argument("--label-smoothing", type=float, default=0.0,
+                        help="label smoothing of the cross-entropy")
     parser.add_argument(
-        "--preprocessing", choices=PREPROCESSING_MODES, default=None, help="default: the model's own"
+        "--preprocessing", choices=PREPROCESSING_MODES, default=None, help="input preprocessing (None: the model's own)"
     )
     parser.add_argument("--mixed-precision", action="store_true", help="float16 compute, float32 weights")
     parser.add_argument("--xla", action="store_true", help="compile the train step with XLA")
-    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=None, help="random seed (None: unseeded)")
     parser.add_argument("--out", default="runs/imagenet", help="checkpoints, backup and logs")
     parser.add_argument(
         "--quick", action="store_true",

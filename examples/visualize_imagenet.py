@@ -190,17 +190,19 @@ def grad_cam_study(
 
 def main(argv: list[str] | None = None) -> list[str]:
     """Command line; returns the PNG paths written."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--folder", default=None, help="image folder (default: sklearn photos)")
-    parser.add_argument("--out", default="imagenet_images")
-    parser.add_argument("--stage", default="conv2", choices=sorted(BLOCKS))
+    parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter, description=__doc__.splitlines()[0])
+    parser.add_argument("--folder", default=None, help="image folder (None: sklearn's sample photos)")
+    parser.add_argument("--out", default="imagenet_images", help="folder for the figures")
+    parser.add_argument("--stage", default="conv2", choices=sorted(BLOCKS),
+                        help="ResNet-50 stage whose blocks are visualized")
     parser.add_argument("--channels", default="12,79,150,210",
                         help="comma-separated channels (seed 000 Fig. 2 shows 12,79,150,210)")
-    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--size", type=int, default=224, help="input height and width")
     parser.add_argument("--crops", type=int, default=24, help="random crops taken as the dataset")
     parser.add_argument("--applications", action="store_true",
                         help="keras.applications.ResNet50 (no Residual layers, no branch paths)")
-    parser.add_argument("--allow-download", action="store_true")
+    parser.add_argument("--allow-download", action="store_true",
+                        help="download the ImageNet weights when they are not in the Keras cache")
     parser.add_argument("--keras-hub", default=None, metavar="PRESET",
                         help="a keras-hub ResNet preset, e.g. resnet_50_imagenet (needs network "
                              "access and keras-hub: pip install keras-residual[hub])")

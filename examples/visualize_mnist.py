@@ -178,9 +178,9 @@ def _load_mnist_conv():
 
 def main(argv: list[str] | None = None) -> list[tuple[str, str]]:
     """Command line: train the pair, then write the figures."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="mnist_images")
-    parser.add_argument("--epochs", type=int, default=2)
+    parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter, description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="mnist_images", help="folder for the figures")
+    parser.add_argument("--epochs", type=int, default=2, help="training epochs of each CNN")
     parser.add_argument("--quick", action="store_true",
                         help="1 epoch on 512 digits with two blocks (a smoke test)")
     args = parser.parse_args(argv)
