@@ -52,7 +52,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         >>> parse_args(["--cardinalities", "1,32"]).cardinalities
         '1,32'
     """
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     add_common_arguments(parser)
     parser.add_argument("--blocks", type=int, default=None,
                         help="bottleneck blocks per stage (2 on MNIST, 3 on CIFAR-10)")

@@ -48,7 +48,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         >>> args.quick, args.full
         (True, True)
     """
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     add_common_arguments(parser)
     parser.add_argument("--depths", default=None, help="6n+2 depths, e.g. 20,32,44,56")
     parser.add_argument("--full", action="store_true", help="add ResNet-110 and plain-110")

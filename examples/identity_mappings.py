@@ -51,7 +51,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         >>> parse_args(["--table", "2"]).table
         '2'
     """
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     add_common_arguments(parser)
     parser.add_argument("--depth", type=int, default=None,
                         help="6n+2; default 20 on MNIST, 110 on CIFAR-10 (the paper)")

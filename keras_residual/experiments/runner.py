@@ -251,7 +251,7 @@ def accelerator_count() -> int:
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The options every experiment script shares; unset ones come from `PRESETS`.
+    """The options every experiment script shares; unset ones (None) come from `PRESETS`.
 
     Example:
         >>> import argparse
@@ -259,21 +259,29 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
         >>> args.quick, args.dataset, args.seeds
         (True, 'mnist', 1)
     """
-    parser.add_argument("--dataset", default="mnist", choices=DATASETS)
+    parser.add_argument("--dataset", default="mnist", choices=DATASETS,
+                        help="the data, and the preset of every unset option below")
     parser.add_argument("--data-dir", default=None,
                         help="CIFAR-10: cifar-10-batches-py/, its parent or the .tar.gz")
     parser.add_argument("--quick", action="store_true", help="a smoke test that takes seconds")
     parser.add_argument("--seeds", type=int, default=1, help="runs per variant (mean and spread)")
-    parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--learning-rate", type=float, default=None)
-    parser.add_argument("--weight-decay", type=float, default=None)
-    parser.add_argument("--warmup-epochs", type=float, default=None)
-    parser.add_argument("--bn-momentum", type=float, default=None)
-    parser.add_argument("--widths", default=None, help="stage widths, e.g. 16,32,64")
-    parser.add_argument("--image-size", type=int, default=None, help="MNIST: 28, 14 or 7")
-    parser.add_argument("--train-size", type=int, default=None)
-    parser.add_argument("--test-size", type=int, default=None)
+    preset = parser.add_argument_group(
+        "training settings", "None: the value of the --dataset preset (and of --quick)")
+    preset.add_argument("--epochs", type=int, default=None, help="passes over the training set")
+    preset.add_argument("--batch-size", type=int, default=None, help="images per SGD step")
+    preset.add_argument("--learning-rate", type=float, default=None,
+                        help="peak rate, divided by 10 at 1/2 and 3/4 of the run")
+    preset.add_argument("--weight-decay", type=float, default=None, help="decay on the kernels")
+    preset.add_argument("--warmup-epochs", type=float, default=None,
+                        help="epochs of linear learning-rate warm-up")
+    preset.add_argument("--bn-momentum", type=float, default=None,
+                        help="BatchNormalization moving-average momentum")
+    preset.add_argument("--widths", default=None, help="stage widths, e.g. 16,32,64")
+    preset.add_argument("--image-size", type=int, default=None, help="MNIST: 28, 14 or 7")
+    preset.add_argument("--train-size", type=int, default=None,
+                        help="training images used (the presets use all)")
+    preset.add_argument("--test-size", type=int, default=None,
+                        help="test images used (the presets use all)")
     parser.add_argument("--mixed-precision", default="auto", choices=MIXED_PRECISION,
                         help="float16 compute; auto: on when a GPU is visible")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
