@@ -1,5 +1,7 @@
 """The `keras-residual` command: quiet, usage errors instead of tracebacks, models, --version."""
 
+import ast
+import glob
 import os
 import subprocess
 import sys
@@ -120,3 +122,36 @@ def test_quiet_native_logs_drops_only_start_up_records(capfd):
     captured = capfd.readouterr()
     assert captured.err == kept
     assert captured.out == "to stdout\n"
+
+
+# Every script's options, and the options the experiment scripts share.
+SCRIPTS = sorted(glob.glob(os.path.join(ROOT, "examples", "*.py"))
+                 + glob.glob(os.path.join(ROOT, "benchmarks", "*.py"))
+                 + [os.path.join(ROOT, "keras_residual", "experiments", "runner.py")])
+
+
+@pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: os.path.relpath(p, ROOT))
+def test_script_help_describes_every_option_with_its_default(path):
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+            continue
+        keywords = {k.arg: k.value for k in node.keywords}
+        where = f"{os.path.relpath(path, ROOT)}:{node.lineno}"
+        if node.func.attr == "ArgumentParser":
+            formatter = keywords.get("formatter_class")
+            assert getattr(formatter, "attr", None) == "ArgumentDefaultsHelpFormatter", where
+        if node.func.attr == "add_argument":
+            text = keywords.get("help")
+            assert text is not None and not (isinstance(text, ast.Constant) and not text.value), (
+                f"{where}: option without a help text")
+
+
+def test_script_help_runs_and_shows_defaults():
+    result = subprocess.run([sys.executable, os.path.join("examples", "demo.py"), "--help"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())
+    assert "--epochs EPOCHS training epochs of each CNN (default: 3)" in text
+    assert "--out OUT output folder (default: demo_output)" in text
