@@ -41,6 +41,7 @@ from keras_residual.lesion.surgery import (
     swappable,
 )
 from keras_residual.residual import Residual, lesion_ready
+from keras_residual.validation import check_model_input, positive_int
 
 Data = Any  # (x, y) arrays or a tf.data.Dataset of (x, y) batches
 
@@ -54,7 +55,15 @@ def as_arrays(data: Data) -> tuple[np.ndarray, np.ndarray]:
         ((2, 1), (2,))
     """
     if isinstance(data, (tuple, list)) and len(data) == 2:
-        return np.asarray(data[0]), np.asarray(data[1])
+        x, y = np.asarray(data[0]), np.asarray(data[1])
+        if x.ndim == 0 or y.ndim == 0 or len(x) != len(y):
+            raise ValueError(
+                "`data` must hold as many labels as inputs, each with the samples on the "
+                f"first axis. Received: x.shape={x.shape}, y.shape={y.shape}"
+            )
+        if len(x) == 0:
+            raise ValueError(f"`data` holds no samples. Received: x.shape={x.shape}")
+        return x, y
     try:
         batches = [(np.asarray(x), np.asarray(y)) for x, y in data]
     except (TypeError, ValueError) as error:
@@ -64,7 +73,20 @@ def as_arrays(data: Data) -> tuple[np.ndarray, np.ndarray]:
         ) from error
     if not batches:
         raise ValueError("`data` is empty: it yielded no (x, y) batches.")
-    return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
+    return as_arrays((np.concatenate([b[0] for b in batches]),
+                      np.concatenate([b[1] for b in batches])))
+
+
+def _checked_data(
+    model: keras.Model, data: Data, batch_size: int, samples: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """`as_arrays(data)`, after the counts, and the inputs against the model's input shape."""
+    positive_int("batch_size", batch_size)
+    if samples is not None:
+        positive_int("samples", samples)
+    x, y = as_arrays(data)
+    check_model_input(model, x)
+    return x, y
 
 
 def classification_error(predictions: np.ndarray, y: np.ndarray) -> float:
@@ -274,8 +296,10 @@ def single_block_deletion(
         (1,)
     """
     if method not in ("auto", "stacked", "each"):
-        raise ValueError(f"`method` must be 'auto', 'stacked' or 'each'. Received: {method!r}")
-    x, y = as_arrays(data)
+        raise ValueError(
+            f"`method` must be 'auto', 'stacked' or 'each'. Received: method={method!r}"
+        )
+    x, y = _checked_data(model, data, batch_size)
     units = lesion_units(model)
     if not units:
         raise ValueError(
@@ -290,12 +314,13 @@ def single_block_deletion(
                 intact, errors = _single_deletion_stacked(
                     model, units, x, y, batch_size, progress
                 )
-            except _NotAChain:
+            except _NotAChain as reason:
                 if method == "stacked":
                     raise ValueError(
                         f"The blocks of model {model.name!r} do not form one chain from "
-                        "input to output (shared, parallel or multi-input units); use "
-                        "method='each'."
+                        f"input to output ({reason}), which the stacked sweep needs; use "
+                        "method='each' (or 'auto', which falls back to it). "
+                        "Received: method='stacked'"
                     ) from None
                 intact, errors = _single_deletion_each(model, units, x, y, batch_size, progress)
     return SingleDeletionResult(
@@ -370,7 +395,7 @@ def k_block_deletion(
         >>> result.errors.shape
         (2, 2)
     """
-    x, y = as_arrays(data)
+    x, y = _checked_data(model, data, batch_size, samples)
     blocks = [block for block in residual_blocks(model) if _deletable(block)]
     ks = _check_ks(ks, len(blocks), f"the model has {len(blocks)} deletable blocks")
     rng = np.random.default_rng(seed)
@@ -488,10 +513,12 @@ def reordering(
         >>> result.kendall_tau.tolist()
         [[-1.0]]
     """
-    x, y = as_arrays(data)
+    x, y = _checked_data(model, data, batch_size, samples)
     n = len(residual_blocks(model))
-    ks = _check_ks(ks, 10**9, "numbers of swapped pairs")
     groups = compatible_groups(model)
+    pairs = sum(len(group) * (len(group) - 1) // 2 for group in groups)
+    ks = _check_ks(ks, pairs, f"numbers of distinct pairs to swap: the model has {pairs} pairs "
+                   "of compatible blocks")
     rng = np.random.default_rng(seed)
     taus, errors = np.empty((len(ks), samples)), np.empty((len(ks), samples))
     orders = np.empty((len(ks), samples, n), dtype="int64")
