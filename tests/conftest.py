@@ -18,3 +18,18 @@ def _seed_and_reset():
 
 def backend() -> str:
     return keras.backend.backend()
+
+
+#: Modules whose docstring examples need TensorFlow itself (tf.data pipelines,
+#: tf.distribute); every other example also runs on JAX and PyTorch.
+TENSORFLOW_ONLY_DOCTESTS = ()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Docstring examples are backend-neutral: mark them `multibackend`, so that
+    `pytest -m multibackend --doctest-modules keras_residual tests` runs them on JAX and torch."""
+    for item in items:
+        if isinstance(item, pytest.DoctestItem) and not item.name.startswith(
+            TENSORFLOW_ONLY_DOCTESTS
+        ):
+            item.add_marker(pytest.mark.multibackend)
