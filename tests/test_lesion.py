@@ -194,16 +194,74 @@ def test_gradient_per_path_length_study_matches_the_closed_form():
     model = _scalar_chain([w] * n)
     data = (np.array([[1.0]]), np.array([0]))
     result = studies.gradient_per_path_length(
-        model, data, lengths=[0, 2, 4, 6], samples=2, batch_size=1,
-        loss=lambda y, p: keras.ops.sum(p), progress=False,
+        model, data, lengths=[0, 2, 4, 6], samples=3, batch_size=5,
+        loss=lambda y, p: p[:, 0], progress=False,
     )
-    np.testing.assert_allclose(result.mean_norm, w ** np.array([0, 2, 4, 6]), rtol=1e-5)
+    # One path of length k through branches of weight w: gradient w^k, every sample.
+    np.testing.assert_allclose(result.norms, np.repeat(w ** np.array([[0], [2], [4], [6]]), 3, 1),
+                               rtol=1e-5)
     np.testing.assert_allclose(result.per_path, w ** np.arange(n + 1), rtol=1e-5)
     # C(n, k) w^k normalized is Binomial(n, w / (1 + w)).
     np.testing.assert_allclose(
         result.total, stats.binom.pmf(np.arange(n + 1), n, w / (1 + w)), rtol=1e-5
     )
+    assert result.measured.tolist() == [True, False, True, False, True, False, True]
+    assert result.interpolated_lengths.tolist() == [1, 3, 5]
+    assert result.samples_per_length == 3
+    lo, hi = result.effective_range
+    assert result.effective_share == pytest.approx(result.total[lo : hi + 1].sum())
     assert [b.gradient_route for b in surgery.residual_blocks(model)] == ["both"] * n
+
+
+def _bn_conv_net():
+    """A small pre-activation conv net with a strided projection block and random BN statistics."""
+    rng = np.random.default_rng(3)
+    inputs = keras.Input((4, 4, 2))
+    x = layers.Conv2D(4, 3, padding="same", use_bias=False, name="stem")(inputs)
+    for i, stride in enumerate([1, 2]):
+        branch = keras.Sequential([
+            layers.Conv2D(4, 3, strides=stride, padding="same"), layers.BatchNormalization(),
+            layers.ReLU(), layers.Conv2D(4, 3, padding="same"),
+        ])
+        x = Residual(branch, preactivation="bn_relu", name=f"block{i}",
+                     shortcut="projection" if stride > 1 else "identity")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, layers.Dense(3, activation="softmax")(x))
+    for layer in model._flatten_layers():
+        if isinstance(layer, layers.BatchNormalization):
+            layer.moving_mean.assign(rng.normal(size=layer.moving_mean.shape))
+            layer.moving_variance.assign(rng.uniform(0.5, 2.0, size=layer.moving_variance.shape))
+    return model
+
+
+@pytest.mark.multibackend
+def test_per_sample_routes_equal_one_sample_at_a_time_gradient_routes():
+    model = _bn_conv_net()
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 4, 4, 2)).astype("float32")
+    y = rng.integers(0, 3, 3)
+    routes = np.array([[0, 0], [1, 1], [0, 1]])  # shortcuts only, branches only, mixed
+    batched = studies.path_gradients(model, x, y, routes, at="input")
+    loss = keras.losses.get("sparse_categorical_crossentropy")
+    for j in range(3):
+        on = [i for i in range(2) if routes[j, i]]
+        off = [i for i in range(2) if not routes[j, i]]
+        with surgery.routed_gradients(model, branch=on, shortcut=off):
+            single = input_gradient(
+                lambda t, j=j: keras.ops.sum(loss(y[j : j + 1], model(t, training=False))),
+                x[j : j + 1],
+            )
+        np.testing.assert_allclose(batched[j], single[0], rtol=1e-4, atol=1e-6)
+    # At the first block's input: the stem is a linear conv, so the input gradient is its
+    # transposed convolution of the block-input gradient (chain rule, checked by autodiff).
+    at_block = studies.path_gradients(model, x, y, routes, at="block")
+    stem = model.get_layer("stem")
+    for j in range(2):
+        through_stem = input_gradient(
+            lambda t, j=j: keras.ops.sum(stem(t) * keras.ops.convert_to_tensor(at_block[j:j + 1])),
+            x[j : j + 1],
+        )
+        np.testing.assert_allclose(batched[j], through_stem[0], rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.multibackend
@@ -411,3 +469,129 @@ def test_trained_residual_net_survives_deletions_that_break_its_plain_twin():
     # Veit et al., Fig. 3: residual blocks can go, plain layers cannot.
     assert increases[True].min() > 0.4
     assert increases[False].max() < 0.5 * increases[True].min()
+
+
+def _bn_np(h, eps=1e-3):
+    """Keras' BatchNormalization in training mode (gamma 1, beta 0): batch statistics."""
+    return (h - h.mean(0)) / np.sqrt(h.var(0) + eps)
+
+
+@pytest.mark.multibackend
+def test_precise_batchnorm_sets_the_numpy_population_statistics_of_every_bn_input():
+    from keras_residual.lesion import precise_batchnorm
+
+    rng = np.random.default_rng(5)
+    inputs = keras.Input((3,))
+    stem = layers.Dense(4, name="stem")
+    branch = keras.Sequential([layers.BatchNormalization(), layers.ReLU(), layers.Dense(4)])
+    block = Residual(branch, name="block")
+    head_bn = layers.BatchNormalization(name="head_bn")
+    model = keras.Model(inputs, head_bn(block(stem(inputs))))
+    x = (rng.normal(size=(40, 3)) * 3 + 1).astype("float32")
+    batches = precise_batchnorm(model, x, batches=4, batch_size=10, shuffle=False)
+    assert len(batches) == 2
+    w1, b1 = (keras.ops.convert_to_numpy(v).astype("float64") for v in stem.weights)
+    w2, b2 = (keras.ops.convert_to_numpy(v).astype("float64") for v in branch.layers[-1].weights)
+    h = x.astype("float64") @ w1 + b1  # the branch BN's inputs
+    # Each batch of 10 runs as in training: the branch BN normalizes by its batch statistics.
+    out = np.concatenate([
+        h[i : i + 10] + np.maximum(_bn_np(h[i : i + 10]), 0) @ w2 + b2 for i in range(0, 40, 10)
+    ])
+    for bn, values in ((branch.layers[0], h), (head_bn, out)):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(bn.moving_mean), values.mean(0),
+                                   rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(bn.moving_variance), values.var(0),
+                                   rtol=1e-4, atol=1e-5)
+    # Only 2 of the 4 batches: the statistics of the first 20 samples.
+    precise_batchnorm(model, (x, np.zeros(40)), batches=2, batch_size=10, shuffle=False)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(branch.layers[0].moving_mean),
+                               h[:20].mean(0), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.multibackend
+def test_effective_path_training_leaves_the_bn_statistics_of_skipped_branches_alone():
+    # 4 blocks with a BN first in each branch, m = 1, 3 steps on the same batch, no
+    # learning (lr 0): a block's BN moves in exactly the steps that enable it, and the
+    # first block's BN input (the fixed stem output) gives the closed form
+    # mean_t = mu * (1 - momentum^t) after t enabled steps.
+    momentum = 0.5
+    inputs = keras.Input((3,))
+    x = layers.Dense(3, name="stem")(inputs)
+    blocks = []
+    for i in range(4):
+        block = Residual(keras.Sequential([layers.BatchNormalization(momentum=momentum),
+                                           layers.Dense(3)]), name=f"b{i}")
+        blocks.append(block)
+        x = block(x)
+    model = keras.Model(inputs, layers.Dense(2, activation="softmax")(x))
+    model.compile(keras.optimizers.SGD(0.0), "sparse_categorical_crossentropy")
+    rng = np.random.default_rng(2)
+    xb = rng.normal(size=(8, 3)).astype("float32") + 2.0
+    data = (np.tile(xb, (3, 1)), np.zeros(24))
+    callback = schedules.EffectivePathTraining(active=1, seed=3)
+    model.fit(*data, batch_size=8, epochs=1, shuffle=False, verbose=0, callbacks=[callback])
+    history = np.array(callback.history)
+    assert history.shape == (3, 4) and (history.sum(1) == 1).all()
+    for i, block in enumerate(blocks):
+        bn = block.layer.layers[0]
+        moved = not np.allclose(keras.ops.convert_to_numpy(bn.moving_mean), 0.0)
+        assert moved == bool(history[:, i].any()), (i, history)
+        if not history[:, i].any():
+            np.testing.assert_array_equal(keras.ops.convert_to_numpy(bn.moving_variance), 1.0)
+    stem = model.get_layer("stem")
+    w, b = (keras.ops.convert_to_numpy(v) for v in stem.weights)
+    mu = (xb @ w + b).mean(0)
+    t = int(history[:, 0].sum())
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(blocks[0].layer.layers[0].moving_mean),
+                               mu * (1 - momentum**t), rtol=1e-4, atol=1e-6)
+
+
+def test_effective_path_training_auto_chooses_m_from_the_gradient_shares():
+    # The paper's reading: gradient shares Binomial(54, 0.2) (5-17 effective), m = 2 * 10.8.
+    shares = stats.binom.pmf(np.arange(55), 54, 0.2)
+    assert schedules.EffectivePathTraining("auto", path_gradient=shares).active == 22
+    with pytest.raises(ValueError, match="path_gradient"):
+        schedules.EffectivePathTraining("auto")
+
+
+@pytest.mark.multibackend
+def test_cifar_preact_first_unit_shortcut_reads_the_activated_stem_output():
+    from keras_residual.models.cifar import cifar_preact_resnet
+
+    model = cifar_preact_resnet(20, input_shape=(8, 8, 3))
+    first = model.get_layer("conv2_block1")
+    first.layer.layers[-1].kernel.assign(np.zeros(first.layer.layers[-1].kernel.shape))
+    bn = first.preactivation_layer.layers[0]
+    rng = np.random.default_rng(0)
+    bn.moving_mean.assign(rng.normal(size=16))
+    bn.moving_variance.assign(rng.uniform(0.5, 2.0, size=16))
+    x = rng.normal(size=(2, 8, 8, 3)).astype("float32")
+    stem = keras.Model(model.input, model.get_layer("conv1_conv").output)
+    h = keras.ops.convert_to_numpy(stem(x))
+    gamma, beta, mean, var = (keras.ops.convert_to_numpy(v) for v in bn.weights)
+    # He et al. 2016: conv1 -> BN -> ReLU, then the split; a zero branch passes that on.
+    expected = np.maximum((h - mean) / np.sqrt(var + bn.epsilon) * gamma + beta, 0)
+    out = keras.Model(model.input, first.output)(x)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(out), expected, rtol=1e-4, atol=1e-5)
+    assert [b.shortcut_from for b in surgery.residual_blocks(model)][:2] == ["preactivated", "input"]
+
+
+def test_paper_layout_v2_strides_and_projects_the_first_block_of_each_stage():
+    from keras_residual.models.cifar import resnet_v2_paper
+    from keras_residual.models.imagenet import resnet50_v2
+
+    paper = resnet_v2_paper(50, input_shape=(64, 64, 3))
+    keras_layout = resnet50_v2(input_shape=(64, 64, 3))
+
+    def layout(model):
+        return [(b.name, type(b.shortcut_layer).__name__ if b.shortcut_layer is not None else "id",
+                 tuple(b.output.shape[1:3])) for b in surgery.residual_blocks(model)]
+
+    rows = layout(paper)
+    non_identity = [name for name, kind, _ in rows if kind != "id"]
+    assert non_identity == ["conv2_block1", "conv3_block1", "conv4_block1", "conv5_block1"]
+    # 64x64 input: stem to 16x16; stages at 16, 8, 4, 2, the stride in each first block.
+    sizes = {name: size for name, _, size in rows}
+    assert [sizes[f"conv{s}_block1"] for s in (2, 3, 4, 5)] == [(16, 16), (8, 8), (4, 4), (2, 2)]
+    assert len([r for r in layout(keras_layout) if r[1] != "id"]) == 7
+    assert paper.count_params() == keras_layout.count_params()  # max-pools carry no weights

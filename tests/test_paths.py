@@ -53,9 +53,32 @@ def test_effective_range_is_shortest_window():
     # Brute force over all windows.
     best = min(
         ((a, b) for a in range(6) for b in range(a, 6) if weights[a : b + 1].sum() >= 8.5),
-        key=lambda ab: (ab[1] - ab[0], ab[0]),
+        key=lambda ab: (ab[1] - ab[0], -weights[ab[0] : ab[1] + 1].sum(), ab[0]),
     )
     assert (lo, hi) == best == (1, 3)
+
+
+def test_effective_range_default_reproduces_the_papers_5_to_17_of_54():
+    # Veit et al. 2016, Sec. 5: a path gradient falling 4x per block makes the gradient
+    # share per length C(54, k) 0.25^k / 1.25^54 = Binomial(54, 0.2); the paper reads the
+    # effective paths as 5 to 17 blocks long.
+    shares = [math.comb(54, k) * 0.25**k / 1.25**54 for k in range(55)]
+    assert paths.effective_path_range(shares) == (5, 17)
+    # Hand sums: 5..17 holds 97.50%, the best 12-wide window (5..16) only 95.89%.
+    assert paths.range_share(shares, (5, 17)) == pytest.approx(0.97496, abs=1e-5)
+    assert paths.range_share(shares, (5, 16)) == pytest.approx(0.95892, abs=1e-5)
+    assert paths.effective_path_range(shares, mass=0.95) == (5, 16)
+    # m = twice the mean gradient-weighted length, 2 * 54 * 0.2 = 21.6.
+    assert paths.effective_training_blocks(shares) == 22
+
+
+def test_effective_range_ties_break_toward_the_larger_mass_then_shorter_paths():
+    # No single length holds 0.4 of 4.5; of the width-2 windows that do, (1, 2) holds 2.0,
+    # (2, 3) 2.5 and (3, 4) 2.0: the largest wins, not the shortest paths.
+    assert paths.effective_path_range([0.5, 1.0, 1.0, 1.5, 0.5], mass=0.4) == (2, 3)
+    # Equal masses: the shorter paths.
+    assert paths.effective_path_range([1.0, 1.0, 1.0, 1.0], mass=0.5) == (0, 1)
+    assert paths.range_share([1.0, 1.0, 2.0], (2, 2)) == 0.5
 
 
 def test_gradient_per_length_interpolates_and_extrapolates_exponentials():
@@ -72,6 +95,8 @@ def test_gradient_per_length_interpolates_and_extrapolates_exponentials():
         lambda: paths.effective_path_range([1.0], mass=0.0),
         lambda: paths.gradient_per_length(4, [1], [0.5]),
         lambda: paths.path_length_interval(4, 1.0),
+        lambda: paths.range_share([1.0, 2.0], (1, 2)),
+        lambda: paths.effective_training_blocks([0.0, 0.0]),
     ],
 )
 def test_bad_arguments_raise_value_errors(call):

@@ -4,16 +4,21 @@
 - `paths`: path-length statistics of the unraveled view.
 - `studies`: single-block, k-block deletion, reordering, gradient per path length.
 - `schedules`: stochastic depth, effective-path training, resilience comparison.
+- `batchnorm`: precise BatchNorm statistics of the full network after such training.
 - `plots`: the paper's figures from the study results (import it explicitly:
   `from keras_residual.lesion import plots`, it needs matplotlib).
 """
 
+from keras_residual.lesion.batchnorm import batchnorm_layers, precise_batchnorm
 from keras_residual.lesion.paths import (
+    EFFECTIVE_MASS,
     effective_path_range,
+    effective_training_blocks,
     gradient_per_length,
     path_counts,
     path_length_distribution,
     path_length_interval,
+    range_share,
     remaining_path_fraction,
 )
 from keras_residual.lesion.schedules import (
@@ -34,6 +39,7 @@ from keras_residual.lesion.studies import (
     gradient_per_path_length,
     k_block_deletion,
     lesion_units,
+    path_gradients,
     random_swaps,
     reordering,
     single_block_deletion,
@@ -54,6 +60,12 @@ from keras_residual.lesion.surgery import (
 )
 
 __all__ = [
+    "EFFECTIVE_MASS",
+    "batchnorm_layers",
+    "effective_training_blocks",
+    "path_gradients",
+    "precise_batchnorm",
+    "range_share",
     "EffectivePathTraining",
     "GradientPathResult",
     "KDeletionResult",

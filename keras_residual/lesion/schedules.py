@@ -11,13 +11,20 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import keras
 import numpy as np
 
 from keras_residual.blocks import linear_decay_drop_rates  # noqa: F401  (re-exported)
-from keras_residual.lesion.studies import Data, SingleDeletionResult, single_block_deletion
+from keras_residual.lesion import paths
+from keras_residual.lesion.batchnorm import precise_batchnorm
+from keras_residual.lesion.studies import (
+    Data,
+    GradientPathResult,
+    SingleDeletionResult,
+    single_block_deletion,
+)
 from keras_residual.lesion.surgery import clone_with_weights, residual_blocks
 from keras_residual.residual import LesionState, Residual, reset_compiled_functions
 
@@ -82,19 +89,37 @@ class EffectivePathTraining(keras.callbacks.Callback):
     paths seen in training at 11.5 blocks, the effective paths, and trains as
     well as the full network. The other blocks' branch gates are off for
     that batch (`Residual.branch_enabled`), which a compiled train step reads
-    as data on every backend. The enabled blocks' branches are scaled by
-    n / active (`Residual.branch_scale`), so that the sum of branch outputs
-    the later layers see in training has the mean of the full network's that
-    they see at test time: the inverted scaling of stochastic depth (Huang et
-    al. 2016, whose blocks survive with probability active / n here). Gates
-    and scales are restored for validation and after training. With
-    `steps_per_execution > 1` one draw covers a whole execution.
+    as data on every backend: a gated-off branch is not computed (TensorFlow,
+    PyTorch) or its state updates are undone (JAX), so its BatchNorm
+    statistics do not move. Gates and scales are restored for validation and
+    after training. With `steps_per_execution > 1` one draw covers a whole
+    execution.
+
+    `active="auto"` chooses m from a measured gradient per path length
+    (`path_gradient`, Fig. 6c): twice the mean length of the
+    gradient-weighted path distribution, so that the training paths,
+    Binomial(m, 1/2), are centred on the effective paths
+    (`paths.effective_training_blocks`).
+
+    Scaling: the paper does not say how the m trained branches are scaled.
+    `rescale=True` (default) multiplies each enabled branch by n / m, the
+    inverted scaling of stochastic depth (Huang et al. 2016) for blocks that
+    survive with probability m / n: on an additive trunk (pre-activation
+    blocks, no activation after the merge) the sum of branch outputs then
+    has the full network's mean. Its variance is about n / m times larger,
+    so the moving BatchNorm statistics, averaged over sub-networks, do not
+    fit the full test network: run `precise_batchnorm` on training batches
+    after training and before evaluating. `rescale=False` trains the sampled
+    sub-networks unscaled (the branches then add up to m / n of the full
+    network's sum in training).
 
     Args:
-        active: int. Number of blocks enabled per batch, 0 <= active <= n.
+        active: int or "auto". Number of blocks enabled per batch,
+            0 <= active <= n.
         seed: int or None. Seed of the draws. Defaults to None.
-        rescale: bool. Scale the enabled branches by n / active. Defaults to
-            True; False trains the sampled sub-networks unscaled.
+        rescale: bool. Scale the enabled branches by n / active. Defaults to True.
+        path_gradient: GradientPathResult, a sequence of gradient shares per
+            path length 0..n, or None. Needed for `active="auto"`.
 
     Example:
         >>> import keras, numpy as np
@@ -108,10 +133,28 @@ class EffectivePathTraining(keras.callbacks.Callback):
         [True, True]
     """
 
-    def __init__(self, active: int, seed: int | None = None, rescale: bool = True):
+    def __init__(
+        self,
+        active: int | str,
+        seed: int | None = None,
+        rescale: bool = True,
+        path_gradient: GradientPathResult | Sequence[float] | None = None,
+    ):
         super().__init__()
-        if int(active) != active or active < 0:
-            raise ValueError(f"`active` must be a non-negative integer. Received: {active!r}")
+        if active == "auto":
+            if path_gradient is None:
+                raise ValueError(
+                    "active='auto' chooses the number of blocks from a measured gradient "
+                    "per path length: pass path_gradient=gradient_per_path_length(...) "
+                    "(or its `total`). Received: path_gradient=None"
+                )
+            weights = getattr(path_gradient, "total", path_gradient)
+            active = paths.effective_training_blocks(weights)
+            self._expected_blocks = len(weights) - 1
+        else:
+            self._expected_blocks = None
+        if isinstance(active, bool) or int(active) != active or active < 0:
+            raise ValueError(f"`active` must be a non-negative integer or 'auto'. Received: {active!r}")
         self.active = int(active)
         self.seed = seed
         self.rescale = bool(rescale)
@@ -123,6 +166,11 @@ class EffectivePathTraining(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._blocks = residual_blocks(self.model)
+        if self._expected_blocks is not None and self._expected_blocks != len(self._blocks):
+            raise ValueError(
+                f"`path_gradient` describes a network of {self._expected_blocks} blocks, "
+                f"the model has {len(self._blocks)}: measure it on the same architecture."
+            )
         if self.active > len(self._blocks):
             raise ValueError(
                 f"Cannot enable {self.active} blocks per batch: the model has "
@@ -199,6 +247,7 @@ def stochastic_depth_resilience(
     final_survival: float = 0.5,
     seed: int = 0,
     progress: bool = True,
+    precise_bn_batches: int = 50,
 ) -> ResilienceResult:
     """Train a network normally and with stochastic depth, then delete each block.
 
@@ -217,6 +266,10 @@ def stochastic_depth_resilience(
         final_survival: float. Survival probability of the last block. Defaults to 0.5.
         seed: int. Seed of both trainings. Defaults to 0.
         progress: bool. Show progress bars. Defaults to True.
+        precise_bn_batches: int. Training batches over which every
+            BatchNorm layer's statistics are recomputed for the full network
+            after training (`precise_batchnorm`), both networks alike; 0
+            keeps the moving averages. Defaults to 50.
 
     Returns:
         ResilienceResult.
@@ -241,5 +294,8 @@ def stochastic_depth_resilience(
         keras.utils.set_random_seed(seed)
         model = build_model(survival)
         model.fit(*train_data, epochs=epochs, batch_size=batch_size, verbose=int(progress))
+        if precise_bn_batches:
+            precise_batchnorm(model, train_data[0], batches=precise_bn_batches,
+                              batch_size=batch_size, seed=seed)
         results.append(single_block_deletion(model, test_data, progress=progress))
     return ResilienceResult(results[0], results[1], final_survival)

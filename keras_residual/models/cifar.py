@@ -8,7 +8,16 @@ maps 32/16/8), option A (zero-padding) shortcuts, global average pooling and a
 `cifar_preact_resnet(depth)`: full pre-activation units (He et al. 2016,
 Fig. 4e): ResNet-110 (basic, 6n+2) and ResNet-164 / ResNet-1001 (bottleneck,
 9n+2), with 1x1 projection shortcuts where the shape changes and a final
-BN-ReLU. The 110-layer one is Veit et al.'s 54-module network.
+BN-ReLU. The 110-layer one is Veit et al.'s 54-module network. As in He et
+al. 2016 (Sec. 5, and their Torch code), the activation of conv1 comes right
+after it, before the split: the first unit's shortcut reads the activated
+stem output.
+
+`resnet_v2_paper(depth)`: the ImageNet pre-activation ResNets (50, 101, 152,
+200) in He et al. 2016's own layout, the stride in the first block of a
+stage with a projection shortcut (4 non-identity blocks), where
+keras.applications' ResNetV2 layout (`resnet200_v2`, kept for its weights)
+strides the last block of a stage through a max-pool shortcut.
 """
 
 from __future__ import annotations
@@ -18,7 +27,8 @@ from typing import Any
 import keras
 
 from keras_residual.models.imagenet import build_resnet
-from keras_residual.models.specs import CIFAR_SPECS
+from keras_residual.models.specs import CIFAR_SPECS, IMAGENET_SPECS
+from keras_residual.residual import Residual
 
 
 def _blocks_per_stage(depth: int, layers_per_block: int) -> int:
@@ -62,6 +72,12 @@ def cifar_preact_resnet(
 ) -> keras.Model:
     """A pre-activation CIFAR-10 ResNet: He et al. (2016), Sec. 5, Tables 2 and 3.
 
+    conv1, then full pre-activation units (BN-ReLU-conv, Fig. 4e), a final
+    BN-ReLU and the classifier. The first unit's BN-ReLU is conv1's
+    activation, taken before the split: its identity shortcut reads the
+    activated stem output, as in He et al. 2016 (other units' shortcuts read
+    their raw input; projections read the pre-activated one).
+
     Args:
         depth: int. 6n+2 with basic blocks (110) or 9n+2 with bottlenecks
             (164, 1001). Defaults to 110.
@@ -83,4 +99,66 @@ def cifar_preact_resnet(
         raise ValueError(f"`block` must be 'basic' or 'bottleneck'. Received: block={block!r}")
     n = _blocks_per_stage(depth, 2 if block == "basic" else 3)
     defaults = {"name": f"cifar_preact_resnet{depth}", "blocks": (n, n, n), "block": block}
-    return build_resnet(CIFAR_SPECS["cifar_preact"], classes=classes, **{**defaults, **kwargs})
+    model = build_resnet(CIFAR_SPECS["cifar_preact"], classes=classes, **{**defaults, **kwargs})
+    _shortcut_after_stem_activation(model)
+    return model
+
+
+def _shortcut_after_stem_activation(model: keras.Model) -> None:
+    """The first unit's shortcut reads the activated stem output (He et al. 2016).
+
+    The unit's own BN-ReLU pre-activation is conv1's activation: moving the
+    split after it only changes where the identity shortcut reads. A
+    `Residual` reads `shortcut_from` when it runs, and it is saved in its
+    config, so the built graph, copies and saved models all follow it.
+    """
+    first = next((layer for layer in model.layers if isinstance(layer, Residual)), None)
+    if first is None or first.preactivation is None or first.shortcut == "none":
+        return
+    first.shortcut_from = "preactivated"
+
+
+_PAPER_V2_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3), 200: (3, 24, 36, 3)}
+
+
+def resnet_v2_paper(depth: int = 200, **kwargs: Any) -> keras.Model:
+    """An ImageNet pre-activation ResNet in He et al. (2016)'s layout (Sec. 5, Table 5).
+
+    Full pre-activation bottlenecks (Fig. 4e) with the stride on the 3x3
+    conv of the first block of stages 3-5 and a 1x1 projection shortcut
+    there (and on the first block, 64 -> 256 channels): 4 non-identity
+    blocks, as in the 200-layer network whose 66 modules Veit et al. (2016,
+    Sec. 4) lesion. keras.applications' layout (`resnet200_v2`) strides the
+    last block of stages 2-4 through a max-pool shortcut instead (7
+    non-identity blocks) and stays for its checkpoints. Projections read the
+    pre-activated input; the stem is keras.applications' (conv1 and max
+    pool, the first unit's BN-ReLU after the pool, where He et al.'s Torch
+    code puts a BN-ReLU before it).
+
+    Args:
+        depth: int. 50, 101, 152 or 200. Defaults to 200.
+        **kwargs: any `build_resnet` argument or specification key
+            (`input_shape=`, `classes=`, `drop_rate=`, ...).
+
+    Returns:
+        A `keras.Model` named `resnet{depth}_v2_paper`.
+
+    Example:
+        >>> from keras_residual import Residual
+        >>> m = resnet_v2_paper(50, input_shape=(64, 64, 3), weights=None)
+        >>> [l.name for l in m.layers if isinstance(l, Residual) and l.shortcut != "identity"]
+        ['conv2_block1', 'conv3_block1', 'conv4_block1', 'conv5_block1']
+    """
+    if depth not in _PAPER_V2_BLOCKS:
+        raise ValueError(
+            f"`depth` must be one of {sorted(_PAPER_V2_BLOCKS)}. Received: depth={depth!r}"
+        )
+    spec = {
+        **IMAGENET_SPECS["resnet200_v2"],
+        "blocks": _PAPER_V2_BLOCKS[depth],
+        "strides": (1, 2, 2, 2),
+        "stride_block": "first",
+    }
+    spec.pop("weights_name", None)
+    defaults = {"name": f"resnet{depth}_v2_paper", "weights": None}
+    return build_resnet(spec, **{**defaults, **kwargs})
