@@ -295,7 +295,7 @@ def gradcam_figure(
         bar.ax.tick_params(labelsize=6)
         axes[0, n].set_title("Grad-CAM" if titles is None else titles[n], fontsize=8)
         if guided is not None:
-            _show(axes[1, n], gradient_image(guided[n]))
+            _show(axes[1, n], gradient_image(guided[n]), vmin=0.0, vmax=1.0)  # 0 at mid-gray
             axes[1, n].set_title("Guided Grad-CAM", fontsize=8)
     return fig
 
