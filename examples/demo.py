@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import html
 import importlib.util
+import inspect
 import json
 import os
 import sys
@@ -65,9 +66,12 @@ def load_example(filename: str) -> ModuleType | None:
 
 
 def run_sections(
-    residual_model: Any, plain_model: Any, data: Any, out_dir: str
+    residual_model: Any, plain_model: Any, data: Any, out_dir: str, quick: bool = False
 ) -> tuple[list[tuple[str, list[tuple[str, str]]]], list[str]]:
     """Call each available section function; collect figures and failures.
+
+    `quick=True` is passed on to the section functions that take a `quick`
+    keyword (a smoke test: less training, fewer samples).
 
     Returns:
         `(sections, failures)`: `sections` is `[(title, [(caption, relative_png), ...])]`;
@@ -90,10 +94,12 @@ def run_sections(
             print(f"[demo] section '{title}' ...")
             start = time.perf_counter()
             section = getattr(module, function)
+            options = {"quick": True} if quick and "quick" in inspect.signature(
+                section).parameters else {}
             if signature == "models":
-                figures = section(residual_model, plain_model, data, out_dir)
+                figures = section(residual_model, plain_model, data, out_dir, **options)
             else:
-                figures = section(data, out_dir)
+                figures = section(data, out_dir, **options)
             figures = [(str(caption), str(path)) for caption, path in figures]
             missing = [p for _, p in figures if not os.path.isfile(os.path.join(out_dir, p))]
             if missing:
@@ -158,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="demo_output", help="output folder")
     parser.add_argument("--epochs", type=int, default=3, help="training epochs of each CNN")
     parser.add_argument("--quick", action="store_true",
-                        help="1 epoch on 512 images with narrow blocks (a smoke test)")
+                        help="a smoke test: 1 epoch on 512 images with narrow blocks, and the "
+                             "sections' quick modes")
     parser.add_argument("--allow-download", action="store_true",
                         help="download full MNIST when it is not in the Keras cache")
     args = parser.parse_args(argv)
@@ -178,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     for model in (residual_model, plain_model):
         model.save(os.path.join(args.out, f"{model.name}.keras"))
 
-    sections, failures = run_sections(residual_model, plain_model, data, args.out)
+    sections, failures = run_sections(residual_model, plain_model, data, args.out, args.quick)
     import keras
 
     results = {
