@@ -97,3 +97,56 @@ def test_correspondences_and_matched_fraction():
     assert best.channels.tolist() == [[2, 1], [3, 1], [0, 3]]
     assert best.shared.tolist() == [[3, 3], [1, 1], [2, 2]]
     assert comparison.matched_fraction(min_shared=2) == pytest.approx(2 / 3)
+
+
+def test_chance_baselines_match_enumerated_random_sets():
+    import itertools
+
+    from keras_residual.viz.refinement import LayerComparison
+
+    n, k = 6, 2
+    subsets = [set(c) for c in itertools.combinations(range(n), k)]
+    overlaps = [len(a & b) for a in subsets for b in subsets]
+    one = LayerComparison("a", "b", k, np.zeros((1, 1), int), np.eye(1), images=n)
+    assert one.chance_overlap() == pytest.approx(np.mean(overlaps)) == pytest.approx(4 / 6)
+    # A channel of b matches when one of 2 independent random channels of a shares >= 1.
+    two = LayerComparison("a", "b", k, np.zeros((1, 2), int), np.ones((1, 2)), images=n)
+    hits = [max(len(a1 & b), len(a2 & b)) >= 1
+            for a1 in subsets for a2 in subsets for b in subsets]
+    assert two.chance_matched_fraction(1) == pytest.approx(np.mean(hits))
+    summary = two.summary(1)
+    assert summary["same_channel_overlap"] is None and summary["images"] == n
+    with pytest.raises(ValueError, match="images"):
+        LayerComparison("a", "b", 9, np.zeros((1, 1), int), np.eye(1)).chance_overlap()
+
+
+def test_label_purity_against_hand_counts_and_enumerated_chance():
+    import itertools
+
+    from keras_residual.viz.refinement import chance_label_purity, label_purity
+
+    labels = np.array([0, 0, 0, 1, 1, 2])
+    top = TopK(np.ones((3, 3)), np.array([[0, 1, 2], [0, 3, 5], [3, 4, 0]]),
+               np.zeros((3, 3, 0), int))
+    np.testing.assert_allclose(label_purity(top, labels), [1.0, 1 / 3, 2 / 3])
+    exact = np.mean([max(np.bincount(labels[list(c)])) / 3
+                     for c in itertools.combinations(range(6), 3)])
+    assert chance_label_purity(labels, k=3, draws=4000) == pytest.approx(exact, abs=0.02)
+
+
+def test_compare_layers_records_the_number_of_images_for_the_chance_level():
+    from keras_residual.viz.refinement import compare_twins, stage_label_purity
+
+    inputs = keras.Input((4, 4, 2))
+    x = Residual(layers.Conv2D(2, 3, padding="same"), name="b1")(inputs)
+    x = Residual(layers.Conv2D(2, 3, padding="same"), name="b2")(x)
+    images = np.random.default_rng(1).random((20, 4, 4, 2), dtype="float32")
+    result = compare_layers(keras.Model(inputs, x), ["b1", "b2"], images, k=3, progress=False,
+                            batch_size=7)
+    comparison = result.comparisons[0]
+    assert comparison.images == 20 and comparison.chance_overlap() == pytest.approx(9 / 20)
+    labels = np.arange(20) % 2
+    purity = stage_label_purity(result, labels)
+    assert set(purity) == {"b1", "b2", "chance"} and 0.5 <= purity["b1"] <= 1.0
+    twins = compare_twins(result, result)
+    assert twins["residual"][0]["matched_fraction"] == comparison.matched_fraction(2)

@@ -23,7 +23,7 @@ from typing import Any
 
 import keras
 import numpy as np
-from scipy import sparse
+from scipy import sparse, stats
 
 from keras_residual.viz.top_activations import TopK, TopKAccumulator, stream_maxima
 
@@ -92,6 +92,8 @@ class LayerComparison:
         correlation: float64 array (C_b, C_a). Pearson correlation, over the
             images, of the two channels' per-image maxima (NaN where a channel
             is constant).
+        images: int. Number of images the top-k sets were drawn from (0:
+            unknown; the chance baselines then raise).
 
     Example:
         >>> import numpy as np
@@ -105,6 +107,52 @@ class LayerComparison:
     k: int
     shared: np.ndarray
     correlation: np.ndarray
+    images: int = 0
+
+    def _require_images(self) -> int:
+        if self.images < self.k:
+            raise ValueError(
+                "The chance baselines need the number of images the top-k sets come from "
+                f"(at least k={self.k}). Received: images={self.images}"
+            )
+        return int(self.images)
+
+    def chance_overlap(self) -> float:
+        """Expected overlap of two random k-image sets out of `images`: k^2 / N.
+
+        The baseline for every overlap: 81 / N of 9 for top-9 sets
+        (3.4 of 9 with 24 images).
+        """
+        return self.k * self.k / self._require_images()
+
+    def chance_matched_fraction(self, min_shared: int = 2) -> float:
+        """`matched_fraction(min_shared)` expected for random top-k sets.
+
+        Each pair of random k-sets out of N shares a hypergeometric number
+        of images; a channel of b matches when any of the C_a channels of a
+        shares at least `min_shared` (independent sets).
+        """
+        n = self._require_images()
+        p = float(stats.hypergeom(n, self.k, self.k).sf(min_shared - 1))
+        return 1.0 - (1.0 - p) ** self.shared.shape[1]
+
+    def summary(self, min_shared: int = 2) -> dict:
+        """Every overlap statistic beside its chance baseline, as one dict.
+
+        Keys: `same_channel_overlap` (mean over channels; None where the
+        layers differ in width), `chance_overlap`, `matched_fraction`,
+        `chance_matched_fraction`, `k`, `images`.
+        """
+        square = self.shared.shape[0] == self.shared.shape[1]
+        return {
+            "pair": (self.path_a, self.path_b),
+            "k": self.k,
+            "images": self.images,
+            "same_channel_overlap": float(self.same_channel_overlap().mean()) if square else None,
+            "chance_overlap": self.chance_overlap(),
+            "matched_fraction": self.matched_fraction(min_shared),
+            "chance_matched_fraction": self.chance_matched_fraction(min_shared),
+        }
 
     def _require_square(self) -> None:
         if self.shared.shape[0] != self.shared.shape[1]:
@@ -265,6 +313,7 @@ def compare_layers(
         raise ValueError(f"Need at least two layers to compare. Received: paths={paths}")
     accumulators = {path: TopKAccumulator(k) for path in paths}
     correlations = [_Correlation() for _ in pairs]
+    images = 0
     for start, per_layer in stream_maxima(
         model, paths, data, batch_size=batch_size, progress=progress, data_format=data_format
     ):
@@ -272,11 +321,104 @@ def compare_layers(
         for path, (values, positions) in zip(paths, per_layer, strict=True):
             accumulators[path].update(start, values, positions)
             maxima[path] = values
+            images = max(images, start + len(values))
         for correlation, (a, b) in zip(correlations, pairs, strict=True):
             correlation.update(maxima[a], maxima[b])
     topk = {path: acc.result() for path, acc in accumulators.items()}
     comparisons = [
-        LayerComparison(a, b, k, shared_topk(topk[a], topk[b]), correlation.result())
+        LayerComparison(a, b, k, shared_topk(topk[a], topk[b]), correlation.result(), images)
         for correlation, (a, b) in zip(correlations, pairs, strict=True)
     ]
     return Refinement(topk=topk, comparisons=comparisons)
+
+
+def label_purity(top: TopK, labels: np.ndarray) -> np.ndarray:
+    """Share of each channel's top-k images that carry its most common label.
+
+    The ResNet-50 visualization study describes refinement as the top-9 of
+    a channel converging on one class from block to block ("1 tandem
+    bicycle ... all of the top-9"); this measures it: 1.0 when all k images
+    share a label, 1/k at least.
+
+    Args:
+        top: TopK of one layer.
+        labels: (N,) int array, the label of every image of the data.
+
+    Returns:
+        float64 array (C,).
+
+    Example:
+        >>> import numpy as np
+        >>> top = TopK(np.ones((2, 3)), np.array([[0, 1, 2], [0, 3, 4]]), np.zeros((2, 3, 0), int))
+        >>> label_purity(top, np.array([7, 7, 5, 5, 5])).tolist()
+        [0.6666666666666666, 1.0]
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or top.indices.size and top.indices.max() >= labels.size:
+        raise ValueError(
+            "`labels` must be a 1-D array with one label per image of the data. Received: "
+            f"labels.shape={labels.shape}, largest image index {int(top.indices.max())}"
+        )
+    _, codes = np.unique(labels, return_inverse=True)
+    picked = codes[top.indices]  # (C, k)
+    counts = np.stack([(picked == c).sum(axis=1) for c in np.unique(picked)], axis=1)
+    return counts.max(axis=1) / top.indices.shape[1]
+
+
+def chance_label_purity(labels: np.ndarray, k: int = 9, draws: int = 2000, seed: int = 0) -> float:
+    """Expected `label_purity` of k images drawn at random (without replacement) from `labels`.
+
+    Example:
+        >>> chance_label_purity(np.zeros(10, int), k=3)
+        1.0
+    """
+    labels = np.asarray(labels)
+    if not 1 <= k <= labels.size:
+        raise ValueError(f"`k` must be between 1 and len(labels)={labels.size}. Received: k={k}")
+    rng = np.random.default_rng(seed)
+    _, codes = np.unique(labels, return_inverse=True)
+    picks = np.stack([rng.choice(labels.size, size=k, replace=False) for _ in range(draws)])
+    top = TopK(np.zeros(picks.shape), picks, np.zeros(picks.shape + (0,), int))
+    return float(label_purity(top, codes).mean())
+
+
+def stage_label_purity(result: Refinement, labels: np.ndarray) -> dict[str, float]:
+    """Mean `label_purity` of every layer of `result`, in order, plus the chance level.
+
+    Pass the blocks of one stage to `compare_layers` and read whether the
+    top-k sets get purer from block to block (refinement) against
+    `"chance"`, random k-sets of the same labels.
+
+    Example:
+        >>> import numpy as np
+        >>> top = TopK(np.ones((1, 2)), np.array([[0, 1]]), np.zeros((1, 2, 0), int))
+        >>> stage_label_purity(Refinement({"b1": top}, []), np.array([3, 3, 4]))["b1"]
+        1.0
+    """
+    k = next(iter(result.topk.values())).indices.shape[1] if result.topk else 1
+    out = {path: float(label_purity(top, labels).mean()) for path, top in result.topk.items()}
+    out["chance"] = chance_label_purity(labels, k)
+    return out
+
+
+def compare_twins(residual: Refinement, plain: Refinement, min_shared: int = 2) -> dict:
+    """The same all-pairs statistics for a ResNet and its plain twin, each beside chance.
+
+    The ResNet-50 visualization study compares AlexNet's conv4 and conv5 over
+    all channel pairs (`matched_fraction`) but follows ResNet channels one
+    to one; this applies one statistic to both networks' layer pairs.
+
+    Returns:
+        {"residual": [summary, ...], "plain": [summary, ...]} with one
+        `LayerComparison.summary(min_shared)` per compared pair.
+
+    Example:
+        >>> import numpy as np
+        >>> c = LayerComparison("a", "b", 1, np.array([[1]]), np.eye(1), images=4)
+        >>> compare_twins(Refinement({}, [c]), Refinement({}, [c]), 1)["plain"][0]["chance_overlap"]
+        0.25
+    """
+    return {
+        "residual": [c.summary(min_shared) for c in residual.comparisons],
+        "plain": [c.summary(min_shared) for c in plain.comparisons],
+    }
