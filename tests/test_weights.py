@@ -40,14 +40,14 @@ def _pair_id(value):
 
 
 @ON_ALL_BACKENDS
-@pytest.mark.parametrize("ours, theirs, reference_count", PAIRS[::3], ids=_pair_id)
+@pytest.mark.parametrize("ours, theirs, reference_count", PAIRS[:1], ids=_pair_id)
 def test_resnet50_same_weights_same_outputs(ours, theirs, reference_count):
     _check_same_outputs(ours, theirs, reference_count)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "ours, theirs, reference_count", PAIRS[1:3] + PAIRS[4:], ids=_pair_id
+    "ours, theirs, reference_count", PAIRS[1:], ids=_pair_id
 )
 def test_deeper_same_weights_same_outputs(ours, theirs, reference_count):
     _check_same_outputs(ours, theirs, reference_count)
