@@ -317,7 +317,8 @@ def _bn_branch_block(**kwargs) -> Residual:
 def test_a_deleted_branch_in_training_leaves_batchnorm_statistics_alone():
     inputs = keras.Input((4,))
     block = _bn_branch_block(lesion_ready=True)
-    model = keras.Model(inputs, block(inputs))
+    # A trainable head, so the loss has a gradient while the branch is deleted.
+    model = keras.Model(inputs, layers.Dense(4)(block(inputs)))
     model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
     bn = block.layer.layers[1]
     x, target = random_input((16, 4)), random_input((16, 4), seed=1)
