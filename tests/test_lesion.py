@@ -595,3 +595,50 @@ def test_paper_layout_v2_strides_and_projects_the_first_block_of_each_stage():
     assert [sizes[f"conv{s}_block1"] for s in (2, 3, 4, 5)] == [(16, 16), (8, 8), (4, 4), (2, 2)]
     assert len([r for r in layout(keras_layout) if r[1] != "id"]) == 7
     assert paper.count_params() == keras_layout.count_params()  # max-pools carry no weights
+
+
+def _run_script(script, tmp_path, *args):
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", MPLBACKEND="Agg")
+    result = subprocess.run([sys.executable, os.path.join(root, script), "--quick", *args],
+                            cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert os.listdir(cwd) == []
+    return result.stdout
+
+
+@pytest.mark.slow
+def test_gradient_paths_benchmark_quick_checks_its_routes(tmp_path):
+    stdout = _run_script("benchmarks/gradient_paths.py", tmp_path)
+    assert "match the one-at-a-time" in stdout
+
+
+@pytest.mark.slow
+def test_ensemble54_quick_writes_results_json(tmp_path):
+    import json
+    import os
+
+    out = tmp_path / "out"
+    _run_script("examples/lesion_study.py", tmp_path, "--preset", "ensemble54", "--seeds", "2",
+                "--out", str(out))
+    results = json.loads((out / "results.json").read_text())
+    n = results["blocks"]
+    ept = results["effective_path_training"]
+    assert 1 <= ept["m"] <= n and len(ept["normal_error"]) == len(ept["effective_error"]) == 2
+    lo, hi = results["effective_path_range"]
+    assert 0 <= lo <= hi <= n
+    single = results["single_deletion"]
+    assert len(single["residual_errors"]) == len(single["plain_errors"]) == n
+    assert results["gradient_samples_per_length"] == 20
+    measured, interpolated = (results["gradient_measured_lengths"],
+                              results["gradient_interpolated_lengths"])
+    assert sorted(measured + interpolated) == list(range(n + 1))
+    for name in results["figures"].values():
+        assert os.path.exists(out / name)
+    assert "| Veit et al. 2016 |" in (out / "results.md").read_text()

@@ -165,12 +165,15 @@ def plot_path_gradients(result: GradientPathResult) -> Figure:
     b.errorbar(result.lengths, result.mean_norm, yerr=spread, fmt="o", ms=3, capsize=3,
                label="measured (mean, min-max)")
     b.plot(np.arange(n + 1), result.per_path, "k-", lw=1, label="interpolated")
-    b.set(yscale="log", title="gradient of one path", xlabel="path length (blocks)",
-          ylabel="input-gradient norm")
+    where = "first block's input" if result.at == "block" else "model input"
+    b.set(yscale="log", title=f"gradient of one path ({result.samples_per_length} per length)",
+          xlabel="path length (blocks)", ylabel=f"gradient norm at the {where}")
     b.legend(fontsize=7)
     lo, hi = result.effective_range
     c.bar(np.arange(n + 1), result.total, color="C2", width=0.9)
-    c.axvspan(lo - 0.5, hi + 0.5, color="C1", alpha=0.2, label=f"effective paths: {lo}-{hi}")
+    share = "" if np.isnan(result.effective_share) else f" ({result.effective_share:.0%})"
+    c.axvspan(lo - 0.5, hi + 0.5, color="C1", alpha=0.2,
+              label=f"effective paths: {lo}-{hi}{share}")
     c.set(title="total gradient per path length", xlabel="path length (blocks)",
           ylabel="share of the gradient")
     c.legend(fontsize=7)

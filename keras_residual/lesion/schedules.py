@@ -154,7 +154,10 @@ class EffectivePathTraining(keras.callbacks.Callback):
         else:
             self._expected_blocks = None
         if isinstance(active, bool) or int(active) != active or active < 0:
-            raise ValueError(f"`active` must be a non-negative integer or 'auto'. Received: {active!r}")
+            raise ValueError(
+                f"`active` must be a non-negative integer. Received: {active!r}. Or pass "
+                "active='auto' with path_gradient= to choose it from a measured gradient."
+            )
         self.active = int(active)
         self.seed = seed
         self.rescale = bool(rescale)
