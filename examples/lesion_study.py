@@ -362,8 +362,15 @@ def ensemble54_study(data, out_dir: str, seeds: int = 3, epochs: int = 6, sample
         return name
 
     results: dict = {"dataset": data.source, "blocks": n, "epochs": epochs, "seeds": seeds,
-                     "train_samples": len(x_train), "test_samples": len(x_test)}
-    figures = {}
+                     "train_samples": len(x_train), "test_samples": len(x_test), "complete": False}
+    figures: dict = {}
+    results["figures"] = figures
+
+    def checkpoint():
+        # Every stage adds its numbers at once: a long run leaves what it measured so far.
+        with open(os.path.join(out_dir, "results.json"), "w") as file:
+            json.dump(results, file, indent=1)
+
     residual = train(0)
     plain = train(0, plain=True)
     single = single_block_deletion(residual, test, progress=progress)
@@ -376,18 +383,7 @@ def ensemble54_study(data, out_dir: str, seeds: int = 3, epochs: int = 6, sample
           f"{single.errors.mean():.3f}, worst {single.errors.max():.3f}; plain intact "
           f"{single_plain.intact_error:.3f}, mean {single_plain.errors.mean():.3f}")
     figures["fig3"] = save(plots.plot_single_deletion(single, single_plain), "fig3_single.png")
-
-    ks = sorted({k for k in (0, 1, 2, 5, 10, 15, 20, 30, 40) if k <= n} | {n})
-    kdel = k_block_deletion(residual, test, ks, draws, progress=progress)
-    results["k_deletion"] = {"ks": ks, "mean": kdel.mean.tolist(), "std": kdel.std.tolist()}
-    figures["fig5a"] = save(plots.plot_k_deletion(kdel), "fig5a_k_deletion.png")
-    # Each reordered network is a new graph to compile: few swap counts.
-    swaps = reordering(residual, test, [k for k in (0, 2, 5, 10) if k <= max(n // 3, 1)],
-                       draws, progress=progress)
-    results["reordering"] = {"ks": swaps.ks.tolist(),
-                             "kendall_tau": swaps.kendall_tau.mean(1).tolist(),
-                             "error": swaps.errors.mean(1).tolist()}
-    figures["fig5b"] = save(plots.plot_reordering(swaps), "fig5b_reordering.png")
+    checkpoint()
 
     start = time.perf_counter()
     gradients = gradient_per_path_length(residual, (x_train, y_train), samples=samples,
@@ -407,14 +403,34 @@ def ensemble54_study(data, out_dir: str, seeds: int = 3, epochs: int = 6, sample
         gradient_decay_per_block=decay,
         gradient_seconds=seconds,
         path_range_95=list(path_length_interval(n, 0.95)),
+        remaining_paths_after_10=remaining_path_fraction(n, min(10, n))[[lo, hi]].tolist(),
     )
     print(f"[ensemble54] gradient per path length: {gradients.samples_per_length} samples at "
           f"lengths {gradients.lengths.tolist()} in {seconds:.0f} s; decay x{decay:.3f} per "
           f"block; effective paths {lo}-{hi} ({gradients.effective_share:.3f} of the gradient)")
     figures["fig6"] = save(plots.plot_path_gradients(gradients), "fig6_path_gradients.png")
     figures["fig7"] = save(plots.plot_remaining_paths(n), "fig7_remaining_paths.png")
-    results["remaining_paths_after_10"] = remaining_path_fraction(n, min(10, n))[[lo, hi]].tolist()
+    checkpoint()
+
+    m = effective_training_blocks(gradients.total)
+    ept = {"m": m, "normal_error": [single.intact_error], "effective_error": []}
+    results["effective_path_training"] = ept
+    for seed in range(seeds):
+        if seed:
+            ept["normal_error"].append(_error(train(seed), x_test, y_test))
+        model = train(seed, callbacks=[EffectivePathTraining(m, seed=seed)])
+        precise_batchnorm(model, x_train, batches=20, seed=seed)
+        ept["effective_error"].append(_error(model, x_test, y_test))
+        print(f"[ensemble54] seed {seed}: normal {ept['normal_error'][-1]:.4f}, effective-path "
+              f"({m} of {n}) {ept['effective_error'][-1]:.4f}")
+        checkpoint()
+
+    ks = sorted({k for k in (0, 1, 2, 5, 10, 15, 20, 30, 40) if k <= n} | {n})
+    kdel = k_block_deletion(residual, test, ks, draws, progress=progress)
+    results["k_deletion"] = {"ks": ks, "mean": kdel.mean.tolist(), "std": kdel.std.tolist()}
+    figures["fig5a"] = save(plots.plot_k_deletion(kdel), "fig5a_k_deletion.png")
     results["joint_prediction"] = joint_prediction(gradients, kdel)
+    checkpoint()
 
     stochastic = train(0, final_survival=0.5)
     precise_batchnorm(stochastic, x_train, batches=20)
@@ -423,22 +439,17 @@ def ensemble54_study(data, out_dir: str, seeds: int = 3, epochs: int = 6, sample
                                    "errors": sd_single.errors.tolist()}
     figures["fig8"] = save(plots.plot_resilience(ResilienceResult(single, sd_single, 0.5)),
                            "fig8_stochastic_depth.png")
+    checkpoint()
 
-    m = effective_training_blocks(gradients.total)
-    normal_errors, effective_errors = [single.intact_error], []
-    for seed in range(seeds):
-        if seed:
-            normal_errors.append(_error(train(seed), x_test, y_test))
-        model = train(seed, callbacks=[EffectivePathTraining(m, seed=seed)])
-        precise_batchnorm(model, x_train, batches=20, seed=seed)
-        effective_errors.append(_error(model, x_test, y_test))
-        print(f"[ensemble54] seed {seed}: normal {normal_errors[-1]:.4f}, effective-path "
-              f"({m} of {n}) {effective_errors[-1]:.4f}")
-    results["effective_path_training"] = {"m": m, "normal_error": normal_errors,
-                                          "effective_error": effective_errors}
-    results["figures"] = figures
-    with open(os.path.join(out_dir, "results.json"), "w") as file:
-        json.dump(results, file, indent=1)
+    # Each reordered network is a new graph to compile: few swap counts.
+    swaps = reordering(residual, test, [k for k in (0, 2, 5, 10) if k <= max(n // 3, 1)],
+                       draws, progress=progress)
+    results["reordering"] = {"ks": swaps.ks.tolist(),
+                             "kendall_tau": swaps.kendall_tau.mean(1).tolist(),
+                             "error": swaps.errors.mean(1).tolist()}
+    figures["fig5b"] = save(plots.plot_reordering(swaps), "fig5b_reordering.png")
+    results["complete"] = True
+    checkpoint()
     table = results_table(results)
     with open(os.path.join(out_dir, "results.md"), "w") as file:
         file.write(table)
@@ -452,42 +463,58 @@ def _mean_spread(values) -> str:
 
 
 def results_table(r: dict) -> str:
-    """Our numbers beside Veit et al. (2016)'s, as a markdown table."""
-    ept = r["effective_path_training"]
-    single = r["single_deletion"]
-    jp = r["joint_prediction"]
-    k10 = dict(zip(r["k_deletion"]["ks"], r["k_deletion"]["mean"], strict=True)).get(10)
+    """Our numbers beside Veit et al. (2016)'s, as a markdown table ("not run": stage missing)."""
+    ept = r.get("effective_path_training", {})
+    single = r.get("single_deletion", {})
+    jp = r.get("joint_prediction", {})
+
+    def k10():
+        value = dict(zip(r["k_deletion"]["ks"], r["k_deletion"]["mean"], strict=True)).get(10)
+        return "n/a (fewer blocks)" if value is None else f"{value:.4f}"
+
     rows = [
         ("Network", "CIFAR-10, pre-act ResNet-110 (54 blocks)",
-         f"{r['dataset']}, pre-act residual MLP ({r['blocks']} blocks), {r['epochs']} epochs"),
-        ("Paths holding 95% (Sec. 5, Fig. 6a)", "19-35", "-".join(map(str, r["path_range_95"]))),
+         lambda: f"{r['dataset']}, pre-act residual MLP ({r['blocks']} blocks), "
+                 f"{r['epochs']} epochs"),
+        ("Paths holding 95% (Sec. 5, Fig. 6a)", "19-35",
+         lambda: "-".join(map(str, r["path_range_95"]))),
         ("Single deletion (Sec. 4.1, Fig. 3): residual", "no noticeable change except downsampling",
-         f"intact {single['residual_intact']:.4f}, mean {np.mean(single['residual_errors']):.4f}, "
-         f"worst {np.max(single['residual_errors']):.4f}"),
+         lambda: f"intact {single['residual_intact']:.4f}, mean "
+                 f"{np.mean(single['residual_errors']):.4f}, worst "
+                 f"{np.max(single['residual_errors']):.4f}"),
         ("Single deletion (Fig. 3): plain twin", "chance (0.9)",
-         f"intact {single['plain_intact']:.4f}, mean {np.mean(single['plain_errors']):.4f}"),
-        ("Error after deleting 10 blocks (Sec. 4.2, Fig. 5a)", "about 0.2",
-         "n/a" if k10 is None else f"{k10:.4f}"),
+         lambda: f"intact {single['plain_intact']:.4f}, mean "
+                 f"{np.mean(single['plain_errors']):.4f}"),
+        ("Error after deleting 10 blocks (Sec. 4.2, Fig. 5a)", "about 0.2", k10),
         ("Gradient per block (Fig. 6b)", "roughly exponential decay",
-         f"x{r['gradient_decay_per_block']:.3f} per block "
-         f"({r['gradient_samples_per_length']} samples per length)"),
+         lambda: f"x{r['gradient_decay_per_block']:.3f} per block "
+                 f"({r['gradient_samples_per_length']} samples per length)"),
         ("Effective paths (Sec. 5, Fig. 6c)", "5-17",
-         f"{r['effective_path_range'][0]}-{r['effective_path_range'][1]} "
-         f"({r['effective_share']:.3f} of the gradient)"),
+         lambda: f"{r['effective_path_range'][0]}-{r['effective_path_range'][1]} "
+                 f"({r['effective_share']:.3f} of the gradient)"),
         ("Share of all paths that are effective", "0.45%",
-         f"{100 * r['effective_share_of_paths']:.2f}%"),
-        ("Effective-path training m (Sec. 5)", "23 of 54", f"{ept['m']} of {r['blocks']} (auto)"),
-        ("Test error, normal training", "6.10%", _mean_spread(ept["normal_error"])),
-        ("Test error, effective-path training", "5.96%", _mean_spread(ept["effective_error"])),
+         lambda: f"{100 * r['effective_share_of_paths']:.2f}%"),
+        ("Effective-path training m (Sec. 5)", "23 of 54",
+         lambda: f"{ept['m']} of {r['blocks']} (auto)"),
+        ("Test error, normal training", "6.10%", lambda: _mean_spread(ept["normal_error"])),
+        ("Test error, effective-path training", "5.96%",
+         lambda: _mean_spread(ept["effective_error"])),
         ("Stochastic depth, single deletion (Sec. 6, Fig. 8)", "slightly more resilient",
-         f"mean {np.mean(r['stochastic_depth']['errors']):.4f} vs normal "
-         f"{np.mean(single['residual_errors']):.4f}"),
+         lambda: f"mean {np.mean(r['stochastic_depth']['errors']):.4f} vs normal "
+                 f"{np.mean(single['residual_errors']):.4f}"),
         ("k-deletion error vs lost gradient-weighted paths (Figs. 5a + 6c + 7)", "(not tested)",
-         f"Spearman {jp['spearman_error_vs_lost_share']:.3f}, "
-         f"Pearson {jp['pearson_error_vs_lost_share']:.3f}"),
+         lambda: f"Spearman {jp['spearman_error_vs_lost_share']:.3f}, "
+                 f"Pearson {jp['pearson_error_vs_lost_share']:.3f}"),
     ]
+
+    def cell(value):
+        try:
+            return value()
+        except (KeyError, ValueError, TypeError):
+            return "not run"
+
     lines = ["| Quantity | Veit et al. 2016 | Ours |", "|---|---|---|"]
-    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    lines += [f"| {a} | {b} | {cell(c)} |" for a, b, c in rows]
     return "\n".join(lines) + "\n"
 
 
