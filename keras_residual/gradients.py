@@ -93,7 +93,7 @@ def input_gradient_function(fn: Callable[..., Any]) -> Callable[..., np.ndarray]
     """`g(x, *args)` = d fn(x, *args) / d x, compiled once where that is safe.
 
     For gradients of many batches through one function (guided backprop over
-    many units, seed 000). On TensorFlow the gradient runs in one
+    many units, Chu et al. (2017)). On TensorFlow the gradient runs in one
     `tf.function` (traced once per input signature; variables are read when
     it runs, so later weight updates are seen); this also avoids a crash of
     TensorFlow 2.21's eager oneDNN kernels on some narrow 1x1 stride-2

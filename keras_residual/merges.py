@@ -4,7 +4,7 @@ Every merge here is a Keras layer called as `merge(shortcut, branch, inputs)`,
 where `inputs` is the block's input `x` (gates are functions of `x`). The
 variants follow He et al., "Identity Mappings in Deep Residual Networks"
 (2016), Sec. 3.1 and Table 1; the highway gate follows Srivastava et al.,
-"Highway Networks" (2015); the zero-initialized branch scale follows seed 000
+"Highway Networks" (2015); the zero-initialized branch scale follows Chu et al. (2017)
 (future work 4) and Bachlechner et al., "ReZero" (2020).
 """
 
@@ -92,7 +92,7 @@ class AddMerge(Merge):
 
 @keras.saving.register_keras_serializable(package="keras_residual")
 class MultiplyMerge(Merge):
-    """`y = h(x) * F(x)`: the multiplicative merge named in seed 003.
+    """`y = h(x) * F(x)`: the multiplicative merge named in Bolte (2016).
 
     Example:
         >>> import keras
@@ -263,7 +263,7 @@ class ReZeroMerge(Merge):
 
     At insertion the block is exactly `h(x)`, so a new block wrapped around
     fresh layers inside a trained network leaves its function unchanged
-    (seed 000, future work 4; Bachlechner et al., "ReZero", 2020).
+    (Chu et al. 2017, future work 4; Bachlechner et al., "ReZero", 2020).
 
     Args:
         initial_value: float. Starting value of `alpha`. Defaults to 0.0.

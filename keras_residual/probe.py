@@ -11,7 +11,7 @@ A *path* names a tensor of a model as segments joined by "/":
 - after any layer, `"input"` selects the tensor that layer receives.
 
 Segments chain to any depth: `"conv5_block2/branch/conv5_block2_3_conv"` is
-the last convolution of the branch of block `conv5_block2` (seed 000, Fig. 7
+the last convolution of the branch of block `conv5_block2` (Chu et al. 2017, Fig. 7
 compares `res5b_branch2c` with `res5b`), and `"outer/branch/branch/conv"`
 reaches into a Residual nested in a Residual.
 
@@ -364,7 +364,7 @@ def _group(wanted: set[tuple[str, ...]]) -> dict[str, set[tuple[str, ...]]]:
 def probe(model: keras.Model, paths: str | Sequence[str]) -> keras.Model:
     """A model that outputs the tensors at the given layer paths.
 
-    Reproduces the feature extraction behind seed 000's figures: the outputs
+    Reproduces the feature extraction behind Chu et al.'s (2017) figures: the outputs
     of blocks (`res5b`) and of layers inside their branches
     (`res5b_branch2c`, Fig. 7, and future work 1). The probe shares the
     layers and weights of `model`, which is left unchanged.

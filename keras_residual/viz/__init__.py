@@ -1,4 +1,4 @@
-"""Visualization of what residual networks compute (seed 000, seed 003).
+"""Visualization of what residual networks compute (Chu et al. 2017; Bolte 2016).
 
 The functions here return NumPy arrays; `keras_residual.viz.plots` turns them
 into matplotlib figures, and `keras_residual.viz.callbacks` writes them to
@@ -12,8 +12,8 @@ TensorBoard during training.
 - `grad_cam`, `guided_grad_cam`, `GradCam`: class-discriminative heatmaps of
   any layer path (Selvaraju et al. 2017).
 - `kernel_map`, `activation_grid`, `preactivations`, `residual_differences`:
-  the images of seed 003 and seed 000, Fig. 8.
-- `compare_layers`, `shared_topk`: the refinement analysis of seed 000.
+  the images of Bolte (2016) and Chu et al. (2017), Fig. 8.
+- `compare_layers`, `shared_topk`: the refinement analysis of Chu et al. (2017).
 
 Note that `keras_residual.viz.receptive_field` and
 `keras_residual.viz.top_activations` are the functions; import their modules

@@ -1,11 +1,11 @@
 """Keras callbacks that write the visualizations to TensorBoard (and PNG folders) while training.
 
 - `FeatureImages`: first-layer kernels, activation grids and residual
-  differences F(x) of fixed probe images (seed 003's MNIST images; seed
-  000, Fig. 8).
-- `TopKImages`: seed 000's top-9 patches beside their guided-backprop
+  differences F(x) of fixed probe images (Bolte's (2016) MNIST images;
+  Chu et al. 2017, Fig. 8).
+- `TopKImages`: Chu et al.'s (2017) top-9 patches beside their guided-backprop
   images, and the refinement scalars (top-9 images a channel keeps from one
-  block to the next, seed 000 Sec. 3).
+  block to the next, Chu et al. (2017) Sec. 3).
 
 - `GradCamImages`: Grad-CAM heatmaps of fixed images over the images
   (Selvaraju et al. 2017, Fig. 1).
@@ -106,9 +106,9 @@ class FeatureImages(_SummaryCallback):
     Every `every` epochs it writes, for the model being trained:
 
     - `filters/<layer>`: the first conv layer's kernels as one pixel map
-      (seed 000, Fig. 8; seed 003's first-layer filters);
+      (Chu et al. 2017, Fig. 8; Bolte's (2016) first-layer filters);
     - `activations/<path>`: each layer's channels tiled, one image per
-      probe input (seed 003's per-layer MNIST activations);
+      probe input (Bolte's (2016) per-layer MNIST activations);
     - `residual/<block>`: F(x) of every Residual block, zero at mid-gray
       (projection blocks show their branch output).
 
@@ -178,19 +178,19 @@ class FeatureImages(_SummaryCallback):
 
 
 class TopKImages(_SummaryCallback):
-    """Logs seed 000's top-k patches with guided backprop, and refinement scalars.
+    """Logs Chu et al.'s (2017) top-k patches with guided backprop, and refinement scalars.
 
     Every `every` epochs, over the fixed array `data`:
 
     - `topk/<rule>`: one figure, one row per layer in `paths`, one column per
       channel in `channels`: the channel's top-k patches beside the
-      guided-backprop (or deconvnet) images of the same units (seed 000,
+      guided-backprop (or deconvnet) images of the same units (Chu et al. 2017,
       Figs. 2-7);
     - `refinement/overlap/<path>` and `refinement/correlation/<path>`: for
       each path after the first with as many channels as the one before it,
       the mean number of top-k images a channel shares with the same channel
       of the previous path, and the mean correlation of their per-image
-      maxima (seed 000, Sec. 3).
+      maxima (Chu et al. 2017, Sec. 3).
 
     Args:
         log_dir: str. TensorBoard log folder.

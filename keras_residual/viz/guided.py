@@ -2,7 +2,7 @@
 
 The gradient of one unit (one channel at one position; every other
 activation of that layer zeroed) with respect to the input images, as in
-seed 000, Sec. 2: "the image is fed through to the unit's layer, all the
+Chu et al. (2017), Sec. 2: "the image is fed through to the unit's layer, all the
 other activations in that layer are zeroed out, and that layer is then
 passed backwards using guided backpropagation".
 
@@ -251,7 +251,7 @@ class UnitGradient:
 
     One class with one flag (Captum's `GuidedBackprop` / `Deconvolution` shape).
     It keeps the rectified copy and one feature model per layer path, so
-    visualizing many units of one model clones it once. Seed 000 (Figs. 2-7)
+    visualizing many units of one model clones it once. Chu et al. (2017, Figs. 2-7)
     shows these images beside the top-9 patches of each channel.
 
     Args:
@@ -362,7 +362,7 @@ class UnitGradient:
 def guided_backprop(
     model: keras.Model, path: str, channel: int, images: Any, positions: Any = None
 ) -> np.ndarray:
-    """Guided backpropagation of one unit per image (Springenberg et al. 2015; seed 000).
+    """Guided backpropagation of one unit per image (Springenberg et al. 2015; Chu et al. 2017).
 
     Args:
         model: keras.Model. Functional or Sequential; left unchanged.
@@ -438,7 +438,7 @@ def guided_patches(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k patches of channels and the guided backprop of the same units, cut alike.
 
-    Seed 000, Figs. 2-7: "For each channel, at left are top-9 image patches.
+    Chu et al. (2017), Figs. 2-7: "For each channel, at left are top-9 image patches.
     At right are corresponding guided backpropagation visualizations." Each
     unit's input gradient is computed on its own image at its own position
     and cropped to the unit's receptive field, like the patch beside it.

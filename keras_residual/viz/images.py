@@ -1,10 +1,10 @@
 """Images of a network's insides as NumPy arrays (no plotting here).
 
 - `kernel_map`: first-layer kernels as one pixel map, each kernel normalized
-  on its own (seed 000, Fig. 8 "pixel map of conv1 kernel values"; seed 003,
+  on its own (Chu et al. 2017, Fig. 8 "pixel map of conv1 kernel values"; Bolte (2016),
   first-layer filters of an MNIST net).
 - `activation_grid`: every channel of one layer's output on one input, tiled
-  into one image (seed 003, "activations of some convolutional filters at
+  into one image (Bolte (2016), "activations of some convolutional filters at
   each layer of a ResNet model trained on MNIST").
 - `preactivations`: what a layer feeds into its activation function (the
   conv output before its ReLU; the merged sum before a block's ReLU).
@@ -100,7 +100,7 @@ def _kernel_of(source: Any) -> np.ndarray:
 def kernel_map(source: Any, columns: int | None = None, pad: int = 1) -> np.ndarray:
     """The kernels of a 2D convolution as one pixel map, each kernel normalized alone.
 
-    Seed 000, Fig. 8: ResNet-50's conv1 kernels as RGB images; seed 003: the
+    Chu et al. (2017), Fig. 8: ResNet-50's conv1 kernels as RGB images; Bolte (2016): the
     first-layer filters of an MNIST net as a gray grid. Each kernel is
     min-max scaled over its own pixels and input channels, so weak and
     strong kernels are equally visible.
@@ -154,7 +154,7 @@ def activation_grid(
 ) -> np.ndarray:
     """Every channel of the layer at `path` on one input, tiled into one image.
 
-    Seed 003's MNIST figure: the feature maps of each conv layer of a
+    Bolte's (2016) MNIST figure: the feature maps of each conv layer of a
     residual net on one digit.
 
     Args:

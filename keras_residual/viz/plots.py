@@ -25,7 +25,7 @@ def gradient_image(gradient: np.ndarray) -> np.ndarray:
     """A gradient map for display: zero at mid-gray, the largest magnitude at 0 or 1.
 
     The usual rendering of guided backpropagation and deconvnet images
-    (Springenberg et al. 2015, Fig. 3; seed 000, Figs. 2-7).
+    (Springenberg et al. 2015, Fig. 3; Chu et al. 2017, Figs. 2-7).
 
     Example:
         >>> import numpy as np
@@ -51,7 +51,7 @@ def _show(ax, image: np.ndarray, **kwargs) -> None:
 
 def _unit_panel(patches: np.ndarray, gradients: np.ndarray) -> np.ndarray:
     """k patches in a square grid beside their k gradient images in a square grid."""
-    # One scale for the k patches, so seed 000's gray off-image fill stays gray;
+    # One scale for the k patches, so Chu et al.'s (2017) gray off-image fill stays gray;
     # gray separators stay visible against black-and-white digits.
     left = tile(normalize(patches), pad_value=0.5)
     right = tile(np.stack([gradient_image(g) for g in gradients]))
@@ -66,10 +66,10 @@ def topk_figure(
     title: str | None = None,
     cell_inches: float = 2.4,
 ) -> Figure:
-    """Seed 000's layout: per channel, top-k patches beside their guided-backprop images.
+    """Chu et al.'s (2017) layout: per channel, top-k patches beside their guided-backprop images.
 
     One row per layer (e.g. the blocks res2a, res2b, res2c of a stage), one
-    column per channel, as in Figs. 2-7 of seed 000.
+    column per channel, as in Figs. 2-7 of Chu et al. (2017).
 
     Args:
         patches: dict from layer path to array (len(channels), k, h, w[, c])
@@ -114,7 +114,7 @@ def topk_figure(
 
 
 def kernel_figure(kernel_map: np.ndarray, title: str = "conv1 kernels") -> Figure:
-    """A kernel pixel map (seed 000, Fig. 8; seed 003's first-layer filters).
+    """A kernel pixel map (Chu et al. 2017, Fig. 8; Bolte's (2016) first-layer filters).
 
     Args:
         kernel_map: array (H, W[, 3]) from `viz.images.kernel_map`.
@@ -134,7 +134,7 @@ def kernel_figure(kernel_map: np.ndarray, title: str = "conv1 kernels") -> Figur
 
 
 def activation_figure(grids: Mapping[str, np.ndarray], image: np.ndarray | None = None) -> Figure:
-    """Activation grids of several layers side by side (seed 003's MNIST figure).
+    """Activation grids of several layers side by side (Bolte's (2016) MNIST figure).
 
     Args:
         grids: dict from layer path to a grid from `viz.images.activation_grid`.

@@ -17,7 +17,7 @@ before the data) maps `(size, jump, offset)` to
 `(size + (d (k - 1)) jump, jump s, offset - p jump)`. Where several tensors
 meet (an addition, the merge of a residual block) the field is the union of
 theirs, so a block's field is the larger of its branch's and its shortcut's.
-Seed 000 crops each top-9 unit's field from its image, "gray where the box
+Chu et al. (2017) crops each top-9 unit's field from its image, "gray where the box
 runs off the image" (Fig. 2).
 """
 
@@ -330,7 +330,7 @@ def receptive_field(model: keras.Model, path: str) -> ReceptiveField:
     padding), pooling, zero-padding and cropping (the keras.applications
     stems: `ZeroPadding2D(3)` then a "valid" 7x7 conv), pointwise layers,
     nested models and Residual blocks, whose field is the union of the
-    branch's and the shortcut's. Seed 000 crops this box around each of a
+    branch's and the shortcut's. Chu et al. (2017) crops this box around each of a
     channel's top-9 units.
 
     Args:

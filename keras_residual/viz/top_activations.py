@@ -1,6 +1,6 @@
-"""Top-k activating images per channel, and the image patches behind them (seed 000).
+"""Top-k activating images per channel, and the image patches behind them (Chu, Yang and Tadinada, "Visualizing Residual Networks", 2017).
 
-Seed 000 (Sec. 2) visualizes each channel of a layer by "the top-9 images
+Chu et al. (2017) (Sec. 2) visualizes each channel of a layer by "the top-9 images
 maximally activating" it: for every image, the channel's maximum over all
 spatial positions; over the dataset, the 9 images with the largest such
 maximum, each with the position where it occurs. `top_activations` finds
@@ -291,7 +291,7 @@ def top_activations(
 ) -> dict[str, TopK]:
     """The k images that activate each channel most, for several layers in one pass.
 
-    Seed 000, Sec. 2: "the units that are visualized are those with the
+    Chu et al. (2017), Sec. 2: "the units that are visualized are those with the
     highest activation values, across spatial dimensions, and across all
     images in the dataset". One compiled probe computes every requested
     layer (paths may reach inside residual branches) and reduces each
@@ -341,7 +341,7 @@ def crop_patches(
     """Each top unit's receptive-field box, cut from its image.
 
     Where the box runs off the image (padding let the unit see past the
-    border) the patch is filled with gray: seed 000's "large gray borders"
+    border) the patch is filled with gray: Chu et al.'s (2017) "large gray borders"
     (Fig. 2). All patches of a layer have the field's size.
 
     Args:
