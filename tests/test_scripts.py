@@ -66,6 +66,20 @@ def test_benchmark_quick_runs_and_its_variants_agree(script, tmp_path):
     assert re.search(r"(agree|match|compute the model's)", stdout), stdout
 
 
+@pytest.mark.parametrize(
+    "script, header",
+    [
+        ("benchmarks/wrapper_overhead.py", "Residual ms"),
+        ("benchmarks/resnet_throughput.py", "keras.app img/s"),
+        ("benchmarks/grad_cam.py", "Grad-CAM ms/img"),
+    ],
+)
+def test_side_by_side_benchmark_quick_prints_its_table(script, header, tmp_path):
+    # Each exits 1 before timing when its two variants compute different outputs.
+    stdout, _ = run(script, tmp_path, out=False)
+    assert header in stdout, stdout
+
+
 def test_lesion_study_quick_writes_every_figure(tmp_path):
     stdout, out = run("examples/lesion_study.py", tmp_path)
     expected = {"lesion_single.png", "lesion_k_blocks.png", "lesion_reorder.png",
