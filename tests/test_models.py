@@ -20,7 +20,7 @@ def _blocks(model):
     return [lyr for lyr in model.layers if isinstance(lyr, Residual)]
 
 
-# He et al. (2015), Table 1 / REFERENCE.md: bias-free parameters and "FLOPs".
+# He et al. (2015), Table 1: bias-free parameters and "FLOPs".
 PAPER = {
     "resnet18": (11_689_512, 1.8e9),
     "resnet34": (21_797_672, 3.6e9),
@@ -39,7 +39,7 @@ def test_imagenet_params_and_mult_adds_match_paper(name):
 
 
 def test_v1_5_moves_stride_to_the_3x3():
-    # REFERENCE.md: stride on the 3x3 raises ResNet-50 to 4.09e9 multiply-adds.
+    # stride on the 3x3 raises ResNet-50 to 4.09e9 multiply-adds.
     assert M.count_mult_adds(M.resnet50(stride_on="3x3")) == pytest.approx(4.09e9, rel=0.005)
 
 
@@ -219,7 +219,7 @@ def test_weights_path_loads_by_name(tmp_path):
     np.testing.assert_allclose(target.predict(x, verbose=0), source.predict(x, verbose=0), atol=1e-6)
 
 
-# He et al. (2015), Table 1, ResNet-34 column (seed 002, Figure 2).
+# He et al. (2015), Table 1, ResNet-34 column (as drawn by Ruiz 2018, "Understanding and visualizing ResNets", Fig. 2).
 TABLE1_RESNET34 = [
     ("conv1", "112x112", "7x7, 64, stride 2"),
     ("conv2_x", "56x56", "3x3 max pool, stride 2, [3x3, 64; 3x3, 64] x 3"),

@@ -180,7 +180,7 @@ def test_bad_paths_raise(shared_model, path, match):
 
 
 def test_built_resnet50_block_and_branch():
-    """Seed 000 Fig. 7 pairs res5b with res5b_branch2c: in our ResNet-50 these are
+    """Chu et al. (2017) Fig. 7 pairs res5b with res5b_branch2c: in our ResNet-50 these are
     `conv5_block2` and a layer inside its branch. The block is relu(input + branch)."""
     from keras_residual.models import resnet50
 

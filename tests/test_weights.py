@@ -1,4 +1,4 @@
-"""keras.applications weights in the builders: same weights, same outputs; counts as REFERENCE.md."""
+"""keras.applications weights in the builders: same weights, same outputs; counts as keras.applications reports them."""
 
 import keras
 import numpy as np
@@ -9,7 +9,7 @@ from keras_residual.weights import load_keras_applications_weights
 
 ON_ALL_BACKENDS = pytest.mark.multibackend
 
-# REFERENCE.md: keras.applications' count_params().
+# keras.applications' count_params().
 PAIRS = [
     (M.resnet50, keras.applications.ResNet50, 25_636_712),
     (M.resnet101, keras.applications.ResNet101, 44_707_176),

@@ -1,4 +1,4 @@
-"""Lesion and path analysis of residual networks (Veit et al. 2016, seed 004).
+"""Lesion and path analysis of residual networks (Veit et al. 2016).
 
 - `surgery`: find, delete, reorder and re-route blocks; remove plain layers.
 - `paths`: path-length statistics of the unraveled view.

@@ -1,6 +1,6 @@
-"""Do residual blocks refine their input's features? Channel statistics across layers (seed 000).
+"""Do residual blocks refine their input's features? Channel statistics across layers (Chu, Yang and Tadinada, "Visualizing Residual Networks", 2017).
 
-Seed 000 (Sec. 3) follows one channel through the blocks of a stage (res2a,
+Chu et al. (2017, Sec. 3) follow one channel through the blocks of a stage (res2a,
 res2b, res2c): an identity shortcut carries channel c of one block into
 channel c of the next, and its top-9 images stay related while the feature
 sharpens ("refinement"). Sec. 4 makes the same comparison between conv4 and
@@ -163,7 +163,7 @@ class LayerComparison:
             )
 
     def same_channel_overlap(self) -> np.ndarray:
-        """Top-k images channel c shares with channel c (identity shortcuts; seed 000 Sec. 3)."""
+        """Top-k images channel c shares with channel c (identity shortcuts; Chu et al. 2017, Sec. 3)."""
         self._require_square()
         return np.diagonal(self.shared).copy()
 
@@ -175,7 +175,7 @@ class LayerComparison:
     def correspondences(self, top: int = 1) -> Correspondence:
         """The `top` channels of layer a that share the most top-k images with each channel of b.
 
-        Seed 000, future work 2: across a projection boundary there is no
+        Chu et al. (2017), future work 2: across a projection boundary there is no
         channel-to-channel identity, so correspondences are found by shared
         top-9 images.
         """
@@ -194,7 +194,7 @@ class LayerComparison:
     def matched_fraction(self, min_shared: int = 2) -> float:
         """Fraction of b's channels that share at least `min_shared` top-k images with some channel of a.
 
-        Seed 000, Sec. 4: in AlexNet "the units which matched on more than 1
+        Chu et al. (2017), Sec. 4: in AlexNet "the units which matched on more than 1
         input in common were few" (`min_shared=2`).
         """
         return float(np.mean(self.shared.max(axis=1) >= min_shared))
@@ -268,7 +268,7 @@ def compare_layers(
 ) -> Refinement:
     """Shared top-k images and activation correlation between layers, in one pass.
 
-    Reproduces seed 000's refinement analysis: pass the blocks of a stage
+    Reproduces Chu et al.'s (2017) refinement analysis: pass the blocks of a stage
     (e.g. `["conv2_block1", "conv2_block2", "conv2_block3"]`) and read
     `same_channel_overlap()` of each consecutive comparison (Sec. 3); pass
     two layers of a plain network (AlexNet conv4, conv5) and read
