@@ -212,7 +212,7 @@ def summary(
     Example:
         >>> import keras
         >>> from keras_residual import Residual
-        >>> inputs = keras.Input((8, 8, 4))
+        >>> inputs = keras.Input((8, 8, 4), name="input_layer")
         >>> x = Residual(keras.layers.Conv2D(4, 3, padding="same", name="conv"),
         ...              activation="relu", name="block")(inputs)
         >>> summary(keras.Model(inputs, x, name="net"))

@@ -349,7 +349,7 @@ def label_purity(top: TopK, labels: np.ndarray) -> np.ndarray:
 
     Example:
         >>> import numpy as np
-        >>> top = TopK(np.ones((2, 3)), np.array([[0, 1, 2], [0, 3, 4]]), np.zeros((2, 3, 0), int))
+        >>> top = TopK(np.ones((2, 3)), np.array([[0, 1, 2], [2, 3, 4]]), np.zeros((2, 3, 0), int))
         >>> label_purity(top, np.array([7, 7, 5, 5, 5])).tolist()
         [0.6666666666666666, 1.0]
     """
