@@ -264,8 +264,10 @@ def single_block_deletion(
 ) -> SingleDeletionResult:
     """Delete each residual block in turn and record the error (Veit et al. 2016, Fig. 3, 4).
 
-    A deleted block outputs its shortcut (`y_i = y_{i-1}`, or the
-    projection of a downsampling block). On a network without `Residual`
+    A deleted block keeps everything but its branch: it outputs
+    `act(merge(h(y_{i-1}), 0))`, which is `y_{i-1}` for an identity block
+    without a post-merge activation, and the (projected) shortcut of a
+    downsampling block. On a network without `Residual`
     blocks (the plain VGG-style twin) each `removable_layers` layer is
     replaced by the identity instead.
 

@@ -2,8 +2,8 @@
 
 Veit et al., "Residual Networks Behave Like Ensembles of Relatively Shallow
 Networks" (2016), Sec. 4: a trained residual network keeps working when a
-block's branch is deleted at test time (`y_i = y_{i-1}`, a projection
-shortcut stays) or when blocks are reordered, while deleting one layer of a
+block's branch is deleted at test time (`y_i = act(merge(h(y_{i-1}), 0))`:
+the shortcut, a projection too, stays) or when blocks are reordered, while deleting one layer of a
 plain network (VGG) breaks it.
 
 Deleting uses each block's branch gate (`Residual.branch_enabled`) and
