@@ -342,12 +342,11 @@ class Residual(layers.Wrapper):
 
     @staticmethod
     def _validate(shortcut, shortcut_from, drop_rate, drop_mode, drop_scaling, data_format):
-        if isinstance(shortcut, str) and shortcut not in shortcuts_lib.SHORTCUT_KINDS:
-            raise ValueError(
-                f"`shortcut` must be one of {shortcuts_lib.SHORTCUT_KINDS} or a Keras "
-                f"layer. Received: shortcut={shortcut!r}"
-            )
-        if not isinstance(shortcut, (str, layers.Layer)):
+        if isinstance(shortcut, str):
+            valid = shortcut in shortcuts_lib.SHORTCUT_KINDS
+        else:
+            valid = isinstance(shortcut, layers.Layer)
+        if not valid:
             raise ValueError(
                 f"`shortcut` must be one of {shortcuts_lib.SHORTCUT_KINDS} or a Keras "
                 f"layer. Received: shortcut={shortcut!r}"
