@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable, Sequence
 
@@ -26,7 +27,7 @@ from keras_residual.lesion.studies import (
     single_block_deletion,
 )
 from keras_residual.lesion.surgery import clone_with_weights, residual_blocks
-from keras_residual.residual import LesionState, Residual, reset_compiled_functions
+from keras_residual.residual import LesionState, Residual, lesion_ready, residual_layers
 
 
 def with_stochastic_depth(
@@ -164,7 +165,7 @@ class EffectivePathTraining(keras.callbacks.Callback):
         self._rng = np.random.default_rng(seed)
         self._blocks: list[Residual] = []
         self._saved: list[LesionState] = []
-        self._made_ready: list[Residual] = []
+        self._lesion_mode = contextlib.ExitStack()
         self.history: list[np.ndarray] = []
 
     def on_train_begin(self, logs=None):
@@ -179,13 +180,12 @@ class EffectivePathTraining(keras.callbacks.Callback):
                 f"Cannot enable {self.active} blocks per batch: the model has "
                 f"{len(self._blocks)} Residual blocks. Received: active={self.active}"
             )
-        # The gates are data only for lesion-ready blocks: switch them on and
-        # retrace the train step that `fit` made before calling us.
-        self._made_ready = [b for b in self._blocks if not b.lesion_ready]
-        if self._made_ready:
-            for block in self._made_ready:
-                block._set_lesion_ready(True)
-            reset_compiled_functions(self.model)
+        # The gates are data only inside `lesion_ready(model)`, held until
+        # `on_train_end`; where it switched blocks on, retrace the train step
+        # that `fit` made before calling us.
+        retrace = not all(b.lesion_ready for b in residual_layers(self.model))
+        self._lesion_mode.enter_context(lesion_ready(self.model))
+        if retrace:
             self.model.make_train_function(force=True)
         self._saved = [b.get_lesion_state() for b in self._blocks]
 
@@ -219,11 +219,7 @@ class EffectivePathTraining(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self._restore()
-        if self._made_ready:
-            for block in self._made_ready:
-                block._set_lesion_ready(False)
-            reset_compiled_functions(self.model)
-            self._made_ready = []
+        self._lesion_mode.close()  # restores every block's mode and state
 
 
 @dataclasses.dataclass
