@@ -9,7 +9,8 @@ small builders), `viz` (receptive fields, top-k patches, guided backprop,
 images, callbacks), `lesion` (deletion, reordering, path statistics),
 `surgery` (new models with blocks inserted, deleted or reordered),
 `datasets`, `training`. `probe(model, paths)` reaches any nested layer;
-`summary(model)` prints the layers with the parts inside every block.
+`summary(model)` prints the layers with the parts inside every block;
+`graph` walks, traces, rebuilds and clones models (the one graph walker).
 """
 
 import importlib
@@ -34,17 +35,22 @@ from keras_residual.merges import (
 )
 from keras_residual.model_summary import summary
 from keras_residual.ops import scale_gradient
-from keras_residual.probe import list_paths, probe, resolve_path  # noqa: E402
-from keras_residual.residual import (
-    BlockPart,
+from keras_residual import graph
+from keras_residual.graph import list_paths, resolve_path, residual_layers
+from keras_residual.lesion_state import (
     LesionState,
-    Residual,
     lesion_ready,
     reset_compiled_functions,
-    residual_layers,
     set_lesion_ready,
 )
-from keras_residual.shortcuts import AvgDownShortcut, ProjectionShortcut, ZeroPadShortcut
+from keras_residual.probe import probe  # noqa: E402
+from keras_residual.residual import BlockPart, Residual
+from keras_residual.shortcuts import (
+    AvgDownShortcut,
+    ProjectionShortcut,
+    ZeroPadShortcut,
+    suggest_shortcuts,
+)
 
 __version__ = "0.1.0"
 
@@ -76,6 +82,7 @@ __all__ = [
     "ZeroPadShortcut",
     "blocks",
     "datasets",
+    "graph",
     "experiments",
     "lesion",
     "surgery",
@@ -89,6 +96,7 @@ __all__ = [
     "scale_gradient",
     "summary",
     "set_lesion_ready",
+    "suggest_shortcuts",
     "training",
     "viz",
 ]

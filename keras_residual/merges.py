@@ -38,7 +38,21 @@ class Merge(layers.Layer):
 
     Subclass it to write a merge that needs the block input (a gate) or
     weights of its own; `Residual` builds it with the three shapes.
+
+    Two class attributes describe a merge to the tools that follow a block's
+    description (`Residual.parts`) instead of reading its code:
+
+    - `reads_inputs`: whether `call` uses the block input `inputs` (a gate
+      does). Per-sample path routing routes it with the branch; receptive
+      fields and multiply-add counts follow it. Defaults to True, the safe
+      answer for a subclass; the merges here that ignore it say False.
+    - `passes_shortcut`: whether `without_branch(h)` is `h` itself, so a
+      deleted block with an identity shortcut and no post-merge activation
+      passes its input on (Veit et al. 2016, Sec. 4.1). Defaults to False.
     """
+
+    reads_inputs = True
+    passes_shortcut = False
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -83,6 +97,9 @@ class AddMerge(Merge):
         [2.0, 2.0]
     """
 
+    reads_inputs = False
+    passes_shortcut = True
+
     def call(self, shortcut, branch, inputs=None):
         return ops.add(shortcut, branch)
 
@@ -100,6 +117,9 @@ class MultiplyMerge(Merge):
         >>> keras.ops.convert_to_numpy(m(keras.ops.ones(2) * 2, keras.ops.ones(2) * 3, None)).tolist()
         [6.0, 6.0]
     """
+
+    reads_inputs = False
+    passes_shortcut = True
 
     def call(self, shortcut, branch, inputs=None):
         return ops.multiply(shortcut, branch)
@@ -127,6 +147,8 @@ class ScaledMerge(Merge):
         >>> keras.ops.convert_to_numpy(m(keras.ops.ones(1), keras.ops.ones(1), None)).tolist()
         [2.5]
     """
+
+    reads_inputs = False
 
     def __init__(self, shortcut_scale: float = 0.5, branch_scale: float = 0.5, **kwargs):
         super().__init__(**kwargs)
@@ -244,6 +266,8 @@ class ShortcutDropoutMerge(Merge):
         [2.0, 2.0]
     """
 
+    reads_inputs = False
+
     def __init__(self, rate: float = 0.5, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.rate = float(rate)
@@ -276,6 +300,9 @@ class ReZeroMerge(Merge):
         >>> bool(keras.ops.all(block(x) == x))
         True
     """
+
+    reads_inputs = False
+    passes_shortcut = True
 
     def __init__(self, initial_value: float = 0.0, **kwargs):
         super().__init__(**kwargs)
@@ -318,6 +345,8 @@ class CallableMerge(Merge):
         >>> keras.ops.convert_to_numpy(m(keras.ops.ones(1), keras.ops.zeros(1), None)).tolist()
         [1.0]
     """
+
+    reads_inputs = False
 
     def __init__(self, merge: layers.Layer | Callable, **kwargs):
         super().__init__(**kwargs)

@@ -6,20 +6,26 @@ with `F` the wrapped layer (the branch), `h` the shortcut and `merge` an
 addition by default (He et al., "Deep Residual Learning for Image
 Recognition", 2015, Eq. 1 and Fig. 2).
 
-A block costs nothing beyond that formula unless it is *lesion-ready*: only
-then does it own a lesion-state variable (branch gate, gradient route,
-branch scale; Veit et al., "Residual Networks Behave Like Ensembles of
-Relatively Shallow Networks", 2016) that compiled functions read as data.
-`lesion_ready(model)` switches a whole model into that mode for a study and
-back in `finally`; `set_lesion_ready(model)` does it for good.
+A block describes itself once: `Residual.parts()` lists its parts in call
+order with the values each reads, `Residual.run_part()` runs one of them,
+and `call` itself is a loop over that description. Every tool that follows
+a block's wiring (probes, receptive fields, summaries, weight conversion,
+guided backprop, surgery, per-sample path routing) loops over the same
+description instead of reading sub-layers by attribute.
+
+A block costs nothing beyond that formula unless it is *lesion-ready*
+(`keras_residual.lesion_state`): only then does it own a lesion-state
+variable (branch gate, gradient route, branch scale; Veit et al.,
+"Residual Networks Behave Like Ensembles of Relatively Shallow Networks",
+2016) that compiled functions read as data.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import functools
 import inspect
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
@@ -28,86 +34,31 @@ from keras import layers, ops
 
 from keras_residual import merges as merges_lib
 from keras_residual import shortcuts as shortcuts_lib
+from keras_residual.lesion_state import (  # noqa: F401  (re-exported: the old home)
+    BRANCH_SCALE,
+    GATE,
+    GRADIENT_ROUTES,
+    ROUTE_BRANCH,
+    ROUTE_SHORTCUT,
+    LesionState,
+    StateSlot,
+    lesion_ready,
+    reset_compiled_functions,
+    set_lesion_ready,
+)
 from keras_residual.ops import scale_gradient
 
 Shape = Sequence[Any]
 
-GRADIENT_ROUTES = ("both", "branch", "shortcut")
 DROP_MODES = ("batch", "sample")
 DROP_SCALINGS = ("train", "inference")
 SHORTCUT_SOURCES = ("input", "preactivated")
 PREACTIVATIONS = ("bn_relu", "relu")
-
-# Rows of the per-block lesion state vector.
-_GATE, _ROUTE_BRANCH, _ROUTE_SHORTCUT, _BRANCH_SCALE = 0, 1, 2, 3
-_STATE_SIZE = 4
-_ROUTE_VALUES = {"both": (1.0, 1.0), "branch": (1.0, 0.0), "shortcut": (0.0, 1.0)}
+#: The roles of a block's parts, in call order; also the path keywords of `probe`.
+ROLES = ("preactivation", "branch", "shortcut", "merge", "activation")
 
 # Layers called as `layer(query, value)`: wrapped as self-attention.
 _ATTENTION = (layers.MultiHeadAttention, layers.GroupQueryAttention)
-# Layers that drop the axes a shortcut would need: no shortcut can bridge them.
-_RANK_REDUCING = (
-    layers.Flatten,
-    layers.GlobalAveragePooling1D,
-    layers.GlobalAveragePooling2D,
-    layers.GlobalAveragePooling3D,
-    layers.GlobalMaxPooling1D,
-    layers.GlobalMaxPooling2D,
-    layers.GlobalMaxPooling3D,
-)
-
-
-@dataclasses.dataclass(frozen=True)
-class LesionState:
-    """The lesion settings of one `Residual` block (Veit et al. 2016, Sec. 4).
-
-    Attributes:
-        branch_enabled: bool. False deletes the branch: the block outputs
-            `activation(merge(h(x), 0))`. Defaults to True.
-        gradient_route: str. "both", "branch" or "shortcut": the forward value
-            is unchanged, the backward pass flows only through the chosen
-            path (Sec. 4.2, gradient per path length). Defaults to "both".
-        branch_scale: float. Factor on `F(x)` before the merge (effective-path
-            training, Sec. 5). Defaults to 1.0.
-
-    Example:
-        >>> LesionState(branch_enabled=False).is_default
-        False
-    """
-
-    branch_enabled: bool = True
-    gradient_route: str = "both"
-    branch_scale: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.gradient_route not in GRADIENT_ROUTES:
-            raise ValueError(
-                f"`gradient_route` must be one of {GRADIENT_ROUTES}. "
-                f"Received: gradient_route={self.gradient_route!r}"
-            )
-        if not np.isfinite(float(self.branch_scale)):
-            raise ValueError(
-                f"`branch_scale` must be a finite number. Received: {self.branch_scale!r}"
-            )
-
-    @property
-    def is_default(self) -> bool:
-        """True for the state of an untouched block."""
-        return self == LesionState()
-
-    def to_vector(self) -> np.ndarray:
-        """The state as the 4-vector a lesion-ready block stores."""
-        branch, shortcut = _ROUTE_VALUES[self.gradient_route]
-        gate = 1.0 if self.branch_enabled else 0.0
-        return np.array([gate, branch, shortcut, float(self.branch_scale)], dtype="float32")
-
-    @classmethod
-    def from_vector(cls, vector: Any) -> LesionState:
-        """The state stored in a lesion-ready block's variable."""
-        vector = np.asarray(vector, dtype="float32")
-        pair = (float(vector[_ROUTE_BRANCH]), float(vector[_ROUTE_SHORTCUT]))
-        route = next((k for k, v in _ROUTE_VALUES.items() if v == pair), "both")
-        return cls(bool(vector[_GATE] > 0.5), route, float(vector[_BRANCH_SCALE]))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,13 +67,21 @@ class BlockPart:
 
     Attributes:
         role: str. "preactivation", "branch", "shortcut", "merge" or
-            "activation" ("merge" with the branch deleted is
-            `Merge.without_branch`, which reads no branch value).
+            "activation". A "merge" that does not read "branch" is the merge
+            of a deleted block, `Merge.without_branch` (Veit et al. 2016,
+            Sec. 4.1).
         layer: the Keras layer (or activation function) that computes it;
-            None for an identity shortcut, which passes its input on.
+            None where the part passes its one input on (an identity
+            shortcut, the output of a deleted plain layer).
         inputs: tuple of str. The values it reads, by name: "x" (the block
-            input), "preactivated", "shortcut", "branch".
+            input), "preactivated", "shortcut", "branch". A merge lists the
+            block input (its third argument) only when it reads it
+            (`Merge.reads_inputs`, a gate).
         output: str. The name of the value it produces ("output" at the end).
+
+    Example:
+        >>> BlockPart("shortcut", None, ("x",), "shortcut").passes_input
+        True
     """
 
     role: str
@@ -130,12 +89,15 @@ class BlockPart:
     inputs: tuple[str, ...]
     output: str
 
+    @property
+    def passes_input(self) -> bool:
+        """True where the part computes nothing and passes its one input on."""
+        return self.layer is None
 
-def _shapes_match(a: Shape, b: Shape) -> bool:
-    """Equal rank and equal non-batch dims, with None matching anything."""
-    if len(a) != len(b):
-        return False
-    return all(x is None or y is None or x == y for x, y in zip(a[1:], b[1:], strict=True))
+    @property
+    def without_branch(self) -> bool:
+        """True for the merge of a deleted block (it reads no "branch" value)."""
+        return self.role == "merge" and "branch" not in self.inputs
 
 
 def _accepts(layer: layers.Layer, arg: str) -> bool:
@@ -145,7 +107,15 @@ def _accepts(layer: layers.Layer, arg: str) -> bool:
         return False
 
 
-def _output_shape(layer: layers.Layer, input_shape: Shape, dtype: str) -> tuple:
+def output_shape(layer: layers.Layer, input_shape: Shape, dtype: str = "float32") -> tuple:
+    """The output shape of `layer` on `input_shape`, from its shape or spec inference.
+
+    Self-attention layers are asked with `query = value = x`, as a block calls them.
+
+    Example:
+        >>> output_shape(keras.layers.Dense(3), (None, 5))
+        (None, 3)
+    """
     if isinstance(layer, _ATTENTION):
         return tuple(layer.compute_output_shape(tuple(input_shape), tuple(input_shape)))
     try:
@@ -329,7 +299,7 @@ class Residual(layers.Wrapper):
             if made is not None and made is not given:  # made here: follow our dtype policy
                 made.dtype_policy = self.dtype_policy
         self.preactivation_layer = None
-        self.lesion_state = None
+        self._state_slot = StateSlot(name=f"{self.name}_lesion")
         self._lesion_ready = bool(lesion_ready)
         self._add_fast_path = type(self.merge_layer) is merges_lib.AddMerge
         self._is_attention = isinstance(layer, _ATTENTION)
@@ -383,6 +353,11 @@ class Residual(layers.Wrapper):
     def _channel_axis(self, ndim: int) -> int:
         return shortcuts_lib.channel_axis(ndim, self._resolved_data_format(ndim))
 
+    @property
+    def has_shortcut(self) -> bool:
+        """False for a plain layer (`shortcut="none"`): `y = act(F(x))`."""
+        return not (isinstance(self.shortcut, str) and self.shortcut == "none")
+
     def build(self, input_shape: Shape) -> None:
         input_shape = tuple(input_shape)
         data_format = self._resolved_data_format(len(input_shape))
@@ -393,25 +368,27 @@ class Residual(layers.Wrapper):
         if self.preactivation_layer is not None:
             if not self.preactivation_layer.built:
                 self.preactivation_layer.build(input_shape)
-            branch_input_shape = _output_shape(
+            branch_input_shape = output_shape(
                 self.preactivation_layer, input_shape, self.compute_dtype
             )
         self._build_branch(branch_input_shape)
-        branch_shape = _output_shape(self.layer, branch_input_shape, self.compute_dtype)
+        branch_shape = output_shape(self.layer, branch_input_shape, self.compute_dtype)
         self._input_shape = input_shape
         source_shape = branch_input_shape if self.shortcut_from == "preactivated" else input_shape
 
-        if self.shortcut == "identity" and not _shapes_match(source_shape, branch_shape):
-            raise ValueError(self._mismatch_message(source_shape, branch_shape))
+        if self.shortcut == "identity" and not shortcuts_lib.shapes_match(source_shape, branch_shape):
+            raise ValueError(shortcuts_lib.identity_mismatch_message(
+                self.name, self.layer, source_shape, branch_shape, data_format
+            ))
         if self.shortcut_layer is not None:
             self._build_shortcut(source_shape, branch_shape, data_format)
-        if self.shortcut != "none":
+        if self.has_shortcut:
             if isinstance(self.merge_layer, merges_lib.GatedMerge) and self.merge_layer.data_format is None:
                 self.merge_layer.data_format = data_format
             if not self.merge_layer.built:
                 self.merge_layer.build(branch_shape, branch_shape, branch_input_shape)
         if self._lesion_ready:
-            self._create_lesion_state()
+            self._state_slot.fill(self.name)
         self.built = True
 
     def _build_branch(self, shape: tuple) -> None:
@@ -428,95 +405,24 @@ class Residual(layers.Wrapper):
                 self.shortcut_layer.adapt(source_shape, branch_shape, data_format)
             if not self.shortcut_layer.built:
                 self.shortcut_layer.build(source_shape)
-            shortcut_shape = _output_shape(self.shortcut_layer, source_shape, self.compute_dtype)
+            shortcut_shape = output_shape(self.shortcut_layer, source_shape, self.compute_dtype)
         except ValueError as error:
             # The shortcut's own error (no integer stride, fewer channels, no
             # spatial dims) does not say which of many blocks failed.
+            label = repr(self.shortcut) if isinstance(self.shortcut, str) else self.shortcut_layer.name
             raise ValueError(
                 f"Residual {self.name!r} cannot bridge its branch "
                 f"{self.layer.name!r} ({type(self.layer).__name__}), which maps "
                 f"{tuple(source_shape)} to {tuple(branch_shape)}, with "
-                f"shortcut={self._shortcut_label()}: {error}"
-                f"{self._branch_fix(source_shape, branch_shape)}"
+                f"shortcut={label}: {error}"
+                f"{shortcuts_lib.branch_fix(self.layer, source_shape, branch_shape)}"
             ) from error
-        if not _shapes_match(shortcut_shape, branch_shape):
+        if not shortcuts_lib.shapes_match(shortcut_shape, branch_shape):
             raise ValueError(
                 f"The shortcut layer {self.shortcut_layer.name!r} of Residual "
                 f"{self.name!r} maps {source_shape} to {shortcut_shape}, but the "
                 f"branch {self.layer.name!r} outputs {branch_shape}."
             )
-
-    def _shortcut_label(self) -> str:
-        return repr(self.shortcut) if isinstance(self.shortcut, str) else self.shortcut_layer.name
-
-    # ------------------------------------------------------ mismatch errors
-
-    def _branch_fix(self, source_shape: Shape, branch_shape: Shape) -> str:
-        """The change to the branch that removes the mismatch, for common layers."""
-        layer = self.layer
-        if isinstance(layer, _RANK_REDUCING):
-            return (
-                f" {type(layer).__name__} drops axes that a shortcut cannot restore, so "
-                "it cannot be wrapped: wrap the layers before it and apply it after "
-                "the block."
-            )
-        if len(source_shape) != len(branch_shape) and getattr(layer, "return_sequences", True) is False:
-            return (
-                f" {type(layer).__name__} returns only its last step: pass "
-                "return_sequences=True to keep one output per step."
-            )
-        padding = getattr(layer, "padding", None)
-        kernel = getattr(layer, "kernel_size", None) or getattr(layer, "pool_size", None)
-        if (
-            padding == "valid"
-            and kernel is not None
-            and any(k > 1 for k in np.atleast_1d(kernel))
-            and len(source_shape) == len(branch_shape)
-        ):
-            return (
-                f" {type(layer).__name__}(padding='valid') shrinks every spatial size by "
-                "kernel_size - 1: pass padding='same' to keep the size."
-            )
-        return ""
-
-    def _working_shortcuts(self, source_shape: Shape, branch_shape: Shape) -> list[str]:
-        """The shortcut kinds that really map `source_shape` to `branch_shape`."""
-        data_format = self._resolved_data_format(len(source_shape))
-        working = []
-        for kind in ("projection", "zero_pad", "avg_down"):
-            candidate = shortcuts_lib.make_shortcut(kind)
-            try:
-                candidate.adapt(source_shape, branch_shape, data_format)
-                candidate.build(source_shape)
-                out = candidate.compute_output_shape(tuple(source_shape))
-            except (ValueError, TypeError):
-                continue
-            if _shapes_match(out, branch_shape):
-                working.append(repr(kind))
-        return working
-
-    def _mismatch_message(self, source_shape: Shape, branch_shape: Shape) -> str:
-        fix = self._branch_fix(source_shape, branch_shape)
-        working = self._working_shortcuts(source_shape, branch_shape)
-        text = (
-            f"Residual {self.name!r} cannot add an identity shortcut around layer "
-            f"{self.layer.name!r} ({type(self.layer).__name__}): the branch maps input "
-            f"shape {tuple(source_shape)} to output shape {tuple(branch_shape)}."
-        )
-        if fix:
-            text += fix
-        if working:
-            text += (
-                f" {'Or pass' if fix else 'Pass'} shortcut={' or '.join(working)} to "
-                "bridge the shapes"
-            )
-            text += ", or shortcut='none' for a plain layer."
-        elif not fix:
-            text += (
-                " No shortcut of this library maps one shape to the other: change the "
-                "branch, pass a Keras layer that does as `shortcut=`, or shortcut='none'."
-            )
-        return text + " Received: shortcut='identity'"
 
     # ----------------------------------------------------------------- shapes
 
@@ -541,8 +447,25 @@ class Residual(layers.Wrapper):
         self._check_input_shape(input_shape)
         shape = tuple(input_shape)
         if self.preactivation_layer is not None:
-            shape = _output_shape(self.preactivation_layer, shape, self.compute_dtype)
-        return _output_shape(self.layer, shape, self.compute_dtype)
+            shape = output_shape(self.preactivation_layer, shape, self.compute_dtype)
+        return output_shape(self.layer, shape, self.compute_dtype)
+
+    def changes_shape(self) -> bool:
+        """Whether the block's output shape differs from its input shape (a downsampling block).
+
+        The blocks whose deletion keeps a shape-changing shortcut (Veit et al.
+        2016, Fig. 3: "downsampling" blocks).
+
+        Example:
+            >>> block = Residual(keras.layers.Dense(3), shortcut="projection")
+            >>> _ = block(keras.ops.ones((1, 2)))
+            >>> block.changes_shape()
+            True
+        """
+        if not self.built:
+            raise ValueError(f"Residual {self.name!r} is not built yet: call it on an input first.")
+        out = self.compute_output_shape(self._input_shape)
+        return tuple(out[1:]) != tuple(self._input_shape[1:])
 
     def compute_mask(self, inputs, mask=None):
         # The mask is per time step; a branch that changes the number of steps
@@ -554,45 +477,160 @@ class Residual(layers.Wrapper):
             return None
         return mask
 
+    # ------------------------------------------------------- self-description
+
+    def parts(self, deleted: bool = False) -> list[BlockPart]:
+        """The block's parts in call order, each with the values it reads.
+
+        This is the one encoding of the block's wiring: `call` runs it, and
+        tools that follow a block (probes, receptive fields, the
+        architecture table, summaries, guided-backprop copies, surgery,
+        per-sample path routing) loop over it with `run_part` or `wire`.
+        With `deleted=True` it describes the block without its branch (Veit
+        et al. 2016, Sec. 4.1): the merge's `without_branch` on the shortcut;
+        a deleted plain layer (`shortcut="none"`) passes its input on.
+
+        Args:
+            deleted: bool. Describe the block with its branch deleted.
+
+        Returns:
+            list of BlockPart.
+
+        Example:
+            >>> import keras
+            >>> block = Residual(keras.layers.Dense(2), preactivation="relu", activation="relu")
+            >>> [(p.role, p.inputs) for p in block.parts()]  # doctest: +NORMALIZE_WHITESPACE
+            [('preactivation', ('x',)), ('branch', ('preactivated',)), ('shortcut', ('x',)),
+             ('merge', ('shortcut', 'branch')), ('activation', ('merged',))]
+        """
+        pre = "preactivated" if self.preactivation is not None else "x"
+        found = []
+        if self.preactivation is not None:
+            layer = self.preactivation_layer or self.preactivation
+            found.append(BlockPart("preactivation", layer, ("x",), "preactivated"))
+        if not deleted:
+            found.append(BlockPart("branch", self.layer, (pre,), "branch"))
+        if not self.has_shortcut:
+            if deleted:  # a deleted plain layer is the identity (Veit et al. 2016, Fig. 3, VGG)
+                return found + [BlockPart("shortcut", None, ("x",), "shortcut"),
+                                BlockPart("activation", None, ("shortcut",), "output")]
+            return found + [BlockPart("activation", self.activation, ("branch",), "output")]
+        source = "x" if self.shortcut_from == "input" else pre
+        found.append(BlockPart("shortcut", self.shortcut_layer, (source,), "shortcut"))
+        gate = (pre,) if self.merge_layer.reads_inputs else ()
+        reads = ("shortcut",) if deleted else ("shortcut", "branch")
+        found.append(BlockPart("merge", self.merge_layer, reads + gate, "merged"))
+        return found + [BlockPart("activation", self.activation, ("merged",), "output")]
+
+    def part(self, role: str) -> BlockPart | None:
+        """The part of the intact block with this role, or None where it has none.
+
+        Example:
+            >>> Residual(keras.layers.Dense(2)).part("preactivation") is None
+            True
+        """
+        if role not in ROLES:
+            raise ValueError(f"`role` must be one of {ROLES}. Received: role={role!r}")
+        return next((p for p in self.parts() if p.role == role), None)
+
+    def run_part(
+        self, part: BlockPart, inputs: Sequence[Any], training: bool | None = None,
+        mask: Any = None,
+    ) -> Any:
+        """Run one part of `parts()` on its input values, exactly as `call` does.
+
+        Args:
+            part: BlockPart. One of `self.parts()` or `self.parts(deleted=True)`.
+            inputs: the values `part.inputs` names, in that order: tensors
+                (eager or symbolic).
+            training: bool or None. Passed to parts that take it.
+            mask: the sequence mask of the block input, for the branch.
+
+        Returns:
+            The part's output tensor.
+
+        Example:
+            >>> import keras
+            >>> block = Residual(keras.layers.Dense(2), shortcut="projection")
+            >>> x = keras.ops.ones((1, 3))
+            >>> _ = block(x)
+            >>> y = block.wire(x, block.run_part)
+            >>> bool(keras.ops.all(y == block(x)))
+            True
+        """
+        if part.passes_input:
+            return self._as_output(inputs[0]) if part.role == "activation" else inputs[0]
+        if part.role == "preactivation":
+            return part.layer(inputs[0], training=training)
+        if part.role == "branch":
+            return self._call_branch(inputs[0], training, mask)
+        if part.role == "shortcut":
+            kwargs = {"training": training} if self._shortcut_accepts_training else {}
+            return part.layer(inputs[0], **kwargs)
+        if part.role == "merge":
+            return self._run_merge(part, inputs, training)
+        return self._as_output(part.layer(inputs[0]))
+
+    def _run_merge(self, part: BlockPart, inputs: Sequence[Any], training: bool | None) -> Any:
+        kwargs = {"training": training} if self._merge_accepts_training else {}
+        gate_input = inputs[-1] if self.merge_layer.reads_inputs else None
+        if part.without_branch:
+            return part.layer.without_branch(inputs[0], gate_input, **kwargs)
+        if self._add_fast_path:
+            return ops.add(inputs[0], inputs[1])
+        return part.layer(inputs[0], inputs[1], gate_input, **kwargs)
+
+    def wire(
+        self, x: Any, apply: Callable[[BlockPart, list], Any], deleted: bool = False,
+        values: dict | None = None,
+    ) -> Any:
+        """Run `apply(part, input_values)` over `parts()`, passing values by name.
+
+        `x` and the values can be anything a tool propagates: tensors, shapes,
+        receptive fields, multiply-add counts. `values` may hold outputs
+        already computed (by name); those parts are not applied again.
+
+        Example:
+            >>> import keras
+            >>> block = Residual(keras.layers.Dense(2), shortcut="projection")
+            >>> block.wire("x", lambda part, ins: f"{part.role}({', '.join(ins)})")
+            'activation(merge(shortcut(x), branch(x)))'
+        """
+        values = {"x": x, **(values or {})}
+        for part in self.parts(deleted):
+            if part.output not in values:
+                values[part.output] = apply(part, [values[name] for name in part.inputs])
+        return values["output"]
+
     # ------------------------------------------------------------------- call
 
     def call(self, inputs, training=None, mask=None):
         self._check_input_shape(inputs.shape)
-        x = inputs
-        pre = x
-        if self.preactivation_layer is not None:
-            pre = self.preactivation_layer(x, training=training)
-        if self.shortcut == "none":
-            return self._as_output(self._call_plain(x, pre, training, mask))
-        s = x if self.shortcut_from == "input" else pre
-        if self.shortcut_layer is not None:
-            s = self._call_shortcut(s, training)
         dropping = self.drop_rate > 0.0 and bool(training)
         if not self._lesion_ready and not dropping:
             # The default: exactly act(merge(h(x), F(x))), nothing else traced.
-            f = self._scale_for_inference(self._call_branch(pre, training, mask), training)
-            return self._as_output(self._merge(s, f, pre, training))
-
-        state = self._lesion_vector() if self._lesion_ready else None
-        if state is not None:
-            s = scale_gradient(s, state[_ROUTE_SHORTCUT])
+            return self.wire(inputs, functools.partial(
+                self._passed_on, state=None, training=training, mask=mask, dropping=False))
+        state = self._state_slot.variable.value if self._lesion_ready else None
+        run = functools.partial(
+            self._passed_on, state=state, training=training, mask=mask, dropping=dropping)
+        shared = {"x": inputs}
+        for part in self.parts():  # computed once, read by both alternatives
+            if part.role in ("preactivation", "shortcut"):
+                shared[part.output] = run(part, [shared[n] for n in part.inputs])
 
         def with_branch():
-            f = self._call_branch(pre, training, mask)
-            if state is not None:
-                f = scale_gradient(f, state[_ROUTE_BRANCH])
-                f = ops.multiply(f, ops.cast(state[_BRANCH_SCALE], f.dtype))
-            if dropping and self.drop_scaling == "train":
-                f = ops.divide(f, ops.cast(1.0 - self.drop_rate, f.dtype))
-            return self._as_output(self._merge(s, f, pre, training))
+            return self.wire(inputs, run, values=shared)
 
         def without_branch():
-            return self._as_output(self._merge_without_branch(s, pre, training))
+            return self.wire(inputs, run, deleted=True, values=shared)
 
-        keep = ops.greater(state[_GATE], 0.5) if state is not None else None
+        if not self.has_shortcut and self.changes_shape():
+            return with_branch()  # a shape-changing plain layer cannot be deleted
+        keep = ops.greater(state[GATE], 0.5) if state is not None else None
         if dropping and self.drop_mode == "sample":
             draw = keras.random.uniform(
-                (ops.shape(s)[0],) + (1,) * (len(s.shape) - 1), seed=self.seed_generator
+                (ops.shape(inputs)[0],) + (1,) * (len(inputs.shape) - 1), seed=self.seed_generator
             )
             kept = ops.less(draw, 1.0 - self.drop_rate)
             if keep is not None:
@@ -602,6 +640,32 @@ class Residual(layers.Wrapper):
             survived = ops.less(keras.random.uniform((), seed=self.seed_generator), 1.0 - self.drop_rate)
             keep = survived if keep is None else ops.logical_and(keep, survived)
         return self._select(keep, with_branch, without_branch, training)
+
+    def _passed_on(self, part, inputs, state, training, mask, dropping):
+        """`run_part`, plus what the block applies around it: drop scaling and lesion state.
+
+        The branch value is scaled by its survival probability at test time
+        (`drop_scaling="inference"`, Huang et al. 2016, Sec. 3) or divided by
+        it while dropping (`"train"`); a lesion-ready block scales the
+        gradient of the branch, of the shortcut, and of the gate input a
+        merge reads (routed with the branch: the gate is part of the residual
+        module), and multiplies the branch by `branch_scale`.
+        """
+        if state is not None and part.role == "merge" and self.merge_layer.reads_inputs:
+            inputs = [*inputs[:-1], scale_gradient(inputs[-1], state[ROUTE_BRANCH])]
+        value = self.run_part(part, inputs, training, mask)
+        if part.role == "shortcut" and state is not None:
+            return scale_gradient(value, state[ROUTE_SHORTCUT])
+        if part.role != "branch":
+            return value
+        if self.drop_rate > 0.0 and self.drop_scaling == "inference" and not training:
+            value = ops.multiply(value, ops.cast(1.0 - self.drop_rate, value.dtype))
+        if state is not None:
+            value = scale_gradient(value, state[ROUTE_BRANCH])
+            value = ops.multiply(value, ops.cast(state[BRANCH_SCALE], value.dtype))
+        if dropping and self.drop_scaling == "train":
+            value = ops.divide(value, ops.cast(1.0 - self.drop_rate, value.dtype))
+        return value
 
     def _as_output(self, y):
         # A layer returns its compute dtype (Keras' layer contract), also where
@@ -619,41 +683,6 @@ class Residual(layers.Wrapper):
         if self._branch_accepts_mask and mask is not None:
             kwargs["mask"] = mask
         return self.layer(pre, **kwargs)
-
-    def _call_shortcut(self, x, training):
-        if self._shortcut_accepts_training:
-            return self.shortcut_layer(x, training=training)
-        return self.shortcut_layer(x)
-
-    def _merge(self, s, f, pre, training):
-        if self._add_fast_path:
-            y = ops.add(s, f)
-        else:
-            kwargs = {"training": training} if self._merge_accepts_training else {}
-            y = self.merge_layer(s, f, pre, **kwargs)
-        return self.activation(y)
-
-    def _merge_without_branch(self, s, pre, training):
-        kwargs = {"training": training} if self._merge_accepts_training else {}
-        return self.activation(self.merge_layer.without_branch(s, pre, **kwargs))
-
-    def _scale_for_inference(self, f, training):
-        """Huang et al. (2016), Sec. 3: at test time the branch is scaled by its survival."""
-        if self.drop_rate > 0.0 and self.drop_scaling == "inference" and not training:
-            return ops.multiply(f, ops.cast(1.0 - self.drop_rate, f.dtype))
-        return f
-
-    def _call_plain(self, x, pre, training, mask):
-        f = self._call_branch(pre, training, mask)
-        if not self._lesion_ready or not _shapes_match(tuple(x.shape), tuple(f.shape)):
-            return self.activation(f)
-        state = self._lesion_vector()
-        f = scale_gradient(f, state[_ROUTE_BRANCH])
-        f = ops.multiply(f, ops.cast(state[_BRANCH_SCALE], f.dtype))
-        y = self._as_output(self.activation(f))
-        s = self._as_output(scale_gradient(x, state[_ROUTE_SHORTCUT]))
-        # A deleted plain layer is the identity (Veit et al. 2016, Fig. 3, VGG).
-        return ops.cond(ops.greater(state[_GATE], 0.5), lambda: y, lambda: s)
 
     def _select(self, keep, with_branch, without_branch, training):
         """`with_branch()` where `keep` else `without_branch()`, computing only one.
@@ -677,66 +706,6 @@ class Residual(layers.Wrapper):
             variable.assign(ops.where(keep, on, off))
         return ops.where(keep, y_on, y_off)
 
-    # ------------------------------------------------------- self-description
-
-    def parts(self, deleted: bool = False) -> list[BlockPart]:
-        """The block's parts in call order, each with the values it reads.
-
-        Tools that follow a block's wiring (probes, receptive fields, the
-        architecture table, summaries, guided-backprop copies) loop over this
-        list instead of re-coding `call`; `wire` runs such a loop. With
-        `deleted=True` it describes the block without its branch (Veit et
-        al. 2016, Sec. 4.1): the merge's `without_branch` on the shortcut.
-
-        Args:
-            deleted: bool. Describe the block with its branch deleted.
-
-        Returns:
-            list of BlockPart.
-
-        Example:
-            >>> import keras
-            >>> block = Residual(keras.layers.Dense(2), preactivation="relu", activation="relu")
-            >>> [(p.role, p.inputs) for p in block.parts()][:3]
-            [('preactivation', ('x',)), ('branch', ('preactivated',)), ('shortcut', ('x',))]
-        """
-        pre = "preactivated" if self.preactivation is not None else "x"
-        found = []
-        if self.preactivation is not None:
-            layer = self.preactivation_layer or self.preactivation
-            found.append(BlockPart("preactivation", layer, ("x",), "preactivated"))
-        plain = self.shortcut == "none"
-        if not deleted:
-            found.append(BlockPart("branch", self.layer, (pre,), "branch"))
-        if plain:
-            merged = "branch" if not deleted else "x"
-        else:
-            source = "x" if self.shortcut_from == "input" else pre
-            found.append(BlockPart("shortcut", self.shortcut_layer, (source,), "shortcut"))
-            reads = ("shortcut", pre) if deleted else ("shortcut", "branch", pre)
-            found.append(BlockPart("merge", self.merge_layer, reads, "merged"))
-            merged = "merged"
-        if plain and deleted:  # a deleted plain layer is the identity
-            return found + [BlockPart("activation", None, ("x",), "output")]
-        return found + [BlockPart("activation", self.activation, (merged,), "output")]
-
-    def wire(self, x: Any, apply: Callable[[BlockPart, list], Any], deleted: bool = False) -> Any:
-        """Run `apply(part, input_values)` over `parts()`, passing values by name.
-
-        `x` and the values can be anything a tool propagates: tensors, shapes,
-        receptive fields, multiply-add counts.
-
-        Example:
-            >>> import keras
-            >>> block = Residual(keras.layers.Dense(2), shortcut="projection")
-            >>> block.wire("x", lambda part, ins: f"{part.role}({', '.join(ins)})")
-            'activation(merge(shortcut(x), branch(x), x))'
-        """
-        values = {"x": x}
-        for part in self.parts(deleted):
-            values[part.output] = apply(part, [values[name] for name in part.inputs])
-        return values["output"]
-
     # ---------------------------------------------------------- lesion state
 
     @property
@@ -744,39 +713,31 @@ class Residual(layers.Wrapper):
         """Whether this block reads its lesion state (see `set_lesion_ready`)."""
         return self._lesion_ready
 
-    def _lesion_vector(self):
-        return self.lesion_state.value
+    @property
+    def lesion_state(self) -> keras.Variable | None:
+        """The lesion-state variable of a built lesion-ready block, else None."""
+        return self._state_slot.variable
 
-    def _create_lesion_state(self) -> None:
-        if self.lesion_state is not None:
-            return
-        # Keras locks a built layer's state; this is the one place we add a
-        # variable after build, the way Keras' own `quantize()` does.
-        tracker = self._tracker
-        locked = tracker.locked
-        tracker.unlock()
-        try:
-            self.lesion_state = self.add_weight(
-                name="lesion_state",
-                shape=(_STATE_SIZE,),
-                initializer="ones",
-                trainable=False,
-                dtype="float32",
-                autocast=False,
-            )
-        finally:
-            if locked:
-                tracker.lock()
+    def switch_lesion_ready(self, ready: bool) -> None:
+        """Switch this block's lesion-ready mode; the caller resets compiled functions.
 
-    def _set_lesion_ready(self, ready: bool) -> None:
-        """Switch the lesion mode; the caller resets compiled functions."""
+        `keras_residual.lesion_ready(model)` and `set_lesion_ready(model)` do
+        this for every block of a model and reset its compiled functions.
+
+        Example:
+            >>> block = Residual(keras.layers.Dense(2))
+            >>> _ = block(keras.ops.ones((1, 2)))
+            >>> block.switch_lesion_ready(True)
+            >>> len(block.non_trainable_weights), block.lesion_ready
+            (1, True)
+        """
         ready = bool(ready)
         if ready == self._lesion_ready:
             return
         if ready:
             self._lesion_ready = True
             if self.built:
-                self._create_lesion_state()
+                self._state_slot.fill(self.name)
             return
         if not self.get_lesion_state().is_default:
             raise ValueError(
@@ -785,9 +746,7 @@ class Residual(layers.Wrapper):
                 "lesion-ready mode."
             )
         self._lesion_ready = False
-        if self.lesion_state is not None:
-            variable, self.lesion_state = self.lesion_state, None
-            self._untrack_variable(variable)
+        self._state_slot.empty()
 
     def get_lesion_state(self) -> LesionState:
         """All lesion settings of this block in one `LesionState`.
@@ -824,14 +783,12 @@ class Residual(layers.Wrapper):
                 f"branch_enabled, gradient_route and branch_scale. Received: {changes}"
             )
         new = dataclasses.replace(state or self.get_lesion_state(), **changes)
-        if not new.branch_enabled and self.shortcut == "none" and self.built:
-            probe_shape = self.compute_output_shape(self._input_shape)
-            if not _shapes_match(self._input_shape, probe_shape):
-                raise ValueError(
-                    f"Residual {self.name!r} has shortcut='none' and changes the shape "
-                    f"{self._input_shape} -> {probe_shape}: its layer cannot be "
-                    "replaced by the identity."
-                )
+        if not new.branch_enabled and not self.has_shortcut and self.built and self.changes_shape():
+            raise ValueError(
+                f"Residual {self.name!r} has shortcut='none' and changes the shape "
+                f"{self._input_shape} -> {self.compute_output_shape(self._input_shape)}: its "
+                "layer cannot be replaced by the identity."
+            )
         if not self._lesion_ready:
             if new.is_default:
                 return
@@ -917,127 +874,11 @@ class Residual(layers.Wrapper):
         return super().from_config(config, custom_objects=custom_objects)
 
 
-# ------------------------------------------------------------ model-level tools
+def __getattr__(name: str) -> Any:
+    # The model-level walkers moved to keras_residual.graph (one release of aliases).
+    if name in ("residual_layers",):
+        from keras_residual import _deprecation, graph
 
-
-def _children(layer: layers.Layer) -> list:
-    if isinstance(layer, Residual):
-        return [layer.preactivation_layer, layer.layer, layer.shortcut_layer, layer.merge_layer]
-    if isinstance(layer, layers.Bidirectional):
-        return [layer.forward_layer, layer.backward_layer]
-    if isinstance(layer, layers.Wrapper):
-        return [layer.layer]
-    return list(getattr(layer, "layers", None) or ())
-
-
-def residual_layers(model: layers.Layer) -> list[Residual]:
-    """Every `Residual` in `model`, nested ones (inside branches, sub-models) included.
-
-    Example:
-        >>> import keras
-        >>> model = keras.Sequential([keras.Input((2,)), Residual(Residual(keras.layers.Dense(2)))])
-        >>> len(residual_layers(model))
-        2
-    """
-    found: list[Residual] = []
-    seen: set[int] = set()
-    stack = [model]
-    while stack:
-        layer = stack.pop()
-        if layer is None or id(layer) in seen:
-            continue
-        seen.add(id(layer))
-        if isinstance(layer, Residual):
-            found.append(layer)
-        stack.extend(reversed(_children(layer)))
-    return found
-
-
-def reset_compiled_functions(model: keras.Model) -> None:
-    """Drop `model`'s traced train / test / predict functions so the next call retraces.
-
-    Example:
-        >>> import keras
-        >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-        >>> reset_compiled_functions(model)
-        >>> model.predict_function is None
-        True
-    """
-    for name in ("train_function", "test_function", "predict_function"):
-        if hasattr(model, name):
-            setattr(model, name, None)
-
-
-def set_lesion_ready(model: layers.Layer, ready: bool = True) -> list[Residual]:
-    """Make every `Residual` in `model` lesion-ready (or plain again), for good.
-
-    A lesion-ready block reads a 4-scalar state variable (branch gate,
-    gradient route, branch scale; Veit et al. 2016) in its traced graph, so
-    compiled functions follow `branch_enabled` / `gradient_route` /
-    `branch_scale` changes without retracing. The model's compiled functions
-    are reset, the variable is saved with the model. `ready=False` needs
-    every block back at its default state.
-
-    Args:
-        model: keras.Model (or a single Residual).
-        ready: bool. Defaults to True.
-
-    Returns:
-        The blocks, in the order `residual_layers` lists them.
-
-    Example:
-        >>> import keras
-        >>> model = keras.Sequential([keras.Input((2,)), Residual(keras.layers.Dense(2))])
-        >>> block = set_lesion_ready(model)[0]
-        >>> block.branch_enabled = False
-        >>> model.predict(keras.ops.ones((1, 2)), verbose=0).tolist()
-        [[1.0, 1.0]]
-    """
-    blocks = residual_layers(model)
-    for block in blocks:
-        block._set_lesion_ready(ready)
-    if isinstance(model, keras.Model):
-        reset_compiled_functions(model)
-    return blocks
-
-
-@contextlib.contextmanager
-def lesion_ready(model: layers.Layer) -> Iterator[list[Residual]]:
-    """Lesion-ready blocks inside the `with` body; state and mode restored in `finally`.
-
-    The lesion studies (Veit et al. 2016, Sec. 4-5) run inside this context:
-    it switches every `Residual` of `model` to the lesion-ready mode (the
-    model retraces once), and on exit restores each block's lesion state and
-    mode, resetting compiled functions again where the mode changed.
-
-    Args:
-        model: keras.Model holding the blocks (or a single Residual).
-
-    Yields:
-        The blocks, in the order `residual_layers` lists them.
-
-    Example:
-        >>> import keras, numpy as np
-        >>> model = keras.Sequential([keras.Input((2,)), Residual(keras.layers.Dense(2))])
-        >>> with lesion_ready(model) as blocks:
-        ...     blocks[0].branch_enabled = False
-        ...     out = model.predict(np.ones((1, 2)), verbose=0)
-        >>> out.tolist(), blocks[0].lesion_ready
-        ([[1.0, 1.0]], False)
-    """
-    blocks = residual_layers(model)
-    saved = [(block.lesion_ready, block.get_lesion_state()) for block in blocks]
-    changed = [block for block, (was, _) in zip(blocks, saved, strict=True) if not was]
-    for block in changed:
-        block._set_lesion_ready(True)
-    if changed and isinstance(model, keras.Model):
-        reset_compiled_functions(model)
-    try:
-        yield blocks
-    finally:
-        for block, (was, state) in zip(blocks, saved, strict=True):
-            block.set_lesion_state(state)
-            if not was:
-                block._set_lesion_ready(False)
-        if changed and isinstance(model, keras.Model):
-            reset_compiled_functions(model)
+        return _deprecation.moved(f"keras_residual.residual.{name}", "keras_residual.graph.blocks",
+                                  functools.partial(graph.blocks, nested=True))
+    raise AttributeError(f"module 'keras_residual.residual' has no attribute {name!r}")

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 Shape = Sequence[Any]
@@ -352,3 +353,138 @@ def make_shortcut(kind: str | layers.Layer) -> layers.Layer | None:
     raise ValueError(
         f"`shortcut` must be one of {SHORTCUT_KINDS} or a Keras layer. Received: shortcut={kind!r}"
     )
+
+
+# ------------------------------------------------------- shape diagnostics
+
+# Layers that drop the axes a shortcut would need: no shortcut can bridge them.
+_RANK_REDUCING = (
+    layers.Flatten,
+    layers.GlobalAveragePooling1D,
+    layers.GlobalAveragePooling2D,
+    layers.GlobalAveragePooling3D,
+    layers.GlobalMaxPooling1D,
+    layers.GlobalMaxPooling2D,
+    layers.GlobalMaxPooling3D,
+)
+
+
+def shapes_match(a: Shape, b: Shape) -> bool:
+    """Equal rank and equal non-batch dims, with None matching anything.
+
+    Example:
+        >>> shapes_match((None, 4, 4, 8), (2, None, 4, 8)), shapes_match((None, 4), (None, 5))
+        (True, False)
+    """
+    if len(a) != len(b):
+        return False
+    return all(x is None or y is None or x == y for x, y in zip(a[1:], b[1:], strict=True))
+
+
+def suggest_shortcuts(
+    source_shape: Shape, branch_shape: Shape, data_format: str | None = None
+) -> list[str]:
+    """The shortcut kinds that really map `source_shape` to `branch_shape`.
+
+    Each candidate of He et al. (2015), Sec. 3.3 (option B: "projection",
+    option A: "zero_pad") and He et al. (2019), "Bag of Tricks", ResNet-D
+    ("avg_down") is built on the shapes; the kinds whose output matches are
+    returned, in that order.
+
+    Args:
+        source_shape: shape of what the shortcut reads (with the batch axis).
+        branch_shape: shape of the branch output it must match.
+        data_format: "channels_last", "channels_first" or None (Keras' image
+            data format for inputs with 2+ spatial dims, else channels-last).
+
+    Returns:
+        list of str.
+
+    Example:
+        >>> suggest_shortcuts((None, 8, 8, 4), (None, 4, 4, 8))
+        ['projection', 'zero_pad', 'avg_down']
+        >>> suggest_shortcuts((None, 8), (None, 16))
+        ['projection', 'zero_pad']
+    """
+    if data_format is None:
+        data_format = keras.config.image_data_format() if len(source_shape) >= 4 else "channels_last"
+    working = []
+    for kind in ("projection", "zero_pad", "avg_down"):
+        candidate = make_shortcut(kind)
+        try:
+            candidate.adapt(source_shape, branch_shape, data_format)
+            candidate.build(source_shape)
+            out = candidate.compute_output_shape(tuple(source_shape))
+        except (ValueError, TypeError):
+            continue
+        if shapes_match(out, branch_shape):
+            working.append(kind)
+    return working
+
+
+def branch_fix(layer: layers.Layer, source_shape: Shape, branch_shape: Shape) -> str:
+    """The change to a branch layer that removes a shape mismatch, for common layers ("" if none).
+
+    Example:
+        >>> branch_fix(keras.layers.Conv2D(4, 3), (None, 8, 8, 4), (None, 6, 6, 4))[:31]
+        " Conv2D(padding='valid') shrinks"
+    """
+    if isinstance(layer, _RANK_REDUCING):
+        return (
+            f" {type(layer).__name__} drops axes that a shortcut cannot restore, so "
+            "it cannot be wrapped: wrap the layers before it and apply it after "
+            "the block."
+        )
+    if len(source_shape) != len(branch_shape) and getattr(layer, "return_sequences", True) is False:
+        return (
+            f" {type(layer).__name__} returns only its last step: pass "
+            "return_sequences=True to keep one output per step."
+        )
+    padding = getattr(layer, "padding", None)
+    kernel = getattr(layer, "kernel_size", None) or getattr(layer, "pool_size", None)
+    if (
+        padding == "valid"
+        and kernel is not None
+        and any(k > 1 for k in np.atleast_1d(kernel))
+        and len(source_shape) == len(branch_shape)
+    ):
+        return (
+            f" {type(layer).__name__}(padding='valid') shrinks every spatial size by "
+            "kernel_size - 1: pass padding='same' to keep the size."
+        )
+    return ""
+
+
+def identity_mismatch_message(
+    block_name: str, layer: layers.Layer, source_shape: Shape, branch_shape: Shape,
+    data_format: str | None = None,
+) -> str:
+    """The error for an identity shortcut around a shape-changing branch, with the fixes.
+
+    Example:
+        >>> message = identity_mismatch_message(
+        ...     "block", keras.layers.Dense(8, name="fc"), (None, 4), (None, 8))
+        >>> "Pass shortcut='projection' or 'zero_pad'" in message
+        True
+    """
+    fix = branch_fix(layer, source_shape, branch_shape)
+    working = [repr(k) for k in suggest_shortcuts(source_shape, branch_shape, data_format)]
+    text = (
+        f"Residual {block_name!r} cannot add an identity shortcut around layer "
+        f"{layer.name!r} ({type(layer).__name__}): the branch maps input "
+        f"shape {tuple(source_shape)} to output shape {tuple(branch_shape)}."
+    )
+    if fix:
+        text += fix
+    if working:
+        text += (
+            f" {'Or pass' if fix else 'Pass'} shortcut={' or '.join(working)} to "
+            "bridge the shapes"
+        )
+        text += ", or shortcut='none' for a plain layer."
+    elif not fix:
+        text += (
+            " No shortcut of this library maps one shape to the other: change the "
+            "branch, pass a Keras layer that does as `shortcut=`, or shortcut='none'."
+        )
+    return text + " Received: shortcut='identity'"
