@@ -641,6 +641,29 @@ class Residual(layers.Wrapper):
             keep = survived if keep is None else ops.logical_and(keep, survived)
         return self._select(keep, with_branch, without_branch, training)
 
+    def passed_on(
+        self, part: BlockPart, inputs: Sequence[Any], training: bool | None = None,
+        mask: Any = None,
+    ) -> Any:
+        """What the intact block passes on from one part: `run_part` and the block's own scaling.
+
+        The same as `run_part`, except that a stochastic-depth branch with
+        `drop_scaling="inference"` is scaled by its survival probability
+        outside training (Huang et al. 2016, Sec. 3), as `call` does. Tools
+        that transform the description (per-sample gradient routing) run
+        parts through this, so they compute what the block computes.
+
+        Example:
+            >>> block = Residual(keras.layers.Dense(2, kernel_initializer="ones"),
+            ...                  drop_rate=0.5, drop_scaling="inference")
+            >>> x = keras.ops.ones((1, 2))
+            >>> _ = block(x)
+            >>> branch = block.part("branch")
+            >>> keras.ops.convert_to_numpy(block.passed_on(branch, [x], training=False)).tolist()
+            [[1.0, 1.0]]
+        """
+        return self._passed_on(part, inputs, None, training, mask, dropping=False)
+
     def _passed_on(self, part, inputs, state, training, mask, dropping):
         """`run_part`, plus what the block applies around it: drop scaling and lesion state.
 

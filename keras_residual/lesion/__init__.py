@@ -1,10 +1,14 @@
 """Lesion and path analysis of residual networks (Veit et al. 2016).
 
-- `surgery`: find, delete, reorder and re-route blocks; remove plain layers.
+- `deletion`: single-block and k-block deletion (Fig. 3, 4, 5a).
+- `reordering`: swapping compatible blocks (Fig. 5b).
+- `path_gradients`: the gradient per path length, routed per sample (Fig. 6).
 - `paths`: path-length statistics of the unraveled view.
-- `studies`: single-block, k-block deletion, reordering, gradient per path length.
+- `evaluation`: data and error helpers shared by the studies.
 - `schedules`: stochastic depth, effective-path training, resilience comparison.
 - `batchnorm`: precise BatchNorm statistics of the full network after such training.
+- The edits the studies make (delete, reorder, route) live in
+  `keras_residual.surgery`, which this package imports (never the reverse).
 - `plots`: the paper's figures from the study results (import it explicitly:
   `from keras_residual.lesion import plots`, it needs matplotlib).
 """
@@ -28,28 +32,33 @@ from keras_residual.lesion.schedules import (
     stochastic_depth_resilience,
     with_stochastic_depth,
 )
-from keras_residual.lesion.studies import (
-    GradientPathResult,
+from keras_residual.lesion.deletion import (
     KDeletionResult,
-    ReorderingResult,
     SingleDeletionResult,
-    as_arrays,
-    classification_error,
-    compatible_groups,
-    gradient_per_path_length,
+    deletable,
     k_block_deletion,
     lesion_units,
-    path_gradients,
-    random_swaps,
-    reordering,
     single_block_deletion,
 )
-from keras_residual.lesion.surgery import (
+from keras_residual.lesion.evaluation import as_arrays, classification_error
+from keras_residual.lesion.path_gradients import (
+    GradientPathResult,
+    gradient_per_path_length,
+    path_gradients,
+    routed_block,
+)
+from keras_residual.lesion.reordering import (
+    ReorderingResult,
+    compatible_groups,
+    random_swaps,
+    reordering,
+)
+from keras_residual.surgery import (
     delete_blocks,
     deleted_blocks,
+    downsampling,
     passes_input_when_deleted,
     preserved_lesion_state,
-    rebuild_model,
     removable_layers,
     remove_layers,
     reorder_blocks,
@@ -58,6 +67,20 @@ from keras_residual.lesion.surgery import (
     routed_gradients,
     swappable,
 )
+
+_MOVED_TO_GRAPH = {"rebuild_model": "rebuild"}
+
+
+def __getattr__(name: str):
+    # `keras_residual.lesion.rebuild_model` moved to `keras_residual.graph.rebuild`.
+    if name in _MOVED_TO_GRAPH:
+        from keras_residual import _deprecation, graph
+
+        return _deprecation.moved(f"keras_residual.lesion.{name}",
+                                  f"keras_residual.graph.{_MOVED_TO_GRAPH[name]}",
+                                  getattr(graph, _MOVED_TO_GRAPH[name]))
+    raise AttributeError(f"module 'keras_residual.lesion' has no attribute {name!r}")
+
 
 __all__ = [
     "EFFECTIVE_MASS",
@@ -75,6 +98,8 @@ __all__ = [
     "as_arrays",
     "classification_error",
     "compatible_groups",
+    "deletable",
+    "downsampling",
     "delete_blocks",
     "deleted_blocks",
     "effective_path_range",
@@ -89,7 +114,6 @@ __all__ = [
     "path_length_interval",
     "preserved_lesion_state",
     "random_swaps",
-    "rebuild_model",
     "remaining_path_fraction",
     "removable_layers",
     "remove_layers",
@@ -97,6 +121,7 @@ __all__ = [
     "residual_blocks",
     "resolve_blocks",
     "reordering",
+    "routed_block",
     "routed_gradients",
     "single_block_deletion",
     "stochastic_depth_resilience",

@@ -20,6 +20,8 @@ import keras
 import numpy as np
 from keras import layers
 
+from keras_residual import graph
+
 
 def _positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -36,11 +38,7 @@ def batchnorm_layers(model: layers.Layer) -> list[layers.BatchNormalization]:
         >>> len(batchnorm_layers(model))
         1
     """
-    return [
-        layer
-        for layer in model._flatten_layers(include_self=True, recursive=True)
-        if isinstance(layer, layers.BatchNormalization)
-    ]
+    return graph.find_layers(model, layers.BatchNormalization)
 
 
 class _Moments:

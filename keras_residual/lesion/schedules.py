@@ -20,14 +20,13 @@ import numpy as np
 from keras_residual.blocks import linear_decay_drop_rates  # noqa: F401  (re-exported)
 from keras_residual.lesion import paths
 from keras_residual.lesion.batchnorm import precise_batchnorm
-from keras_residual.lesion.studies import (
-    Data,
-    GradientPathResult,
-    SingleDeletionResult,
-    single_block_deletion,
-)
-from keras_residual.lesion.surgery import clone_with_weights, residual_blocks
-from keras_residual.residual import LesionState, Residual, lesion_ready, residual_layers
+from keras_residual import graph
+from keras_residual.lesion.deletion import SingleDeletionResult, single_block_deletion
+from keras_residual.lesion.evaluation import Data
+from keras_residual.lesion.path_gradients import GradientPathResult
+from keras_residual.lesion_state import LesionState, lesion_ready
+from keras_residual.residual import Residual
+from keras_residual.surgery import residual_blocks
 
 
 def with_stochastic_depth(
@@ -67,8 +66,9 @@ def with_stochastic_depth(
             config.update(drop_rate=float(rates[id(layer)]), drop_mode=drop_mode)
         return layer.__class__.from_config(config)
 
-    return clone_with_weights(
-        model, "build it with `Residual(..., drop_rate=...)` instead.", clone_function=clone_layer
+    return graph.clone(
+        model, clone_function=clone_layer,
+        instead="build it with `Residual(..., drop_rate=...)` instead.",
     )
 
 
@@ -183,7 +183,7 @@ class EffectivePathTraining(keras.callbacks.Callback):
         # The gates are data only inside `lesion_ready(model)`, held until
         # `on_train_end`; where it switched blocks on, retrace the train step
         # that `fit` made before calling us.
-        retrace = not all(b.lesion_ready for b in residual_layers(self.model))
+        retrace = not all(b.lesion_ready for b in graph.blocks(self.model, nested=True))
         self._lesion_mode.enter_context(lesion_ready(self.model))
         if retrace:
             self.model.make_train_function(force=True)

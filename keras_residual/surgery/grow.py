@@ -10,7 +10,7 @@ future work. Zero-initializing the last layer of each branch is Goyal et al.
 (2017), Sec. 5.1; a zero scalar gate is ReZero (Bachlechner et al. 2020).
 
 `insert_blocks` copies the model (same weights), rebuilds its graph with
-`keras_residual.lesion.surgery.rebuild_model`, and checks on a batch that the
+`keras_residual.graph.rebuild`, and checks on a batch that the
 predictions did not move.
 """
 
@@ -23,10 +23,9 @@ import numpy as np
 from keras import layers
 
 from keras_residual import blocks as blocks_lib
-from keras_residual.lesion.surgery import rebuild_model
-from keras_residual.probe import is_container, resolve_path, split_path
+from keras_residual import graph
+from keras_residual.graph import is_container, rebuild, resolve_path, split_path
 from keras_residual.residual import Residual
-from keras_residual.weights import copy_weights
 
 MakeBlock = Callable[[tuple], layers.Layer]
 _CONVS = {2: layers.Conv1D, 4: layers.Conv3D}
@@ -84,7 +83,7 @@ def identity_block(shape: Sequence[int | None], name: str | None = None) -> Resi
 
 
 def _targets(model: keras.Model, after: Sequence[str]) -> dict[int, layers.Layer]:
-    """The layers named by `after`, each called in a graph that `rebuild_model` walks."""
+    """The layers named by `after`, each called in a graph that `graph.rebuild` walks."""
     found = {}
     for path in after:
         segments = split_path(path)
@@ -175,8 +174,7 @@ def insert_blocks(
     after = [after] if isinstance(after, str) else list(after)
     if not after:
         raise ValueError(f"`after` must name at least one layer. Received: after={after}")
-    clone = keras.models.clone_model(model)
-    copy_weights(model, clone)
+    clone = graph.clone(model)
     targets = _targets(clone, after)
     inserted: dict[int, layers.Layer] = {}
     taken = {layer.name for layer in clone.layers}
@@ -203,7 +201,7 @@ def insert_blocks(
         inserted[id(layer)] = block
         return block(outputs)
 
-    rebuilt = rebuild_model(clone, replace)
+    rebuilt = rebuild(clone, replace)
     grown = keras.Model(rebuilt.input, rebuilt.output, name=name or f"{model.name}_grown")
     missing = [path for path, layer_id in zip(after, targets, strict=True) if layer_id not in inserted]
     if missing:

@@ -1,0 +1,163 @@
+"""New models with residual blocks deleted, reordered, or plain layers removed.
+
+Veit et al., "Residual Networks Behave Like Ensembles of Relatively Shallow
+Networks" (2016), Sec. 4: a trained residual network keeps working when a
+block's branch is deleted (`y_i = act(merge(h(y_{i-1}), 0))`: the shortcut,
+a projection too, stays) or when blocks are reordered, while deleting one
+layer of a plain network (VGG) breaks it. `delete_blocks` returns an
+independent copy; `reorder_blocks` and `remove_layers` build a new
+functional model over the same layer instances (`graph.rebuild`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+from keras import layers
+
+from keras_residual import graph
+from keras_residual.lesion_state import set_lesion_ready
+from keras_residual.surgery.select import (
+    BlockRef,
+    layer_shape,
+    network_layers,
+    removable_layers,
+    resolve_blocks,
+    resolve_units,
+    residual_blocks,
+    swappable,
+)
+
+
+def delete_blocks(model: keras.Model, blocks: Sequence[BlockRef] | BlockRef) -> keras.Model:
+    """A copy of `model` (same weights) with the branches of `blocks` deleted.
+
+    Veit et al. 2016, Sec. 4.1. The user's model is not changed.
+
+    Args:
+        model: keras.Model. A Functional or Sequential model.
+        blocks: indices in network order, names, or Residual instances.
+
+    Returns:
+        A new keras.Model, lesion-ready (`keras_residual.set_lesion_ready`),
+        whose copies of the blocks have `branch_enabled=False`.
+
+    Example:
+        >>> from keras_residual import Residual
+        >>> model = keras.Sequential([keras.Input((2,)), Residual(keras.layers.Dense(2))])
+        >>> lesioned = delete_blocks(model, [0])
+        >>> residual_blocks(lesioned)[0].branch_enabled, residual_blocks(model)[0].branch_enabled
+        (False, True)
+    """
+    indices = [
+        next(i for i, b in enumerate(residual_blocks(model)) if b is block)
+        for block in resolve_blocks(model, blocks)
+    ]
+    clone = graph.clone(model, instead="use the `deleted_blocks` context manager on it instead.")
+    set_lesion_ready(clone)
+    clone_blocks = residual_blocks(clone)
+    for i in indices:
+        clone_blocks[i].branch_enabled = False
+    return clone
+
+
+def _check_order(blocks: list, order: list[int]) -> None:
+    if sorted(order) != list(range(len(blocks))):
+        raise ValueError(
+            f"`order` must be a permutation of range({len(blocks)}) (one entry per block). "
+            f"Received: order={order}"
+        )
+    for position, index in enumerate(order):
+        if position == index:
+            continue
+        moved, slot = blocks[index], blocks[position]
+        if not (swappable(moved) and swappable(slot)) or (
+            layer_shape(moved, "input")[1:] != layer_shape(slot, "input")[1:]
+        ):
+            raise ValueError(
+                f"Block {moved.name!r} cannot take the place of {slot.name!r}: only blocks "
+                "with identity shortcuts and equal input and output shapes can be "
+                f"reordered ({layer_shape(moved, 'input')} vs {layer_shape(slot, 'input')}). "
+                f"Received: order={order}"
+            )
+
+
+def reorder_blocks(model: keras.Model, order: Sequence[int]) -> keras.Model:
+    """A new model that runs the blocks in another order (same layer instances).
+
+    Veit et al. 2016, Sec. 4.3, Fig. 5b. Position `p` of the chain of blocks
+    (network order) runs block `order[p]`. Only blocks that are `swappable`
+    and have the same shape as the position they move to may move.
+
+    Args:
+        model: keras.Model. A Functional or Sequential model.
+        order: a permutation of `range(len(residual_blocks(model)))`.
+
+    Returns:
+        A functional keras.Model sharing all weights with `model`.
+
+    Raises:
+        ValueError: if `order` is not a permutation or moves an incompatible block.
+
+    Example:
+        >>> from keras_residual import Residual
+        >>> model = keras.Sequential([keras.Input((2,)), Residual(keras.layers.Dense(2)),
+        ...                           Residual(keras.layers.Dense(2))])
+        >>> swapped = reorder_blocks(model, [1, 0])
+        >>> len(swapped.weights) == len(model.weights)
+        True
+    """
+    blocks = residual_blocks(model)
+    order = [int(i) for i in order]
+    _check_order(blocks, order)
+    substitute = {id(blocks[p]): blocks[i] for p, i in enumerate(order) if p != i}
+
+    def replace(layer, args, kwargs):
+        if id(layer) in substitute:
+            return substitute[id(layer)](*args, **kwargs)
+        return None
+
+    return graph.rebuild(model, replace)
+
+
+def remove_layers(
+    model: keras.Model, targets: Sequence[int | str | layers.Layer] | int | str | layers.Layer
+) -> keras.Model:
+    """A new model (same layer instances) with plain layers replaced by the identity.
+
+    The plain-network lesion of Veit et al. 2016, Fig. 3 (VGG). Works on
+    Residual blocks too (the identity replaces the whole block).
+
+    Args:
+        model: keras.Model. A Functional or Sequential model.
+        targets: indices into `removable_layers(model)`, layer names, or layers.
+
+    Returns:
+        A functional keras.Model sharing all remaining weights with `model`.
+
+    Raises:
+        ValueError: if a target changes the shape of its input.
+
+    Example:
+        >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+        >>> plain = remove_layers(model, [0])
+        >>> plain.predict(keras.ops.ones((1, 2)), verbose=0).tolist()
+        [[1.0, 1.0]]
+    """
+    candidates = removable_layers(model)
+    candidates += [layer for layer in network_layers(model) if not any(layer is c for c in candidates)]
+    removed = resolve_units(model, targets, candidates)
+    for layer in removed:
+        if layer_shape(layer, "input")[1:] != layer_shape(layer, "output")[1:]:
+            raise ValueError(
+                f"Layer {layer.name!r} maps {layer_shape(layer, 'input')} to "
+                f"{layer_shape(layer, 'output')}: only layers with equal input and output "
+                "shape can be replaced by the identity."
+            )
+    removed_ids = {id(layer) for layer in removed}
+
+    def replace(layer, args, kwargs):
+        return args[0] if id(layer) in removed_ids else None
+
+    return graph.rebuild(model, replace)
