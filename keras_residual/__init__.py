@@ -25,6 +25,7 @@ from typing import Any
 from keras_residual import blocks, models, training  # noqa: E402,I001
 from keras_residual.merges import (
     AddMerge,
+    BatchNormAddMerge,
     CallableMerge,
     GatedMerge,
     Merge,
@@ -68,6 +69,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "AddMerge",
     "AvgDownShortcut",
+    "BatchNormAddMerge",
     "BlockPart",
     "CallableMerge",
     "GatedMerge",

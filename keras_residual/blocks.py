@@ -28,7 +28,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from keras_residual.merges import Merge
+from keras_residual.merges import BatchNormAddMerge  # noqa: F401  (re-exported: its old home)
 from keras_residual.residual import Residual
 from keras_residual.shortcuts import AvgDownShortcut, ProjectionShortcut, ZeroPadShortcut
 
@@ -42,64 +42,57 @@ STRIDE_POSITIONS = ("1x1", "3x3")
 SHORTCUTS = ("identity", "projection", "zero_pad", "avg_down", "none")
 
 
-@keras.saving.register_keras_serializable(package="keras_residual")
-class BatchNormAddMerge(Merge):
-    """`y = BN(h(x) + F(x))`: the "BN after addition" unit of He et al. (2016), Fig. 4b.
+@dataclass(frozen=True)
+class BlockOptions:
+    """Everything a convolutional block factory passes down, resolved and validated once.
 
-    Args:
-        axis: int. Channel axis of the BatchNormalization. Defaults to -1.
-        momentum: float. BatchNormalization momentum. Defaults to 0.99.
-        epsilon: float. BatchNormalization epsilon. Defaults to 1.001e-5.
-        **kwargs: base Layer arguments; with `name="conv2_block1_add"` the
-            BatchNormalization is named `conv2_block1_add_bn`.
+    The factories build one of these from their keyword arguments
+    (`BlockOptions.create`) and hand it to the helpers that make the branch,
+    the shortcut and the pre-activation, instead of a dozen positional
+    parameters.
+
+    Attributes:
+        name: str. Block name; inner layers are named from it.
+        placement: str. One of `PLACEMENTS` (He et al. 2016, Fig. 4).
+        shortcut: str or keras.layers.Layer. One of `SHORTCUTS` or a layer.
+        shortcut_from: str or None. "input", "preactivated", or None for the
+            rule: string shortcuts with weights read the pre-activated input
+            in pre-activation units (keras.applications v2), others `x`.
+        use_bias: bool or None. None: a bias only where no BN follows.
+        bn_momentum: float.
+        bn_epsilon: float.
+        kernel_initializer: initializer of the convolutions.
+        zero_init_last: bool. Start the branch at zero (Goyal et al. 2017).
+        drop_rate: float. Stochastic depth rate (Huang et al. 2016).
+        data_format: str. "channels_last" or "channels_first".
 
     Example:
-        >>> import keras
-        >>> from keras_residual import Residual
-        >>> block = Residual(keras.layers.Dense(4), merge=BatchNormAddMerge())
-        >>> tuple(block(keras.ops.ones((2, 4))).shape)
-        (2, 4)
+        >>> opts = BlockOptions.create("b", placement="full_preact", shortcut="projection")
+        >>> opts.preact, opts.resolved_shortcut_from
+        (True, 'preactivated')
     """
 
-    def __init__(
-        self, axis: int = -1, momentum: float = 0.99, epsilon: float = 1.001e-5, **kwargs
-    ):
-        super().__init__(**kwargs)
-        self.axis = axis
-        self.momentum = momentum
-        self.epsilon = epsilon
-        self.bn = layers.BatchNormalization(
-            axis=axis, momentum=momentum, epsilon=epsilon, name=f"{self.name}_bn",
-            dtype=self.dtype_policy,
-        )
-
-    def build(self, shortcut_shape, branch_shape=None, inputs_shape=None):
-        self.bn.build(tuple(branch_shape if branch_shape is not None else shortcut_shape))
-        self.built = True
-
-    def call(self, shortcut, branch, inputs=None, training=None):
-        return self.bn(keras.ops.add(shortcut, branch), training=training)
-
-    def get_config(self) -> dict:
-        return {
-            **super().get_config(),
-            "axis": self.axis,
-            "momentum": self.momentum,
-            "epsilon": self.epsilon,
-        }
-
-
-@dataclass(frozen=True)
-class _Options:
-    """Settings shared by every conv, BN and shortcut of one block."""
-
     name: str
-    placement: str
-    use_bias: bool | None
-    bn_momentum: float
-    bn_epsilon: float
-    kernel_initializer: Any
-    data_format: str
+    placement: str = "original"
+    shortcut: Any = "identity"
+    shortcut_from: str | None = None
+    use_bias: bool | None = None
+    bn_momentum: float = 0.99
+    bn_epsilon: float = 1.001e-5
+    kernel_initializer: Any = "he_normal"
+    zero_init_last: bool = False
+    drop_rate: float = 0.0
+    data_format: str = "channels_last"
+
+    @classmethod
+    def create(cls, name: str | None, prefix: str = "block", **options: Any) -> BlockOptions:
+        """Validated options; `name=None` picks a unique `{prefix}_N`, `data_format=None` Keras'."""
+        data_format = _validate(
+            options.get("placement", "original"), options.get("shortcut", "identity"),
+            options.get("drop_rate", 0.0), options.get("data_format"),
+            options.get("shortcut_from"),
+        )
+        return cls(name=_block_name(name, prefix), **{**options, "data_format": data_format})
 
     @property
     def axis(self) -> int:
@@ -108,6 +101,14 @@ class _Options:
     @property
     def preact(self) -> bool:
         return self.placement in PREACT_PLACEMENTS
+
+    @property
+    def resolved_shortcut_from(self) -> str:
+        """Where the shortcut reads: the explicit choice, else the placement's rule."""
+        if self.shortcut_from is not None:
+            return self.shortcut_from
+        weighted = isinstance(self.shortcut, str) and self.shortcut not in ("identity", "none")
+        return "preactivated" if self.preact and weighted else "input"
 
     def bias(self, followed_by_bn: bool) -> bool:
         # A bias right before BatchNormalization is cancelled by its mean
@@ -124,7 +125,10 @@ class _Options:
         )
 
 
-def _validate(placement: str, shortcut: Any, drop_rate: float, data_format: str | None) -> str:
+def _validate(
+    placement: str, shortcut: Any, drop_rate: float, data_format: str | None,
+    shortcut_from: str | None = None,
+) -> str:
     if placement not in PLACEMENTS:
         raise ValueError(f"`placement` must be one of {PLACEMENTS}. Received: placement={placement!r}")
     if not isinstance(shortcut, layers.Layer) and shortcut not in SHORTCUTS:
@@ -133,6 +137,11 @@ def _validate(placement: str, shortcut: Any, drop_rate: float, data_format: str 
         )
     if not 0.0 <= drop_rate < 1.0:
         raise ValueError(f"`drop_rate` must be in [0, 1). Received: drop_rate={drop_rate}")
+    if shortcut_from not in (None, "input", "preactivated"):
+        raise ValueError(
+            "`shortcut_from` must be None, 'input' or 'preactivated'. "
+            f"Received: shortcut_from={shortcut_from!r}"
+        )
     if data_format not in (None, "channels_last", "channels_first"):
         raise ValueError(
             "`data_format` must be None, 'channels_last' or 'channels_first'. "
@@ -146,7 +155,7 @@ def _block_name(name: str | None, prefix: str) -> str:
 
 
 def _conv(
-    opts: _Options,
+    opts: BlockOptions,
     index: int,
     filters: int,
     kernel_size: int,
@@ -187,13 +196,14 @@ def _conv(
     return out
 
 
-def _branch(opts: _Options, convs: Sequence[tuple], zero_init_last: bool) -> keras.Sequential:
+def _branch(opts: BlockOptions, convs: Sequence[tuple]) -> keras.Sequential:
     """The branch F as conv / BN / ReLU layers placed as `opts.placement` says.
 
     `convs` holds one `(filters, kernel_size, stride, groups)` per conv.
     """
     stack = []
     last = len(convs)
+    zero_init_last = opts.zero_init_last
     for index, (filters, kernel_size, stride, groups) in enumerate(convs, start=1):
         is_last = index == last
         # (b) moves the last BN after the addition; (e) has no BN after the last conv.
@@ -211,7 +221,7 @@ def _branch(opts: _Options, convs: Sequence[tuple], zero_init_last: bool) -> ker
     return keras.Sequential(stack, name=f"{opts.name}_branch")
 
 
-def _shortcut(opts: _Options, shortcut: str | layers.Layer) -> str | layers.Layer:
+def _shortcut(opts: BlockOptions, shortcut: str | layers.Layer) -> str | layers.Layer:
     """A named shortcut layer for the string kinds that carry weights or options."""
     if isinstance(shortcut, layers.Layer) or shortcut in ("identity", "none"):
         return shortcut
@@ -231,7 +241,7 @@ def _shortcut(opts: _Options, shortcut: str | layers.Layer) -> str | layers.Laye
     )
 
 
-def _preactivation(opts: _Options) -> layers.Layer | None:
+def _preactivation(opts: BlockOptions) -> layers.Layer | None:
     if opts.placement == "relu_preact":
         return layers.ReLU(name=f"{opts.name}_preact_relu")
     if opts.placement == "full_preact":
@@ -242,32 +252,24 @@ def _preactivation(opts: _Options) -> layers.Layer | None:
     return None
 
 
-def _residual(
-    opts: _Options,
-    convs: Sequence[tuple],
-    shortcut: str | layers.Layer,
-    zero_init_last: bool,
-    drop_rate: float,
-) -> Residual:
+def _residual(opts: BlockOptions, convs: Sequence[tuple]) -> Residual:
     """Wrap the branch of `convs` into one Residual with `opts.placement`'s wiring."""
-    shortcut_layer = _shortcut(opts, shortcut)
     merge = "add"
-    if opts.placement == "bn_after_add" and shortcut != "none":
+    if opts.placement == "bn_after_add" and opts.shortcut != "none":
         merge = BatchNormAddMerge(
-            axis=opts.axis, momentum=opts.bn_momentum, epsilon=opts.bn_epsilon,
+            momentum=opts.bn_momentum, epsilon=opts.bn_epsilon, data_format=opts.data_format,
             name=f"{opts.name}_add",
         )
     # The string shortcut kinds read the pre-activated input in pre-activation
     # units (He et al. 2016; keras.applications v2); a user's layer reads x.
-    from_preact = opts.preact and isinstance(shortcut, str) and shortcut not in ("identity", "none")
     return Residual(
-        _branch(opts, convs, zero_init_last),
-        shortcut=shortcut_layer,
+        _branch(opts, convs),
+        shortcut=_shortcut(opts, opts.shortcut),
         merge=merge,
         activation="relu" if opts.placement in ("original", "bn_after_add") else None,
         preactivation=_preactivation(opts),
-        shortcut_from="preactivated" if from_preact else "input",
-        drop_rate=drop_rate,
+        shortcut_from=opts.resolved_shortcut_from,
+        drop_rate=opts.drop_rate,
         data_format=opts.data_format,
         name=opts.name,
     )
@@ -275,9 +277,11 @@ def _residual(
 
 def basic_block(
     filters: int,
+    *,
     stride: int = 1,
     placement: str = "original",
     shortcut: str | layers.Layer = "identity",
+    shortcut_from: str | None = None,
     use_bias: bool | None = None,
     bn_momentum: float = 0.99,
     bn_epsilon: float = 1.001e-5,
@@ -302,6 +306,10 @@ def basic_block(
             post-activation placements; option B), "zero_pad" (option A),
             "avg_down" (ResNet-D), "none" (plain twin) or a layer applied to
             the block input. Shape-changing blocks need a non-identity one.
+        shortcut_from: str or None. "input" or "preactivated": where the
+            shortcut reads in a pre-activation unit. None (default): the
+            weighted string shortcuts read the pre-activated input, as
+            keras.applications ResNetV2 does, others the block input.
         use_bias: bool or None. Bias on the convolutions; None (default)
             keeps it only on convolutions that no BatchNormalization follows.
         bn_momentum: float. BatchNormalization momentum. Defaults to 0.99.
@@ -329,58 +337,46 @@ def basic_block(
         >>> [l.name for l in block.layer.layers][:3]
         ['conv3_block1_1_pad', 'conv3_block1_1_conv', 'conv3_block1_1_bn']
     """
-    data_format = _validate(placement, shortcut, drop_rate, data_format)
-    opts = _Options(
-        _block_name(name, "basic_block"), placement, use_bias, bn_momentum, bn_epsilon,
-        kernel_initializer, data_format,
-    )
-    convs = [(filters, 3, stride, 1), (filters, 3, 1, 1)]
-    return _residual(opts, convs, shortcut, zero_init_last, drop_rate)
+    opts = _options("basic_block", locals())
+    return _residual(opts, [(filters, 3, stride, 1), (filters, 3, 1, 1)])
 
 
 def _bottleneck(
-    prefix: str,
-    name: str | None,
-    width: int,
-    out_channels: int,
-    groups: int,
-    stride: int,
-    stride_on: str,
-    placement: str,
-    shortcut: str | layers.Layer,
-    use_bias: bool | None,
-    bn_momentum: float,
-    bn_epsilon: float,
-    kernel_initializer: Any,
-    zero_init_last: bool,
-    drop_rate: float,
-    data_format: str | None,
+    opts: BlockOptions, width: int, out_channels: int, groups: int, stride: int, stride_on: str
 ) -> Residual:
-    data_format = _validate(placement, shortcut, drop_rate, data_format)
     if stride_on not in STRIDE_POSITIONS:
         raise ValueError(
             f"`stride_on` must be one of {STRIDE_POSITIONS}. Received: stride_on={stride_on!r}"
         )
-    opts = _Options(
-        _block_name(name, prefix), placement, use_bias, bn_momentum, bn_epsilon,
-        kernel_initializer, data_format,
-    )
     on_1x1 = stride_on == "1x1"
     convs = [
         (width, 1, stride if on_1x1 else 1, 1),
         (width, 3, 1 if on_1x1 else stride, groups),
         (out_channels, 1, 1, 1),
     ]
-    return _residual(opts, convs, shortcut, zero_init_last, drop_rate)
+    return _residual(opts, convs)
+
+
+_OPTION_FIELDS = (
+    "placement", "shortcut", "shortcut_from", "use_bias", "bn_momentum", "bn_epsilon",
+    "kernel_initializer", "zero_init_last", "drop_rate", "data_format",
+)
+
+
+def _options(prefix: str, scope: dict) -> BlockOptions:
+    """The `BlockOptions` of a factory call, from the factory's keyword arguments."""
+    return BlockOptions.create(scope["name"], prefix, **{k: scope[k] for k in _OPTION_FIELDS})
 
 
 def bottleneck_block(
     filters: int,
+    *,
     stride: int = 1,
     stride_on: str = "1x1",
     expansion: int = 4,
     placement: str = "original",
     shortcut: str | layers.Layer = "identity",
+    shortcut_from: str | None = None,
     use_bias: bool | None = None,
     bn_momentum: float = 0.99,
     bn_epsilon: float = 1.001e-5,
@@ -400,7 +396,7 @@ def bottleneck_block(
             and keras.applications ResNet50; "3x3": on the 3x3 conv ("ResNet
             v1.5", torchvision), more multiply-adds and better accuracy.
         expansion: int. Output channels over `filters`. Defaults to 4.
-        placement, shortcut, use_bias, bn_momentum, bn_epsilon,
+        placement, shortcut, shortcut_from, use_bias, bn_momentum, bn_epsilon,
         kernel_initializer, zero_init_last, drop_rate, data_format: as in
             `basic_block`.
         name: str or None. Block name; None picks "bottleneck_block_N".
@@ -413,18 +409,16 @@ def bottleneck_block(
         >>> block = bottleneck_block(8, stride=2, shortcut="projection", name="conv3_block1")
         >>> tuple(block(keras.ops.ones((1, 8, 8, 16))).shape)
         (1, 4, 4, 32)
-        >>> block.shortcut_layer.name
+        >>> block.part("shortcut").layer.name
         'conv3_block1_0'
     """
-    return _bottleneck(
-        "bottleneck_block", name, filters, expansion * filters, 1, stride, stride_on,
-        placement, shortcut, use_bias, bn_momentum, bn_epsilon, kernel_initializer,
-        zero_init_last, drop_rate, data_format,
-    )
+    opts = _options("bottleneck_block", locals())
+    return _bottleneck(opts, filters, expansion * filters, 1, stride, stride_on)
 
 
 def resnext_block(
     filters: int,
+    *,
     cardinality: int = 32,
     bottleneck_width: int = 4,
     stride: int = 1,
@@ -432,6 +426,7 @@ def resnext_block(
     expansion: int = 4,
     placement: str = "original",
     shortcut: str | layers.Layer = "identity",
+    shortcut_from: str | None = None,
     use_bias: bool | None = None,
     bn_momentum: float = 0.99,
     bn_epsilon: float = 1.001e-5,
@@ -457,7 +452,7 @@ def resnext_block(
         stride: int. Defaults to 1.
         stride_on: str. "3x3" (default, as Xie et al.) or "1x1".
         expansion: int. Output channels over `filters`. Defaults to 4.
-        placement, shortcut, use_bias, bn_momentum, bn_epsilon,
+        placement, shortcut, shortcut_from, use_bias, bn_momentum, bn_epsilon,
         kernel_initializer, zero_init_last, drop_rate, data_format: as in
             `basic_block`.
         name: str or None. Block name; None picks "resnext_block_N".
@@ -480,15 +475,13 @@ def resnext_block(
             f"channels. Received: filters={filters}, cardinality={cardinality}, "
             f"bottleneck_width={bottleneck_width}"
         )
-    return _bottleneck(
-        "resnext_block", name, width, expansion * filters, cardinality, stride, stride_on,
-        placement, shortcut, use_bias, bn_momentum, bn_epsilon, kernel_initializer,
-        zero_init_last, drop_rate, data_format,
-    )
+    opts = _options("resnext_block", locals())
+    return _bottleneck(opts, width, expansion * filters, cardinality, stride, stride_on)
 
 
 def dense_block(
     units: int,
+    *,
     hidden_units: int | None = None,
     num_layers: int = 2,
     activation: str = "relu",
@@ -579,6 +572,7 @@ def dense_block(
 
 def recurrent_block(
     units: int,
+    *,
     cell: str = "gru",
     num_layers: int = 1,
     dropout: float = 0.0,

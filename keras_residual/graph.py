@@ -213,16 +213,41 @@ def _not_a_container(container: layers.Layer) -> ValueError:
     )
 
 
+def _output_calls(container: keras.Model) -> list[tuple[int, int]]:
+    """For each output of a functional model: (index of the layer call that makes it, position).
+
+    One plain symbolic pass on fresh `keras.Input` tensors, through
+    `keras.models.clone_model(call_function=...)`: with inputs from
+    `keras.Input`, the cloned outputs are the very tensors the calls return.
+    """
+    made: list = []
+
+    def call(layer, *args, **kwargs):
+        out = layer(*args, **kwargs)
+        made.append(keras.tree.flatten(out))
+        return out
+
+    clone = keras.models.clone_model(
+        container, clone_function=lambda layer: layer, call_function=call,
+        input_tensors=fresh_inputs(container),
+    )
+    found = []
+    for tensor in keras.tree.flatten(clone.output):
+        found.append(next((i, j) for i, outs in enumerate(made)
+                          for j, out in enumerate(outs) if out is tensor))
+    return found
+
+
 def trace(container: keras.Model, inputs: Any, hook: TraceHook) -> tuple[Any, dict]:
     """Runs a functional or Sequential model's graph on new symbolic inputs.
 
     Every layer call goes through `hook(layer, args, kwargs, capture)`, which
     must return the layer's outputs (calling `layer(*args, **kwargs)` or
     anything equivalent) and may call `capture(key, tensor)` to keep any
-    tensor it sees. The layers are not copied. A functional graph is traced
-    on fresh inputs with `keras.models.clone_model(call_function=...)` and
-    re-applied to `inputs` as a functional model, so `inputs` may be
-    intermediate tensors of another graph.
+    tensor it sees. The layers are not copied, and `inputs` may be
+    intermediate tensors of another graph (a nested model traced inside its
+    parent's trace). Functional graphs are run with
+    `keras.models.clone_model(call_function=...)`, public Keras API.
 
     Args:
         container: a functional or Sequential keras.Model.
@@ -231,7 +256,7 @@ def trace(container: keras.Model, inputs: Any, hook: TraceHook) -> tuple[Any, di
 
     Returns:
         `(outputs, captured)`: the container's outputs on `inputs` and the
-        captured tensors on `inputs`, by key.
+        captured tensors, by key.
 
     Example:
         >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="fc")])
@@ -243,29 +268,26 @@ def trace(container: keras.Model, inputs: Any, hook: TraceHook) -> tuple[Any, di
         (['fc'], (None, 2))
     """
     captured: dict = {}
-
-    def call(layer, *args, **kwargs):
-        return hook(layer, args, kwargs, captured.__setitem__)
-
     if isinstance(container, keras.Sequential):
         x = inputs
         for layer in sublayers(container):
-            x = call(layer, x)
+            x = hook(layer, (x,), {}, captured.__setitem__)
         return x, captured
     if not is_container(container):
         raise _not_a_container(container)
-    fresh = fresh_inputs(container)
-    clone = keras.models.clone_model(
-        container, clone_function=lambda layer: layer, call_function=call, input_tensors=fresh
-    )
-    keys = list(captured)
-    outputs = keras.tree.flatten(clone.output)
-    replay = keras.Model(fresh, outputs + [captured[k] for k in keys], name=f"{container.name}_trace")
-    results = keras.tree.flatten(replay(inputs))
-    if not isinstance(results, list):
-        results = [results]
-    outs = keras.tree.pack_sequence_as(clone.output, results[: len(outputs)])
-    return outs, dict(zip(keys, results[len(outputs):], strict=True))
+    where = _output_calls(container)
+    made: list = []
+
+    def call(layer, *args, **kwargs):
+        out = hook(layer, args, kwargs, captured.__setitem__)
+        made.append(keras.tree.flatten(out))
+        return out
+
+    structure = keras.models.clone_model(
+        container, clone_function=lambda layer: layer, call_function=call, input_tensors=inputs
+    ).output
+    outputs = [made[i][j] for i, j in where]
+    return keras.tree.pack_sequence_as(structure, outputs), captured
 
 
 def output_layer(model: keras.Model) -> layers.Layer | None:
@@ -280,28 +302,21 @@ def output_layer(model: keras.Model) -> layers.Layer | None:
     """
     layer = model
     while is_container(layer):
-        if len(keras.tree.flatten(layer.output if not isinstance(layer, keras.Sequential)
-                                  else layer.outputs)) != 1:
-            return None
-        made: list = []
-
-        def hook(child, args, kwargs, capture, made=made):
-            out = child(*args, **kwargs)
-            made.append((child, out))
-            return out
-
-        fresh = fresh_inputs(layer)
         if isinstance(layer, keras.Sequential):
-            out, _ = trace(layer, fresh, hook)
-        else:
-            out = keras.models.clone_model(
-                layer, clone_function=lambda c: c, input_tensors=fresh,
-                call_function=lambda c, *a, **k: hook(c, a, k, None),
-            ).output
-        found = [child for child, tensor in made if any(t is out for t in keras.tree.flatten(tensor))]
-        if not found:
+            children = sublayers(layer)
+            if not children:
+                return None
+            layer = children[-1]
+            continue
+        where = _output_calls(layer)
+        if len(where) != 1:
             return None
-        layer = found[-1]
+        calls: list = []
+        keras.models.clone_model(
+            layer, clone_function=lambda c: c, input_tensors=fresh_inputs(layer),
+            call_function=lambda c, *a, **k: calls.append(c) or c(*a, **k),
+        )
+        layer = calls[where[0][0]]
     return layer
 
 
@@ -360,7 +375,8 @@ def rebuild(model: keras.Model, replace: CallReplacement, batch_size: int | None
 
 
 def clone(
-    model: keras.Model, clone_function: Callable | None = None, instead: str = ""
+    model: keras.Model, clone_function: Callable | None = None, instead: str = "",
+    weights: bool = True,
 ) -> keras.Model:
     """An independent copy of `model` made from its config, with the same weights.
 
@@ -372,6 +388,8 @@ def clone(
             (recursively, into nested models), e.g. to change blocks' configs.
         instead: str. What the user can do when the model cannot be cloned;
             ends the error message.
+        weights: bool. Copy the weights (True, the default) or keep the
+            copy's fresh initialization (a changed architecture).
 
     Returns:
         The new keras.Model.
@@ -392,7 +410,8 @@ def clone(
             f"Model {model.name!r} ({type(model).__name__}) cannot be cloned from its "
             f"config; {instead or 'build it with the functional API or keras.Sequential.'}"
         ) from error
-    copy_weights(model, copy)
+    if weights:
+        copy_weights(model, copy)
     return copy
 
 
@@ -541,6 +560,18 @@ def list_paths(model: layers.Layer, prefix: str = "") -> list[str]:
         paths.append(path)
         paths.extend(list_paths(layer, prefix=f"{path}/"))
     return paths
+
+
+def block_paths(model: layers.Layer) -> list[str]:
+    """The path of every `Residual` block of `model`, nested ones included, in layer order.
+
+    Example:
+        >>> inputs = keras.Input((3,))
+        >>> model = keras.Model(inputs, Residual(keras.layers.Dense(3), name="b1")(inputs))
+        >>> block_paths(model)
+        ['b1']
+    """
+    return [path for path in list_paths(model) if isinstance(resolve_path(model, path), Residual)]
 
 
 def _path_segments(layer: layers.Layer) -> list[tuple[str, layers.Layer]]:

@@ -411,3 +411,65 @@ def make_merge(kind: str | Merge | layers.Layer | Callable) -> Merge:
         f"`merge` must be one of {MERGE_KINDS}, a Merge or Keras layer, or a callable. "
         f"Received: merge={kind!r}"
     )
+
+
+@keras.saving.register_keras_serializable(package="keras_residual")
+class BatchNormAddMerge(Merge):
+    """`y = BN(h(x) + F(x))`: the "BN after addition" unit of He et al. (2016), Fig. 4b.
+
+    Args:
+        momentum: float. BatchNormalization momentum. Defaults to 0.99.
+        epsilon: float. BatchNormalization epsilon. Defaults to 1.001e-5.
+        data_format: str or None. "channels_last" or "channels_first" for
+            image inputs; None: the block's (a `Residual` passes its own),
+            channels-last for vectors and sequences.
+        axis: int or None. Deprecated: the channel axis, from before merges
+            took `data_format`. None (default) derives it from `data_format`.
+        **kwargs: base Layer arguments; with `name="conv2_block1_add"` the
+            BatchNormalization is named `conv2_block1_add_bn`.
+
+    Example:
+        >>> import keras
+        >>> from keras_residual import Residual
+        >>> block = Residual(keras.layers.Dense(4), merge=BatchNormAddMerge())
+        >>> tuple(block(keras.ops.ones((2, 4))).shape)
+        (2, 4)
+    """
+
+    reads_inputs = False
+
+    def __init__(
+        self, momentum: float = 0.99, epsilon: float = 1.001e-5, data_format: str | None = None,
+        axis: int | None = None, **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if data_format not in (None, "channels_last", "channels_first"):
+            raise ValueError(f"Invalid data_format. Received: data_format={data_format!r}")
+        self.momentum = momentum
+        self.epsilon = epsilon
+        self.data_format = data_format
+        self.axis = axis
+
+    def build(self, shortcut_shape, branch_shape=None, inputs_shape=None):
+        shape = tuple(branch_shape if branch_shape is not None else shortcut_shape)
+        axis = self.axis
+        if axis is None:
+            axis = 1 if self.data_format == "channels_first" and len(shape) >= 3 else -1
+        self.bn = layers.BatchNormalization(
+            axis=axis, momentum=self.momentum, epsilon=self.epsilon, name=f"{self.name}_bn",
+            dtype=self.dtype_policy,
+        )
+        self.bn.build(shape)
+        self.built = True
+
+    def call(self, shortcut, branch, inputs=None, training=None):
+        return self.bn(ops.add(shortcut, branch), training=training)
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "momentum": self.momentum,
+            "epsilon": self.epsilon,
+            "data_format": self.data_format,
+            "axis": self.axis,
+        }

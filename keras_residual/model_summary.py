@@ -21,6 +21,7 @@ from typing import Any
 
 import keras
 
+from keras_residual import graph
 from keras_residual.residual import Residual
 
 Shape = tuple | None
@@ -60,12 +61,7 @@ def _output_shape(layer: keras.layers.Layer, shape: Shape) -> Shape:
     if shape is None:
         return None
     try:
-        return tuple(layer.compute_output_shape(shape))
-    except Exception:  # many layers implement only compute_output_spec
-        pass
-    try:
-        spec = layer.compute_output_spec(keras.KerasTensor(shape, dtype=layer.compute_dtype))
-        return tuple(spec.shape)
+        return graph.output_shape(layer, shape, layer.compute_dtype)
     except Exception:  # an unknown shape is shown as such, not raised
         return None
 
@@ -115,29 +111,30 @@ def _container_rows(model: keras.Model, depth: int) -> list[SummaryRow]:
 
 
 def _block_rows(block: Residual, depth: int, in_shape: Shape) -> list[SummaryRow]:
-    """The parts of `block` in call order, fed with input shape `in_shape`."""
+    """The parts of `block` in call order (its description), fed with input shape `in_shape`."""
     rows = []
-    pre_shape = in_shape
-    if block.preactivation_layer is not None:
-        pre_shape = _output_shape(block.preactivation_layer, in_shape)
-        rows.extend(_layer_rows(block.preactivation_layer, depth, "preactivation", in_shape,
-                                pre_shape))
-    branch_shape = _output_shape(block.layer, pre_shape)
-    rows.extend(_layer_rows(block.layer, depth, "branch", pre_shape, branch_shape))
-    if block.shortcut != "none":
-        source = pre_shape if block.shortcut_from == "preactivated" else in_shape
-        if block.shortcut_layer is None:
-            rows.append(SummaryRow(depth, "shortcut", "identity", "", source, 0))
-        else:
-            rows.extend(_layer_rows(block.shortcut_layer, depth, "shortcut", source,
-                                    _output_shape(block.shortcut_layer, source)))
-        merge = block.merge_layer
-        rows.append(SummaryRow(depth, "merge", merge.name, type(merge).__name__, branch_shape,
-                               _params(merge)))
-    name = _activation_name(block.activation)
-    if name != "linear":
-        rows.append(SummaryRow(depth, "activation", name, "", branch_shape, 0))
-    state = getattr(block, "lesion_state", None)
+
+    def apply(part, shapes):
+        shape = shapes[0]
+        if part.role == "merge":
+            out = shapes[1] if "branch" in part.inputs else shape
+            rows.append(SummaryRow(depth, "merge", part.layer.name, type(part.layer).__name__,
+                                   out, _params(part.layer)))
+            return out
+        if part.role == "activation":
+            name = _activation_name(part.layer)
+            if name != "linear":
+                rows.append(SummaryRow(depth, "activation", name, "", shape, 0))
+            return shape
+        if part.passes_input:
+            rows.append(SummaryRow(depth, part.role, "identity", "", shape, 0))
+            return shape
+        out = _output_shape(part.layer, shape)
+        rows.extend(_layer_rows(part.layer, depth, part.role, shape, out))
+        return out
+
+    block.wire(in_shape, apply)
+    state = block.lesion_state
     if state is not None:
         rows.append(SummaryRow(depth, "lesion state", "lesion_state", "Variable", None,
                                math.prod(state.shape)))

@@ -383,8 +383,8 @@ class Residual(layers.Wrapper):
         if self.shortcut_layer is not None:
             self._build_shortcut(source_shape, branch_shape, data_format)
         if self.has_shortcut:
-            if isinstance(self.merge_layer, merges_lib.GatedMerge) and self.merge_layer.data_format is None:
-                self.merge_layer.data_format = data_format
+            if getattr(self.merge_layer, "data_format", data_format) is None:
+                self.merge_layer.data_format = data_format  # merges follow the block's layout
             if not self.merge_layer.built:
                 self.merge_layer.build(branch_shape, branch_shape, branch_input_shape)
         if self._lesion_ready:

@@ -403,9 +403,10 @@ def _run_part(part, inputs, training=False):
     if part.layer is None:
         return inputs[0]
     if part.role == "merge":
-        if len(inputs) == 2:  # deleted: (shortcut, preactivated)
-            return part.layer.without_branch(inputs[0], inputs[1])
-        return part.layer(*inputs)
+        gate = inputs[-1] if part.layer.reads_inputs else None
+        if "branch" not in part.inputs:  # deleted: (shortcut[, block input])
+            return part.layer.without_branch(inputs[0], gate)
+        return part.layer(inputs[0], inputs[1], gate)
     if part.role == "activation":
         return part.layer(inputs[0])
     return part.layer(inputs[0], training=training)

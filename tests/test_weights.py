@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from keras_residual import models as M
-from keras_residual.weights import load_keras_applications_weights
+from keras_residual.models.weights import load_keras_applications_weights
 
 ON_ALL_BACKENDS = pytest.mark.multibackend
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import keras
 
-from keras_residual import models
+from keras_residual import graph, models
 from keras_residual.experiments import published
 from keras_residual.merges import GatedMerge, ScaledMerge
 from keras_residual.models.imagenet import build_resnet
@@ -101,26 +101,27 @@ def rewire(
     Example:
         >>> net = cifar_net(8, widths=(4, 8, 16), input_shape=(8, 8, 1))
         >>> gated = rewire(net, merge="exclusive_gating")
-        >>> type(gated.get_layer("conv2_block1").merge_layer).__name__
+        >>> type(gated.get_layer("conv2_block1").part("merge").layer).__name__
         'GatedMerge'
     """
     if merge is None and shortcut is None:
         raise ValueError("Pass `merge`, `shortcut` or both. Received: merge=None, shortcut=None")
-    blocks = {layer.name for layer in model.layers if isinstance(layer, Residual)}
+    blocks = {id(block) for block in graph.blocks(model)}
     if not blocks:
         raise ValueError(f"Model {model.name!r} holds no Residual block to rewire.")
     if isinstance(merge, keras.layers.Layer):
         merge = keras.saving.serialize_keras_object(merge)
-    config = copy.deepcopy(model.get_config())
-    for layer in config["layers"]:
-        if layer["config"]["name"] in blocks:
-            if merge is not None:
-                layer["config"]["merge"] = copy.deepcopy(merge)
-            if shortcut is not None:
-                layer["config"]["shortcut"] = shortcut
-    if name is not None:
-        config["name"] = name
-    return keras.Model.from_config(config)
+    changes = {"merge": merge, "shortcut": shortcut}
+    changes = {key: value for key, value in changes.items() if value is not None}
+
+    def clone_layer(layer):
+        config = layer.get_config()
+        if id(layer) in blocks:
+            config.update(copy.deepcopy(changes))
+        return type(layer).from_config(config)
+
+    copy_ = graph.clone(model, clone_function=clone_layer, weights=False)
+    return copy_ if name is None else keras.Model(copy_.inputs, copy_.outputs, name=name)
 
 
 def shortcut_variant(variant: str, depth: int, **kwargs: Any) -> keras.Model:

@@ -48,7 +48,7 @@ from keras_residual.models.table import (
     architecture_table,
     count_mult_adds,
 )
-from keras_residual.weights import (
+from keras_residual.models.weights import (
     WeightTransfer,
     fetch_keras_applications_weights,
     load_keras_applications_weights,

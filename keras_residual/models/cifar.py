@@ -99,23 +99,10 @@ def cifar_preact_resnet(
         raise ValueError(f"`block` must be 'basic' or 'bottleneck'. Received: block={block!r}")
     n = _blocks_per_stage(depth, 2 if block == "basic" else 3)
     defaults = {"name": f"cifar_preact_resnet{depth}", "blocks": (n, n, n), "block": block}
-    model = build_resnet(CIFAR_SPECS["cifar_preact"], classes=classes, **{**defaults, **kwargs})
-    _shortcut_after_stem_activation(model)
-    return model
-
-
-def _shortcut_after_stem_activation(model: keras.Model) -> None:
-    """The first unit's shortcut reads the activated stem output (He et al. 2016).
-
-    The unit's own BN-ReLU pre-activation is conv1's activation: moving the
-    split after it only changes where the identity shortcut reads. A
-    `Residual` reads `shortcut_from` when it runs, and it is saved in its
-    config, so the built graph, copies and saved models all follow it.
-    """
-    first = next((layer for layer in model.layers if isinstance(layer, Residual)), None)
-    if first is None or first.preactivation is None or first.shortcut == "none":
-        return
-    first.shortcut_from = "preactivated"
+    # The first unit's shortcut reads the activated stem output (He et al. 2016):
+    # its own BN-ReLU pre-activation is conv1's activation.
+    spec = {**CIFAR_SPECS["cifar_preact"], "first_shortcut_from": "preactivated"}
+    return build_resnet(spec, classes=classes, **{**defaults, **kwargs})
 
 
 _PAPER_V2_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3), 200: (3, 24, 36, 3)}

@@ -31,18 +31,18 @@ import keras
 from keras import layers, ops
 
 from keras_residual import blocks as blocks_lib
-from keras_residual import weights as weights_lib
+from keras_residual.models import weights as weights_lib
 from keras_residual.models.specs import IMAGENET_SPECS
 
 _SPEC_KEYS = (
     "block", "blocks", "filters", "strides", "stride_block", "stride_on", "placement",
     "stem", "shortcut", "use_bias", "cardinality", "bottleneck_width", "weights_name",
-    "stem_widths", "stem_pool_padding", "project_first",
+    "stem_widths", "stem_pool_padding", "project_first", "first_shortcut_from",
 )
 _DEFAULT_SIZES = {"imagenet": 224, "deep": 224, "cifar": 32}
 _SPEC_DEFAULTS = {
     "cardinality": 32, "bottleneck_width": 4, "stem_widths": (32, 32, 64),
-    "stem_pool_padding": "zeros", "project_first": False,
+    "stem_pool_padding": "zeros", "project_first": False, "first_shortcut_from": None,
 }
 
 
@@ -230,7 +230,9 @@ def build_resnet(
             "-inf"), `shortcut` ("avg_down": ResNet-D), `project_first`
             (bool, or one per stage: the first block of a stage uses
             `shortcut` even where shapes match, as keras-hub's vd nets),
-            `use_bias`, `cardinality`, `bottleneck_width`.
+            `use_bias`, `cardinality`, `bottleneck_width`, `first_shortcut_from`
+            ("preactivated": the first block's shortcut reads the activated
+            stem output, He et al. 2016's CIFAR pre-activation nets).
 
     Returns:
         A `keras.Model`; every residual block is one `Residual` layer.
@@ -243,12 +245,7 @@ def build_resnet(
         >>> tuple(m.output.shape)
         (None, 5)
     """
-    preset = None
-    if isinstance(spec, str):
-        if spec not in IMAGENET_SPECS:
-            raise ValueError(f"Unknown preset {spec!r}; known: {sorted(IMAGENET_SPECS)}")
-        preset, spec = spec, IMAGENET_SPECS[spec]
-    spec = {**_SPEC_DEFAULTS, **spec, **overrides}
+    preset, spec = resolve_spec(spec, **overrides)
     _check_arguments(spec, weights, include_top, classes, pooling)
     if plain and zero_init_last:
         raise ValueError(
@@ -257,16 +254,7 @@ def build_resnet(
         )
     data_format = data_format or keras.config.image_data_format()
     # Fetch (or fail offline) before spending time on building the model.
-    checkpoint = None
-    if weights == "imagenet":
-        checkpoint = weights_lib.fetch_keras_applications_weights(spec["weights_name"], include_top)
-    elif weights is not None:
-        if not os.path.exists(weights):
-            raise ValueError(
-                "`weights` must be None, 'imagenet' or the path of a checkpoint file. "
-                f"No file at {weights!r}. Received: weights={weights!r}"
-            )
-        checkpoint = weights
+    checkpoint = _checkpoint(spec, weights, include_top)
     if input_shape is None:
         size = _DEFAULT_SIZES[spec["stem"]]
         input_shape = (3, size, size) if data_format == "channels_first" else (size, size, 3)
@@ -275,48 +263,12 @@ def build_resnet(
     preact = spec["placement"] in blocks_lib.PREACT_PLACEMENTS
     x = _stem(inputs, spec, preact, dict(momentum=bn_momentum, epsilon=bn_epsilon),
               kernel_initializer, data_format)
-    channels = spec["stem_widths"][-1] if spec["stem"] == "deep" else spec["filters"][0]
-    project = spec["project_first"]
-    if isinstance(project, bool):
-        project = (project,) * len(spec["blocks"])
-    # Huang et al. (2016), Eq. 4: block l of L drops with probability l / L * drop_rate.
-    rates = blocks_lib.linear_decay_drop_rates(sum(spec["blocks"]), 1.0 - drop_rate)
-    expansion = 1 if spec["block"] == "basic" else 4
-    index = 0
-    for stage, (count, filters, stride) in enumerate(
-        zip(spec["blocks"], spec["filters"], spec["strides"], strict=False), start=2
-    ):
-        strided = 1 if spec["stride_block"] == "first" else count
-        for number in range(1, count + 1):
-            block_name = f"conv{stage}_block{number}"
-            block_stride = stride if number == strided else 1
-            if plain:
-                shortcut = "none"
-            elif channels != filters * expansion or (number == 1 and project[stage - 2]):
-                shortcut = spec["shortcut"]
-            elif block_stride > 1:
-                shortcut = layers.MaxPooling2D(1, strides=block_stride, data_format=data_format,
-                                               name=f"{block_name}_0_pool")
-            else:
-                shortcut = "identity"
-            common = dict(
-                stride=block_stride, placement=spec["placement"], shortcut=shortcut,
-                use_bias=spec["use_bias"], bn_momentum=bn_momentum, bn_epsilon=bn_epsilon,
-                kernel_initializer=kernel_initializer, zero_init_last=zero_init_last,
-                drop_rate=float(rates[index]), data_format=data_format, name=block_name,
-            )
-            if spec["block"] == "basic":
-                block = blocks_lib.basic_block(filters, **common)
-            elif spec["block"] == "bottleneck":
-                block = blocks_lib.bottleneck_block(filters, stride_on=spec["stride_on"], **common)
-            else:
-                block = blocks_lib.resnext_block(
-                    filters, cardinality=spec["cardinality"],
-                    bottleneck_width=spec["bottleneck_width"], stride_on=spec["stride_on"], **common,
-                )
-            x = block(x)
-            channels = filters * expansion
-            index += 1
+    options = dict(
+        placement=spec["placement"], use_bias=spec["use_bias"], bn_momentum=bn_momentum,
+        bn_epsilon=bn_epsilon, kernel_initializer=kernel_initializer,
+        zero_init_last=zero_init_last, data_format=data_format,
+    )
+    x = build_stages(x, spec, plain=plain, drop_rate=drop_rate, **options)
     if preact:
         axis = 1 if data_format == "channels_first" else -1
         x = layers.BatchNormalization(axis=axis, momentum=bn_momentum, epsilon=bn_epsilon,
@@ -327,6 +279,123 @@ def build_resnet(
     if checkpoint is not None:
         weights_lib.load_keras_applications_weights(model, checkpoint)
     return model
+
+
+def resolve_spec(spec: dict | str, **overrides: Any) -> tuple[str | None, dict]:
+    """A stack specification with its defaults and overrides: `(preset name or None, spec)`.
+
+    Example:
+        >>> preset, spec = resolve_spec("resnet34", blocks=(1, 1, 1, 1))
+        >>> preset, spec["block"], spec["blocks"]
+        ('resnet34', 'basic', (1, 1, 1, 1))
+    """
+    preset = None
+    if isinstance(spec, str):
+        if spec not in IMAGENET_SPECS:
+            raise ValueError(f"Unknown preset {spec!r}; known: {sorted(IMAGENET_SPECS)}")
+        preset, spec = spec, IMAGENET_SPECS[spec]
+    return preset, {**_SPEC_DEFAULTS, **spec, **overrides}
+
+
+def _checkpoint(spec: dict, weights: str | None, include_top: bool) -> str | None:
+    if weights == "imagenet":
+        return weights_lib.fetch_keras_applications_weights(spec["weights_name"], include_top)
+    if weights is not None and not os.path.exists(weights):
+        raise ValueError(
+            "`weights` must be None, 'imagenet' or the path of a checkpoint file. "
+            f"No file at {weights!r}. Received: weights={weights!r}"
+        )
+    return weights
+
+
+def _block_shortcut(spec: dict, stage: int, number: int, stride: int, channels: int,
+                    out_channels: int, plain: bool, data_format: str) -> Any:
+    """The shortcut of block `number` of `stage`: none, the spec's kind, a max-pool or identity."""
+    project = spec["project_first"]
+    project = project if isinstance(project, bool) else project[stage - 2]
+    if plain:
+        return "none"
+    if channels != out_channels or (number == 1 and project):
+        return spec["shortcut"]
+    if stride > 1:
+        return layers.MaxPooling2D(1, strides=stride, data_format=data_format,
+                                   name=f"conv{stage}_block{number}_0_pool")
+    return "identity"
+
+
+def _make_block(spec: dict, filters: int, **options: Any) -> Any:
+    if spec["block"] == "basic":
+        return blocks_lib.basic_block(filters, **options)
+    if spec["block"] == "bottleneck":
+        return blocks_lib.bottleneck_block(filters, stride_on=spec["stride_on"], **options)
+    return blocks_lib.resnext_block(
+        filters, cardinality=spec["cardinality"], bottleneck_width=spec["bottleneck_width"],
+        stride_on=spec["stride_on"], **options,
+    )
+
+
+def build_stage(x: Any, spec: dict, stage: int, channels: int, rates: Any, first_index: int,
+                plain: bool = False, **options: Any) -> Any:
+    """The blocks of one stage (`conv{stage}`) on `x`, from a resolved specification.
+
+    Args:
+        x: the stage input (a KerasTensor).
+        spec: dict. A resolved specification (`resolve_spec`).
+        stage: int. 2 for the first stage (`conv2`), as keras.applications.
+        channels: int. Channels of `x`.
+        rates: array. Stochastic-depth rate of every block of the network.
+        first_index: int. Index of the stage's first block in the network.
+        plain: bool. No shortcuts (the plain twin).
+        **options: block options (`blocks.BlockOptions` fields) shared by every block.
+
+    Returns:
+        The stage output.
+
+    Example:
+        >>> _, spec = resolve_spec("resnet18", blocks=(1, 1), filters=(8, 16), strides=(1, 2))
+        >>> y = build_stage(keras.Input((8, 8, 8)), spec, 3, 8, [0.0, 0.0], 1)
+        >>> tuple(y.shape)
+        (None, 4, 4, 16)
+    """
+    count, filters, stride = (spec[k][stage - 2] for k in ("blocks", "filters", "strides"))
+    out_channels = filters * (1 if spec["block"] == "basic" else 4)
+    strided = 1 if spec["stride_block"] == "first" else count
+    data_format = options.get("data_format") or keras.config.image_data_format()
+    for number in range(1, count + 1):
+        block_stride = stride if number == strided else 1
+        index = first_index + number - 1
+        shortcut = _block_shortcut(spec, stage, number, block_stride, channels, out_channels,
+                                   plain, data_format)
+        first = index == 0 and shortcut != "none" and spec["first_shortcut_from"] is not None
+        x = _make_block(
+            spec, filters, stride=block_stride, shortcut=shortcut, name=f"conv{stage}_block{number}",
+            drop_rate=float(rates[index]),
+            shortcut_from=spec["first_shortcut_from"] if first else None, **options,
+        )(x)
+        channels = out_channels
+    return x
+
+
+def build_stages(x: Any, spec: dict, plain: bool = False, drop_rate: float = 0.0,
+                 **options: Any) -> Any:
+    """Every stage of a resolved specification on the stem output `x`.
+
+    Stochastic depth rises linearly to `drop_rate` over the blocks (Huang et
+    al. 2016, Eq. 4: block l of L drops with probability l / L * drop_rate).
+
+    Example:
+        >>> _, spec = resolve_spec("resnet18", blocks=(1, 1), filters=(8, 16), strides=(1, 2))
+        >>> tuple(build_stages(keras.Input((8, 8, 8)), spec).shape)
+        (None, 4, 4, 16)
+    """
+    channels = spec["stem_widths"][-1] if spec["stem"] == "deep" else spec["filters"][0]
+    rates = blocks_lib.linear_decay_drop_rates(sum(spec["blocks"]), 1.0 - drop_rate)
+    index = 0
+    for stage in range(2, 2 + len(spec["blocks"])):
+        x = build_stage(x, spec, stage, channels, rates, index, plain=plain, **options)
+        channels = int(x.shape[1 if options.get("data_format") == "channels_first" else -1])
+        index += spec["blocks"][stage - 2]
+    return x
 
 
 def _named(preset: str, kwargs: dict, **defaults: Any) -> keras.Model:

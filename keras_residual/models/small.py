@@ -18,7 +18,7 @@ from typing import Any
 import keras
 from keras import layers
 
-from keras_residual import weights as weights_lib
+from keras_residual.models import weights as weights_lib
 from keras_residual.models.imagenet import _head, build_resnet
 from keras_residual.models.specs import CIFAR_SPECS
 from keras_residual.residual import Residual

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 import keras
 from keras import layers
 
+from keras_residual import graph
 from keras_residual.residual import Residual
-from keras_residual.shortcuts import _InferredShortcut
+
 
 _STAGE = re.compile(r"^conv(\d+)(_block\d+)?(?:_|$)")
 
@@ -80,14 +81,6 @@ class ArchitectureTable:
         return self.to_string()
 
 
-def _output_shape(layer: layers.Layer, shape: tuple) -> tuple:
-    try:
-        return tuple(layer.compute_output_shape(shape))
-    except (NotImplementedError, AttributeError, TypeError, ValueError):
-        spec = layer.compute_output_spec(keras.KerasTensor(shape, dtype=layer.compute_dtype))
-        return tuple(spec.shape)
-
-
 def _leaf_mult_adds(layer: layers.Layer, in_shape: tuple, out_shape: tuple) -> int:
     if isinstance(layer, layers.RNN):
         cell = layer.cell
@@ -109,39 +102,44 @@ def _leaf_mult_adds(layer: layers.Layer, in_shape: tuple, out_shape: tuple) -> i
     return outputs * math.prod(kernel.shape[:-1])
 
 
+def _block_walk(block: Residual, in_shape: tuple) -> tuple[tuple, int]:
+    """Output shape and multiply-adds of a block, following its description (`parts()`)."""
+    total = 0
+
+    def apply(part, shapes):
+        nonlocal total
+        if part.passes_input or part.role == "activation":
+            return shapes[0]
+        out, count = _walk(part.layer, shapes[0])
+        total += count
+        if part.role == "merge":  # a gate computes on the shortcut's (= branch's) size
+            return shapes[1] if "branch" in part.inputs else shapes[0]
+        return out
+
+    return block.wire(in_shape, apply), total
+
+
 def _walk(layer: layers.Layer, in_shape: tuple) -> tuple[tuple, int]:
     """Output shape and multiply-adds of `layer` (nested layers included) on `in_shape`."""
     if isinstance(layer, Residual):
-        pre, total = in_shape, 0
-        if layer.preactivation_layer is not None:
-            pre, total = _walk(layer.preactivation_layer, in_shape)
-        out, branch = _walk(layer.layer, pre)
-        total += branch
-        source = pre if layer.shortcut_from == "preactivated" else in_shape
-        if layer.shortcut_layer is not None:
-            total += _walk(layer.shortcut_layer, source)[1]
-        gate = getattr(layer.merge_layer, "gate", None)
-        if isinstance(gate, layers.Layer):
-            total += _walk(gate, pre)[1]
-        return out, total
+        return _block_walk(layer, in_shape)
     if isinstance(layer, keras.Sequential):
         shape, total = in_shape, 0
-        for inner in layer.layers:
+        for inner in graph.sublayers(layer):
             shape, count = _walk(inner, shape)
             total += count
         return shape, total
     if isinstance(layer, keras.Model):
-        total = sum(_walk(inner, tuple(inner.input.shape))[1] for inner in _inner_layers(layer))
+        total = sum(_walk(inner, tuple(inner.input.shape))[1] for inner in graph.sublayers(layer))
         return tuple(layer.compute_output_shape(in_shape)), total
-    out = _output_shape(layer, in_shape)
-    if isinstance(layer, _InferredShortcut):
-        proj = getattr(layer, "proj", None)
-        return out, 0 if proj is None else _leaf_mult_adds(proj, in_shape, out)
-    return out, _leaf_mult_adds(layer, in_shape, out)
-
-
-def _inner_layers(model: keras.Model) -> list[layers.Layer]:
-    return [lyr for lyr in model.layers if not isinstance(lyr, layers.InputLayer)]
+    out = graph.output_shape(layer, in_shape, layer.compute_dtype)
+    own = _leaf_mult_adds(layer, in_shape, out)
+    inner = graph.sublayers(layer) if not isinstance(layer, (layers.RNN, layers.Wrapper)) else []
+    if own or not inner:
+        return out, own
+    # A layer made of layers (a shortcut's conv and BN, a merge's gate): each
+    # weighted one produces the output size.
+    return out, sum(_leaf_mult_adds(sub, in_shape, out) for sub in graph.walk(layer, False))
 
 
 def count_mult_adds(model: keras.Model) -> int:
@@ -186,7 +184,7 @@ def _branch_kernels(layer: layers.Layer) -> list[str]:
     if isinstance(layer, Residual):
         return _branch_kernels(layer.layer)
     if isinstance(layer, keras.Model):
-        return [d for inner in _inner_layers(layer) for d in _branch_kernels(inner)]
+        return [d for inner in graph.sublayers(layer) for d in _branch_kernels(inner)]
     description = _describe_kernel(layer)
     return [description] if description else []
 
@@ -288,7 +286,7 @@ def architecture_table(model: keras.Model) -> ArchitectureTable:
     """
     if not isinstance(model, keras.Model) or not hasattr(model, "inputs"):
         raise ValueError(f"architecture_table needs a functional keras.Model. Received: {model!r}")
-    model_layers = _inner_layers(model)
+    model_layers = graph.sublayers(model)
     for layer in model_layers:
         shape = tuple(layer.input.shape)
         if any(d is None for d in shape[1:]):

@@ -24,6 +24,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_residual import graph
 from keras_residual.residual import Residual
 from keras_residual.viz import plots
 from keras_residual.viz.gradcam import GradCam
@@ -95,7 +96,7 @@ def _default_paths(model: keras.Model) -> list[str]:
     """Top-level Conv2D layers and Residual blocks with 2D feature maps."""
     return [
         layer.name
-        for layer in model.layers
+        for layer in graph.sublayers(model)
         if isinstance(layer, (keras.layers.Conv2D, Residual)) and len(layer.output.shape) == 4
     ]
 

@@ -32,7 +32,9 @@ import numpy as np
 from keras import ops
 
 from keras_residual.gradients import input_gradient_function
-from keras_residual.probe import INPUT, is_container, probe, resolve_path, split_path
+from keras_residual import graph
+from keras_residual.graph import INPUT, is_container, resolve_path, split_path
+from keras_residual.probe import probe
 from keras_residual.viz.guided import rectified_copy
 
 
@@ -55,7 +57,7 @@ def _replaced(obj: Any, name: str, value: Any) -> Iterator[None]:
 def final_layer(model: keras.Model) -> keras.layers.Layer | None:
     """The layer that computes the output of `model`, looking inside nested models.
 
-    Returns None for a model with several outputs.
+    Returns None for a model with several outputs (`graph.output_layer`).
 
     Example:
         >>> import keras
@@ -63,21 +65,7 @@ def final_layer(model: keras.Model) -> keras.layers.Layer | None:
         >>> final_layer(model).name
         'fc'
     """
-    layer = model
-    while is_container(layer):
-        if isinstance(layer, keras.Sequential):
-            children = [c for c in layer.layers if not isinstance(c, keras.layers.InputLayer)]
-            if not children:
-                return None
-            layer = children[-1]
-            continue
-        outputs = keras.tree.flatten(layer.output)
-        if len(outputs) != 1:
-            return None
-        # A KerasTensor records the operation that made it; Keras has no public
-        # accessor for it (`_keras_history` exists under this name since Keras 3.0).
-        layer = outputs[0]._keras_history[0]
-    return layer
+    return graph.output_layer(model)
 
 
 def _is_softmax(activation: Any) -> bool:

@@ -36,12 +36,13 @@ from keras import ops
 from keras_residual.gradients import input_gradient_function
 from keras_residual.ops import _upstream
 from keras_residual.probe import probe
-from keras_residual.residual import Residual, make_preactivation
+from keras_residual import graph
+from keras_residual.residual import make_preactivation
 from keras_residual.shortcuts import channel_axis
 from keras_residual.validation import check_model_input, positive_int
 from keras_residual.viz.receptive_field import ReceptiveField
 from keras_residual.viz.top_activations import TopK, crop_patches
-from keras_residual.weights import copy_weights
+from keras_residual.graph import copy_weights
 
 RULES = ("guided", "deconvnet", "plain")
 
@@ -133,22 +134,16 @@ def _built_preactivations(model: keras.Model) -> dict[str, dict | None]:
     name shared by blocks whose pre-activations differ.
     """
     found: dict[str, dict | None] = {}
-    stack, seen = [model], set()
-    while stack:
-        layer = stack.pop()
-        if id(layer) in seen:
-            continue
-        seen.add(id(layer))
-        stack.extend(layer._flatten_layers(include_self=False, recursive=False))
-        if (
-            isinstance(layer, Residual)
-            and isinstance(layer.preactivation, str)
-            and layer.preactivation_layer is not None
+    for block in graph.blocks(model, nested=True):
+        part = block.part("preactivation")
+        if not isinstance(block.preactivation, str) or not isinstance(
+            getattr(part, "layer", None), keras.layers.Layer
         ):
-            config = keras.saving.serialize_keras_object(layer.preactivation_layer)
-            if layer.name in found and found[layer.name] != config:
-                config = None
-            found[layer.name] = config
+            continue
+        config = keras.saving.serialize_keras_object(part.layer)
+        if block.name in found and found[block.name] != config:
+            config = None
+        found[block.name] = config
     return found
 
 

@@ -22,7 +22,9 @@ from typing import Any
 import keras
 import numpy as np
 
-from keras_residual.probe import list_paths, probe, resolve_path
+from keras_residual import graph
+from keras_residual.graph import resolve_path
+from keras_residual.probe import probe
 from keras_residual.residual import Residual
 from keras_residual.validation import check_model_input, check_single_input
 
@@ -220,6 +222,8 @@ def preactivations(model: keras.Model, path: str, images: Any) -> np.ndarray:
     inputs = probe(model, f"{path}/input")(images, training=False)
     if isinstance(layer, (keras.layers.Activation, keras.layers.ReLU)):
         return keras.ops.convert_to_numpy(inputs).astype("float32")
+    if isinstance(layer, Residual):
+        return keras.ops.convert_to_numpy(_before_activation(layer, inputs)).astype("float32")
     activation = getattr(layer, "activation", None)
     if activation is None:
         raise ValueError(
@@ -229,10 +233,22 @@ def preactivations(model: keras.Model, path: str, images: Any) -> np.ndarray:
         )
     try:
         layer.activation = keras.activations.linear
-        outputs = layer(inputs, training=False) if isinstance(layer, Residual) else layer(inputs)
+        outputs = layer(inputs)
     finally:
         layer.activation = activation
     return keras.ops.convert_to_numpy(outputs).astype("float32")
+
+
+def _before_activation(block: Residual, inputs: Any) -> Any:
+    """The value a block's post-merge activation reads, following the block's description."""
+    values = {}
+
+    def apply(part, tensors):
+        values[part.output] = block.passed_on(part, tensors, training=False)
+        return values[part.output]
+
+    block.wire(inputs, apply)
+    return values[block.part("activation").inputs[0]]
 
 
 def residual_difference(
@@ -299,15 +315,7 @@ def residual_paths(model: keras.Model) -> list[str]:
         >>> residual_paths(model)
         ['b1']
     """
-    paths = []
-    for path in list_paths(model):
-        try:
-            layer = resolve_path(model, path)
-        except ValueError:
-            continue  # an identity shortcut is listed as a part but is no layer
-        if isinstance(layer, Residual):
-            paths.append(path)
-    return paths
+    return graph.block_paths(model)
 
 
 def residual_differences(

@@ -29,10 +29,21 @@ from dataclasses import dataclass
 import keras
 from keras import layers
 
-from keras_residual.merges import GatedMerge
-from keras_residual.probe import INPUT, fresh_inputs, is_container, resolve_path, split_path, trace
+from keras_residual.graph import (
+    INPUT,
+    fresh_inputs,
+    is_container,
+    resolve_path,
+    split_path,
+    trace,
+)
 from keras_residual.residual import Residual
-from keras_residual.shortcuts import AvgDownShortcut, ProjectionShortcut, ZeroPadShortcut
+from keras_residual.shortcuts import (
+    AvgDownShortcut,
+    ProjectionShortcut,
+    ZeroPadShortcut,
+    infer_strides,
+)
 
 
 @dataclass(frozen=True)
@@ -246,7 +257,7 @@ class _FieldTracer:
             self.fields[id(outputs)] = self._residual(layer, tensors[0], path)
         elif is_container(layer):
             inputs = args[0] if len(args) == 1 else list(args)
-            outputs = trace(layer, inputs, self._hook(path))
+            outputs, _ = trace(layer, inputs, self._hook(path))
         elif isinstance(layer, (ProjectionShortcut, ZeroPadShortcut)):
             outputs = layer(*args, **kwargs)
             self.fields[id(outputs)] = _shortcut_field(layer, in_fields[0], tensors[0].shape)
@@ -261,28 +272,44 @@ class _FieldTracer:
         return outputs
 
     def _hook(self, path):
-        def hook(layer, *args, **kwargs):
+        def hook(layer, args, kwargs, capture):
             return self.call(layer, args, kwargs, path + (layer.name,))
         return hook
 
-    def _part(self, layer, tensor, path):
-        if layer is None:  # an identity part passes its tensor on
-            self.record(path, self.field(tensor))
-            return tensor
-        return self.call(layer, (tensor,), {}, path)
+    def _gate_field(self, block, block_input, merged_size_tensor):
+        """A gate reads the block input through a 1x1 window with the branch's stride."""
+        field = self.field(block_input)
+        if isinstance(field, str):
+            return field
+        data_format = "channels_last"
+        if len(block_input.shape) >= 4:
+            data_format = block.data_format or keras.config.image_data_format()
+        strides = infer_strides(block_input.shape, merged_size_tensor.shape, data_format)
+        rank = len(strides)
+        return _window(field, (1,) * rank, strides, (1,) * rank, (0,) * rank)
 
     def _residual(self, block, x, path):
-        pre = self._part(block.preactivation_layer, x, path + ("preactivation",))
-        branch = self.field(self._part(block.layer, pre, path + ("branch",)))
-        if block.shortcut == "none":
-            return branch
-        source = x if block.shortcut_from == "input" else pre
-        fields = [branch, self.field(self._part(block.shortcut_layer, source, path + ("shortcut",)))]
-        merge = block.merge_layer
-        if isinstance(merge, GatedMerge):  # the gate reads the pre-activated input
-            fields.append(_shortcut_field(merge.gate, self.field(pre), pre.shape))
-        reasons = [f for f in fields if isinstance(f, str)]
-        return reasons[0] if reasons else _union(fields, f"Residual {block.name!r}")
+        """The field of `block`'s output, following its description part by part."""
+
+        def apply(part, tensors):
+            if part.passes_input:  # an identity part passes its tensor on
+                if part.role != "activation":
+                    self.record(path + (part.role,), self.field(tensors[0]))
+                return tensors[0]
+            if part.role in ("preactivation", "branch", "shortcut"):
+                return self.call(part.layer, (tensors[0],), {}, path + (part.role,))
+            out = block.run_part(part, tensors)
+            if part.role == "activation":
+                self.fields[id(out)] = self.field(tensors[0])
+                return out
+            fields = [self.field(t) for t in tensors[: 2 if "branch" in part.inputs else 1]]
+            if part.layer.reads_inputs:
+                fields.append(self._gate_field(block, tensors[-1], tensors[0]))
+            reasons = [f for f in fields if isinstance(f, str)]
+            self.fields[id(out)] = reasons[0] if reasons else _union(fields, f"Residual {block.name!r}")
+            return out
+
+        return self.field(block.wire(x, apply))
 
 
 def receptive_fields(model: keras.Model) -> dict[str, ReceptiveField]:
@@ -319,7 +346,7 @@ def _walk(model: keras.Model) -> dict[str, ReceptiveField | str]:
     inputs = fresh_inputs(model)
     for tensor in keras.tree.flatten(inputs):
         tracer.fields[id(tensor)] = _identity(len(tensor.shape) - 2)
-    trace(model, inputs, tracer._hook(()))
+    trace(model, inputs, tracer._hook(()))  # fills tracer.by_path
     return {"/".join(path): field for path, field in tracer.by_path.items()}
 
 
