@@ -113,6 +113,8 @@ class _Prober:
         found = {}
 
         def apply(part, inputs):
+            if part.role in ("merge", "activation"):
+                return None  # no path names them: the block's own call gives its output
             sub = by_part.get(part.role, set())
             deeper = {s for s in sub if s}
             if deeper and part.passes_input:

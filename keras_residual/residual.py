@@ -132,24 +132,30 @@ def output_shape(layer: layers.Layer, input_shape: Shape, dtype: str = "float32"
     return tuple(shape)
 
 
-def make_preactivation(preactivation: str | layers.Layer | None, axis: int) -> layers.Layer | None:
+def make_preactivation(
+    preactivation: str | layers.Layer | None, axis: int, prefix: str | None = None
+) -> layers.Layer | None:
     """The layer for `Residual(preactivation=...)`: None, a layer, "bn_relu" or "relu".
 
     He et al., "Identity Mappings in Deep Residual Networks" (2016), Fig. 4e
-    (BN and ReLU before the weights) and Fig. 4d (ReLU only).
+    (BN and ReLU before the weights) and Fig. 4d (ReLU only). With `prefix`
+    (a block passes its name) the layers made from a string are named
+    `{prefix}_preact_bn` and `{prefix}_preact_relu`, so a copy of the block
+    made from its config has the same weight paths.
 
     Example:
-        >>> make_preactivation("bn_relu", -1).name
-        'preact'
+        >>> [l.name for l in make_preactivation("bn_relu", -1, prefix="b1").layers]
+        ['b1_preact_bn', 'b1_preact_relu']
     """
     _check_preactivation(preactivation)
     if preactivation is None or isinstance(preactivation, layers.Layer):
         return preactivation
+    bn, relu = (f"{prefix}_preact_{kind}" if prefix else None for kind in ("bn", "relu"))
     if preactivation == "bn_relu":
         return keras.Sequential(
-            [layers.BatchNormalization(axis=axis), layers.ReLU()], name="preact"
+            [layers.BatchNormalization(axis=axis, name=bn), layers.ReLU(name=relu)], name="preact"
         )
-    return layers.ReLU(name="preact")
+    return layers.ReLU(name=relu or "preact")
 
 
 def _check_preactivation(preactivation: Any) -> None:
@@ -362,7 +368,7 @@ class Residual(layers.Wrapper):
         input_shape = tuple(input_shape)
         data_format = self._resolved_data_format(len(input_shape))
         self.preactivation_layer = make_preactivation(
-            self.preactivation, self._channel_axis(len(input_shape))
+            self.preactivation, self._channel_axis(len(input_shape)), prefix=self.name
         )
         branch_input_shape = input_shape
         if self.preactivation_layer is not None:

@@ -298,10 +298,9 @@ class _FieldTracer:
                 return tensors[0]
             if part.role in ("preactivation", "branch", "shortcut"):
                 return self.call(part.layer, (tensors[0],), {}, path + (part.role,))
+            if part.role == "activation":  # element-wise: the field passes through
+                return tensors[0]
             out = block.run_part(part, tensors)
-            if part.role == "activation":
-                self.fields[id(out)] = self.field(tensors[0])
-                return out
             fields = [self.field(t) for t in tensors[: 2 if "branch" in part.inputs else 1]]
             if part.layer.reads_inputs:
                 fields.append(self._gate_field(block, tensors[-1], tensors[0]))
