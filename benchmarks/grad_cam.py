@@ -14,12 +14,13 @@ model and images, with repetitions interleaved after a warm-up, this times:
   branch of that block (a nested path).
 
 Each row reports ms per image and the median of the paired per-repetition
-ratios Grad-CAM / forward+backward. Before timing, Grad-CAM's internal
-gradient at the last block is checked against two references computed
-another way: the closed form W[:, c] / (H W) of global average pooling
-followed by the dense classifier, and the gradient of that head written out
-by hand (`gradients.input_gradient`, no tapping); the maps are checked too.
-A mismatch exits with status 1.
+ratios Grad-CAM / forward+backward. Before timing, on the model with random
+BatchNorm statistics, Grad-CAM's internal gradient at the last block is
+checked against two references computed another way: the closed form
+W[:, c] / (H W) of global average pooling followed by the dense classifier,
+and the gradient of that head written out by hand
+(`gradients.input_gradient`, no tapping); the maps are checked too. A
+mismatch exits with status 1.
 
     python benchmarks/grad_cam.py                    # ResNet-50 at 112x112, current backend
     python benchmarks/grad_cam.py --backend all      # each backend in its own process
@@ -29,12 +30,9 @@ A mismatch exits with status 1.
 from __future__ import annotations
 
 import argparse
-import sys
-import time
-from collections.abc import Callable
 
+import _backends as bench
 import numpy as np
-from _backends import add_backend_arguments, needs_dispatch, run_per_backend, write_rows
 
 
 def _model(quick: bool, size: int):
@@ -80,19 +78,7 @@ def check_gradient(model, path: str, images: np.ndarray) -> float:
                rel(maps, reference_maps))
 
 
-def _paired(a: Callable, b: Callable, reps: int) -> tuple[list[float], list[float]]:
-    """Seconds of `a` and of `b` per repetition, alternating which goes first."""
-    a(), b()  # warm-up: traces and compiles
-    times_a, times_b = [], []
-    for rep in range(reps):
-        for fn, out in ((a, times_a), (b, times_b))[:: 1 if rep % 2 == 0 else -1]:
-            start = time.perf_counter()
-            fn()
-            out.append(time.perf_counter() - start)
-    return times_a, times_b
-
-
-def measure(quick: bool, size: int, batch: int, reps: int) -> list[dict]:
+def measure(args: argparse.Namespace) -> list[dict]:
     """Check the gradient, then time forward+backward and Grad-CAM; one row per path."""
     import keras
     from keras import ops
@@ -100,18 +86,18 @@ def measure(quick: bool, size: int, batch: int, reps: int) -> list[dict]:
     from keras_residual.gradients import input_gradient_function
     from keras_residual.viz.gradcam import GradCam
 
+    batch, reps = args.batch, args.reps
     keras.utils.set_random_seed(0)
-    model, path = _model(quick, size)
+    model, path = _model(args.quick, args.size)
+    bench.randomize_batchnorm(model)  # fresh statistics (some scales 0) would hide a skipped layer
     shape = tuple(model.input_shape[1:])
     images = np.random.default_rng(0).normal(size=(batch,) + shape).astype("float32")
     error = check_gradient(model, path, images)
     backend = keras.backend.backend()
     print(f"[{backend}] {model.name}, {batch} images of {shape}: Grad-CAM gradient vs closed "
           f"form and hand-written head autograd, max relative difference {error:.2e}")
-    if not error < 1e-4:
-        print(f"[{backend}] MISMATCH: Grad-CAM's gradient differs from the references",
-              file=sys.stderr)
-        raise SystemExit(1)
+    bench.require_agreement([] if error < 1e-4 else [f"max relative difference {error:.2e}"],
+                            f"[{backend}] MISMATCH: Grad-CAM's gradient differs from the references")
 
     def score(x, classes):
         outputs = model(x, training=False)
@@ -122,52 +108,36 @@ def measure(quick: bool, size: int, batch: int, reps: int) -> list[dict]:
     cam = GradCam(model)
     rows = []
     for target in (path, f"{path}/branch"):
-        base, timed = _paired(lambda: plain(images, classes),
-                              lambda t=target: cam(t, None, images), reps)
-        ratios = np.asarray(timed) / np.asarray(base)
+        timing = bench.paired_timing({"forward+backward": lambda: plain(images, classes),
+                                      "grad_cam": lambda t=target: cam(t, None, images)}, reps)
+        ratio = timing.slowdown("grad_cam")
         rows.append({
             "backend": backend, "model": model.name, "path": target,
-            "fwd_bwd_ms": 1e3 * float(np.median(base)) / batch,
-            "grad_cam_ms": 1e3 * float(np.median(timed)) / batch,
-            "ratio": float(np.median(ratios)),
-            "q1": float(np.percentile(ratios, 25)), "q3": float(np.percentile(ratios, 75)),
+            "fwd_bwd_ms": 1e3 * timing.seconds("forward+backward") / batch,
+            "grad_cam_ms": 1e3 * timing.seconds("grad_cam") / batch,
+            "ratio": ratio.median, "q1": ratio.q1, "q3": ratio.q3,
             "max_rel_diff": error,
         })
     return rows
 
 
-def print_table(rows: list[dict]) -> None:
-    """One line per backend and path; ratio = Grad-CAM / forward+backward (goal <= 1.2)."""
-    print(f"{'backend':<11} {'model':<15} {'path':<22} {'fwd+bwd ms/img':>14} "
-          f"{'Grad-CAM ms/img':>15} {'ratio':>6} {'[q1, q3]':>14}")
-    for r in rows:
-        print(f"{r['backend']:<11} {r['model']:<15} {r['path']:<22} {r['fwd_bwd_ms']:14.1f} "
-              f"{r['grad_cam_ms']:15.1f} {r['ratio']:6.2f} [{r['q1']:.2f}, {r['q3']:.2f}]")
+# One line per backend and path; ratio = Grad-CAM / forward+backward (goal <= 1.2).
+print_table = bench.table_printer(
+    f"{'backend':<11} {'model':<15} {'path':<22} {'fwd+bwd ms/img':>14} "
+    f"{'Grad-CAM ms/img':>15} {'ratio':>6} {'[q1, q3]':>14}",
+    "{backend:<11} {model:<15} {path:<22} {fwd_bwd_ms:14.1f} {grad_cam_ms:15.1f} {ratio:6.2f} "
+    "[{q1:.2f}, {q3:.2f}]")
 
 
 def main(argv: list[str] | None = None) -> None:
     """Command line: check, time, and print (or hand back) the rows."""
-    argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    parser = bench.benchmark_parser(__doc__)
     parser.add_argument("--size", type=int, default=112, help="ResNet-50 image side")
     parser.add_argument("--batch", type=int, default=4, help="images per call")
     parser.add_argument("--reps", type=int, default=5, help="paired, interleaved repetitions")
     parser.add_argument("--quick", action="store_true",
                         help="CIFAR ResNet-20 on 32x32, 4 images, 3 reps: a smoke run")
-    add_backend_arguments(parser)
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.batch, args.reps = 4, 3
-    if needs_dispatch(args.backend):
-        print_table(run_per_backend(__file__, argv, args.backend))
-        return
-    rows = measure(args.quick, args.size, args.batch, args.reps)
-    write_rows(args.rows_out, rows)
-    if not args.rows_out:
-        print_table(rows)
+    bench.run_benchmark(__file__, parser, measure, print_table, {"batch": 4, "reps": 3}, argv)
 
 
 if __name__ == "__main__":

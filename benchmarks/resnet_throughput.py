@@ -2,20 +2,22 @@
 
 For each pair the two models hold the same weights (copied with
 `load_keras_applications_weights`), so they compute the same function; the
-benchmark times, side by side and interleaved (reference, ours, reference,
-ours, ...) after warm-up:
+benchmark times, side by side in interleaved repetitions after warm-up
+(reference, ours, matmul; then matmul, ours, reference; ...):
 
 - predict: `predict_on_batch` (the compiled inference function), images/s;
 - train step: `train_on_batch` with SGD and cross-entropy, images/s;
 
-and reports medians, the ratio ours / reference (goal >= 1.0), and the
+and reports medians, the median of the paired per-repetition throughput
+ratios ours / reference with its quartiles (goal >= 1.0), and the
 achieved GFLOP/s (2 x multiply-adds; a train step counted as 3 forward
 passes) as a fraction of a square float32 matmul's GFLOP/s measured in the
 same run (goal >= 60%).
 
-Before timing, every BatchNormalization statistic of the reference is set to
-random values and copied into ours; the two must then agree on the logits
-(max |difference| <= 1e-4 of the largest logit), else the script exits 1.
+Before timing, every BatchNormalization statistic, scale and offset of the
+reference is set to random values and copied into ours; the two must then
+agree on the logits (max |difference| <= 1e-4 of the largest logit), else the
+script exits 1.
 
     python benchmarks/resnet_throughput.py                    # batch 8, 224x224, 3 repetitions
     python benchmarks/resnet_throughput.py --backend all      # each backend in its own process
@@ -27,22 +29,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 from collections import Counter
 from collections.abc import Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import _backends as bench  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from _backends import (  # noqa: E402
-    add_backend_arguments,
-    needs_dispatch,
-    run_per_backend,
-    write_rows,
-)
 
 from keras_residual import Residual  # noqa: E402
 from keras_residual.models import (  # noqa: E402
@@ -58,17 +53,13 @@ PAIRS = {
 }
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The command line.
+QUICK = {"models": "resnet50", "image_size": 32, "batch_size": 1, "repeats": 1, "warmup": 1,
+         "matmul_size": 256}
 
-    Example:
-        >>> parse_args([]).batch_size
-        8
-    """
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's options, without the backend options `run_benchmark` adds."""
+    parser = bench.benchmark_parser(__doc__)
     parser.add_argument("--models", default="resnet50,resnet50_v2", help="comma-separated: " + ",".join(PAIRS))
     parser.add_argument("--batch-size", type=int, default=8, help="images per timed call")
     parser.add_argument("--image-size", type=int, default=224, help="input height and width")
@@ -83,12 +74,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true",
                         help="ResNet-50 v1 at 32x32, batch 1, one repetition: a CI smoke run")
-    add_backend_arguments(parser)
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.models, args.image_size, args.batch_size = "resnet50", 32, 1
-        args.repeats, args.warmup, args.matmul_size = 1, 1, 256
-    return args
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line.
+
+    Example:
+        >>> parse_args([]).batch_size
+        8
+    """
+    return bench.parse_arguments(build_parser(), QUICK, argv)
 
 
 def kernel_shapes(model: keras.Model) -> list:
@@ -99,21 +95,6 @@ def kernel_shapes(model: keras.Model) -> list:
         [(3, 2)]
     """
     return sorted(tuple(v.shape) for v in model.weights if v.name.endswith("kernel"))
-
-
-def time_calls(fn: Callable[[], object], repeats: int) -> list:
-    """Wall-clock seconds of `repeats` calls of `fn`.
-
-    Example:
-        >>> len(time_calls(lambda: None, 3))
-        3
-    """
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
 
 
 def matmul_call(size: int) -> Callable[[], None]:
@@ -142,7 +123,7 @@ def build_pair(name: str, image_size: int, xla: bool) -> tuple[keras.Model, kera
     shape = (image_size, image_size, 3)
     # Logits, not probabilities: a saturated softmax would hide a difference.
     reference = reference_fn(weights=None, input_shape=shape, classifier_activation=None)
-    randomize_batchnorm(reference)
+    bench.randomize_batchnorm(reference)
     ours = ours_fn(weights=None, input_shape=shape, classifier_activation=None)
     load_keras_applications_weights(ours, reference)
     if kernel_shapes(ours) != kernel_shapes(reference):
@@ -151,10 +132,10 @@ def build_pair(name: str, image_size: int, xla: bool) -> tuple[keras.Model, kera
     outputs = [keras.ops.convert_to_numpy(m.predict_on_batch(x)) for m in (ours, reference)]
     scale = float(np.max(np.abs(outputs[1])))
     difference = float(np.max(np.abs(outputs[0] - outputs[1])))
-    if not (difference <= 1e-4 * max(scale, 1.0) and scale > 0 and np.isfinite(scale)):
-        print(f"{name}: ours and keras.applications' logits differ by {difference:.3g} "
-              f"(largest |logit| {scale:.3g})", file=sys.stderr)
-        raise SystemExit(1)
+    same = difference <= 1e-4 * max(scale, 1.0) and scale > 0 and np.isfinite(scale)
+    bench.require_agreement(
+        [] if same else [f"max |difference| {difference:.3g} (largest |logit| {scale:.3g})"],
+        f"{name}: ours and keras.applications' logits differ:")
     for model in (reference, ours):
         model.compile(
             optimizer=keras.optimizers.SGD(learning_rate=1e-4, momentum=0.9),
@@ -164,26 +145,6 @@ def build_pair(name: str, image_size: int, xla: bool) -> tuple[keras.Model, kera
     print(f"{name}: max |logit| {scale:.3g}, max |ours - keras.applications| {difference:.3g}",
           file=sys.stderr)
     return ours, reference, difference
-
-
-def randomize_batchnorm(model: keras.Model, seed: int = 0) -> None:
-    """Random moving means and variances in every BatchNormalization layer of `model`.
-
-    Fresh statistics (mean 0, variance 1) hide a BN layer that is skipped or
-    mis-copied; random ones do not.
-
-    Example:
-        >>> m = keras.Sequential([keras.Input((3,)), keras.layers.BatchNormalization()])
-        >>> randomize_batchnorm(m)
-        >>> bool(keras.ops.all(m.layers[0].moving_variance > 0.5))
-        True
-    """
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:  # keras.applications' ResNets are flat graphs
-        if isinstance(layer, keras.layers.BatchNormalization):
-            shape = tuple(layer.moving_mean.shape)
-            layer.moving_mean.assign(rng.normal(0.0, 0.5, shape).astype("float32"))
-            layer.moving_variance.assign(rng.uniform(0.5, 2.0, shape).astype("float32"))
 
 
 def graph_op_counts(model: keras.Model, input_shape: tuple, gradients: bool = False) -> Counter:
@@ -238,54 +199,34 @@ def benchmark_pair(name: str, args: argparse.Namespace) -> tuple[list[dict], lis
     }
     rows = []
     for mode, call in calls.items():
-        for model in (reference, ours):
-            for _ in range(args.warmup):
-                call(model)
         # The matmul yardstick is timed in the same interleaved rounds, under the same load.
-        matmul()
-        times = {"reference": [], "ours": [], "matmul": []}
-        for rep in range(args.repeats):
-            order = (("reference", reference), ("ours", ours))
-            for label, model in order if rep % 2 == 0 else order[::-1]:
-                times[label] += time_calls(lambda m=model, c=call: c(m), 1)
-            times["matmul"] += time_calls(matmul, 1)
-        ratios = np.array(times["reference"]) / np.array(times["ours"])
-        q1, median, q3 = np.percentile(ratios, [25, 50, 75])
-        matmul_rate = 2 * args.matmul_size**3 / statistics.median(times["matmul"]) / 1e9
+        timing = bench.paired_timing(
+            {"reference": lambda c=call: c(reference), "ours": lambda c=call: c(ours),
+             "matmul": matmul}, args.repeats, "reference", warmup=args.warmup)
+        ratio = timing.speedup("ours")
+        matmul_rate = 2 * args.matmul_size**3 / timing.seconds("matmul") / 1e9
         step_flops = flops * (3 if mode == "train" else 1) * args.batch_size
-        seconds = {k: statistics.median(v) for k, v in times.items()}
         rows.append(dict(
             backend=keras.backend.backend(), model=name, phase=mode, blocks=blocks,
-            reference_ips=args.batch_size / seconds["reference"],
-            ours_ips=args.batch_size / seconds["ours"],
-            ratio=float(median), q1=float(q1), q3=float(q3), max_abs_diff=difference,
-            matmul_share=step_flops / seconds["ours"] / 1e9 / matmul_rate,
+            reference_ips=args.batch_size / timing.seconds("reference"),
+            ours_ips=args.batch_size / timing.seconds("ours"),
+            ratio=ratio.median, q1=ratio.q1, q3=ratio.q3, max_abs_diff=difference,
+            matmul_share=step_flops / timing.seconds("ours") / 1e9 / matmul_rate,
         ))
     lines = explain(ours, reference, args) if args.explain else []
     return rows, lines
 
 
-def print_table(rows: list[dict]) -> None:
-    """One line per backend, model and phase: images/s side by side and the ratio."""
-    print(f"{'backend':<11}{'model':<13}{'phase':<8}{'keras.app img/s':>16}{'ours img/s':>11}"
-          f"{'ratio [q1, q3]':>24}{'max|diff|':>11}{'% matmul':>10}   goal ratio >= 1.0")
-    for r in rows:
-        print(f"{r['backend']:<11}{r['model']:<13}{r['phase']:<8}{r['reference_ips']:>16.2f}"
-              f"{r['ours_ips']:>11.2f}{r['ratio']:>10.3f} [{r['q1']:.3f}, {r['q3']:.3f}]"
-              f"{r['max_abs_diff']:>11.1e}{100 * r['matmul_share']:>9.1f}%")
+# One line per backend, model and phase: images/s side by side and the ratio.
+print_table = bench.table_printer(
+    f"{'backend':<11}{'model':<13}{'phase':<8}{'keras.app img/s':>16}{'ours img/s':>11}"
+    f"{'ratio [q1, q3]':>24}{'max|diff|':>11}{'% matmul':>10}   goal ratio >= 1.0",
+    "{backend:<11}{model:<13}{phase:<8}{reference_ips:>16.2f}{ours_ips:>11.2f}{ratio:>10.3f} "
+    "[{q1:.3f}, {q3:.3f}]{max_abs_diff:>11.1e}{matmul_share:>10.1%}")
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Runs the benchmark and prints the table.
-
-    Example:
-        >>> main(["--quick"])  # doctest: +SKIP
-    """
-    argv = sys.argv[1:] if argv is None else argv
-    args = parse_args(argv)
-    if needs_dispatch(args.backend):
-        print_table(run_per_backend(__file__, argv, args.backend))
-        return
+def measure(args: argparse.Namespace) -> list[dict]:
+    """Checks and times every pair named by `--models` on this backend; returns the rows."""
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     unknown = [n for n in names if n not in PAIRS]
     if unknown:
@@ -302,9 +243,16 @@ def main(argv: list[str] | None = None) -> None:
         for line in lines:
             print(line, file=sys.stderr)
         keras.backend.clear_session()
-    write_rows(args.rows_out, rows)
-    if not args.rows_out:
-        print_table(rows)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Runs the benchmark and prints the table.
+
+    Example:
+        >>> main(["--quick"])  # doctest: +SKIP
+    """
+    bench.run_benchmark(__file__, build_parser(), measure, print_table, QUICK, argv)
 
 
 if __name__ == "__main__":

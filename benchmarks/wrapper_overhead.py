@@ -22,12 +22,12 @@ hand-written stack; goal >= 0.98) with its quartiles.
 from __future__ import annotations
 
 import argparse
-import sys
-import time
 from collections.abc import Callable
 
+import _backends as bench
 import numpy as np
-from _backends import add_backend_arguments, needs_dispatch, run_per_backend, write_rows
+
+GOAL = 0.98  # throughput of Residual relative to the hand-written stack
 
 
 def _workloads(quick: bool) -> dict[str, tuple[Callable, tuple]]:
@@ -79,13 +79,6 @@ def build_pair(make_branch: Callable, activation: str | None, blocks: int, shape
     return residual, handwritten
 
 
-def _time(fn: Callable[[], object], steps: int) -> float:
-    start = time.perf_counter()
-    for _ in range(steps):
-        fn()
-    return (time.perf_counter() - start) / steps
-
-
 def measure(name: str, spec: tuple, batch: int, reps: int, steps: int) -> list[dict]:
     """Rows for one workload: predict and train, paired ratios and their quartiles."""
     import keras
@@ -98,9 +91,9 @@ def measure(name: str, spec: tuple, batch: int, reps: int, steps: int) -> list[d
     out_res = keras.ops.convert_to_numpy(residual.predict_on_batch(x))
     out_hand = keras.ops.convert_to_numpy(handwritten.predict_on_batch(x))
     difference = float(np.max(np.abs(out_res - out_hand)))
-    if not np.allclose(out_res, out_hand, rtol=1e-5, atol=1e-5):
-        print(f"{name}: the two variants differ (max |diff| = {difference:.3g})", file=sys.stderr)
-        raise SystemExit(1)
+    bench.require_agreement([] if np.allclose(out_res, out_hand, rtol=1e-5, atol=1e-5)
+                            else [f"max |diff| = {difference:.3g}"],
+                            f"{name}: the two variants differ:")
     y = rng.normal(size=out_res.shape).astype("float32")
     for model in (residual, handwritten):
         model.compile(optimizer=keras.optimizers.SGD(1e-4), loss="mse")
@@ -113,41 +106,32 @@ def measure(name: str, spec: tuple, batch: int, reps: int, steps: int) -> list[d
                 return model.predict_on_batch(x)
             return model.train_on_batch(x, y)
 
-        pairs = []
-        for rep in range(reps):
-            order = (residual, handwritten) if rep % 2 == 0 else (handwritten, residual)
-            seconds = {m.name: _time(lambda m=m: run(m), steps) for m in order}
-            pairs.append((seconds["residual"], seconds["handwritten"]))
-        ratios = np.array([hand / res for res, hand in pairs])
-        q1, median, q3 = np.percentile(ratios, [25, 50, 75])
+        timing = bench.paired_timing({"residual": lambda: run(residual),
+                                      "handwritten": lambda: run(handwritten)},
+                                     reps, "handwritten", warmup=0, calls=steps)
+        ratio = timing.speedup("residual")
         rows.append(dict(
             backend=keras.backend.backend(), workload=name, phase=phase,
-            ratio=float(median), q1=float(q1), q3=float(q3),
-            residual_ms=1e3 * float(np.median([p[0] for p in pairs])),
-            handwritten_ms=1e3 * float(np.median([p[1] for p in pairs])),
+            ratio=ratio.median, q1=ratio.q1, q3=ratio.q3,
+            mark="" if ratio.median >= GOAL else "  below goal",
+            residual_ms=1e3 * timing.seconds("residual"),
+            handwritten_ms=1e3 * timing.seconds("handwritten"),
             max_abs_diff=difference,
         ))
     return rows
 
 
-def print_table(rows: list[dict], goal: float = 0.98) -> None:
-    """The side-by-side table, one row per backend, workload and phase."""
-    print(f"{'backend':<11}{'workload':<12}{'phase':<8}{'Residual ms':>12}{'Add ms':>10}"
-          f"{'ratio [q1, q3]':>24}  goal >= {goal}")
-    for r in rows:
-        mark = "" if r["ratio"] >= goal else "  below goal"
-        print(f"{r['backend']:<11}{r['workload']:<12}{r['phase']:<8}{r['residual_ms']:>12.2f}"
-              f"{r['handwritten_ms']:>10.2f}{r['ratio']:>10.3f} [{r['q1']:.3f}, {r['q3']:.3f}]"
-              f"{mark}")
+# The side-by-side table, one row per backend, workload and phase.
+print_table = bench.table_printer(
+    f"{'backend':<11}{'workload':<12}{'phase':<8}{'Residual ms':>12}{'Add ms':>10}"
+    f"{'ratio [q1, q3]':>24}  goal >= {GOAL}",
+    "{backend:<11}{workload:<12}{phase:<8}{residual_ms:>12.2f}{handwritten_ms:>10.2f}"
+    "{ratio:>10.3f} [{q1:.3f}, {q3:.3f}]{mark}")
 
 
 def main(argv: list[str] | None = None) -> None:
     """Command line: time every workload and print (or hand back) the rows."""
-    argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    parser = bench.benchmark_parser(__doc__)
     parser.add_argument("--reps", type=int, default=9, help="paired, interleaved repetitions")
     parser.add_argument("--steps", type=int, default=5, help="batches per timed repetition")
     parser.add_argument("--batch-size", type=int, default=64, help="images or sequences per batch")
@@ -155,24 +139,18 @@ def main(argv: list[str] | None = None) -> None:
                         help="comma-separated workload names, or 'all'")
     parser.add_argument("--quick", action="store_true",
                         help="tiny inputs, 16 channels only, 2 reps: a CI smoke run")
-    add_backend_arguments(parser)
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.reps, args.steps, args.batch_size = 2, 1, 4
-    if needs_dispatch(args.backend):
-        print_table(run_per_backend(__file__, argv, args.backend))
-        return
-    work = _workloads(args.quick)
-    names = list(work) if args.workloads == "all" else args.workloads.split(",")
-    unknown = sorted(set(names) - set(work))
-    if unknown:
-        parser.error(f"unknown workloads {unknown}; choose from {sorted(work)}")
-    rows = []
-    for name in names:
-        rows.extend(measure(name, work[name], args.batch_size, args.reps, args.steps))
-    write_rows(args.rows_out, rows)
-    if not args.rows_out:
-        print_table(rows)
+
+    def measure_all(args: argparse.Namespace) -> list[dict]:
+        work = _workloads(args.quick)
+        names = list(work) if args.workloads == "all" else args.workloads.split(",")
+        unknown = sorted(set(names) - set(work))
+        if unknown:
+            parser.error(f"unknown workloads {unknown}; choose from {sorted(work)}")
+        return [row for name in names
+                for row in measure(name, work[name], args.batch_size, args.reps, args.steps)]
+
+    quick = {"reps": 2, "steps": 1, "batch_size": 4}
+    bench.run_benchmark(__file__, parser, measure_all, print_table, quick, argv)
 
 
 if __name__ == "__main__":

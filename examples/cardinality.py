@@ -29,6 +29,7 @@ import functools
 import time
 
 from keras_residual.experiments import networks, published
+from keras_residual.experiments.results import cardinality_results, cardinality_variant
 from keras_residual.experiments.runner import (
     add_common_arguments,
     prepare,
@@ -67,37 +68,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def variant_name(cardinality: int) -> str:
-    """Xie et al.'s notation, "Cxd" at the 64-filter stage: 1x64d, ..., 32x4d.
+    """Xie et al.'s notation, "Cxd" at the 64-filter stage (`results.cardinality_variant`).
 
     Example:
         >>> variant_name(32)
         '32x4d'
     """
-    return f"{cardinality}x{networks.group_width(cardinality)}d"
-
-
-def collect(summaries: dict, cardinalities: list[int], blocks: int, settings: dict) -> dict:
-    """results.json: `table3`, variant -> cardinality, group width, errors, parameters, paper."""
-    table = {}
-    for c in cardinalities:
-        s = summaries[variant_name(c)]
-        table[variant_name(c)] = {
-            "cardinality": c, "group_width": networks.group_width(c),
-            **{k: s[k] for k in ("params", "train_error", "train_error_std", "test_error",
-                                 "test_error_std", "diverged", "curves")},
-            "published_test_error": published.CARDINALITY_RESNEXT50[c],
-        }
-    return {
-        "experiment": "cardinality",
-        "paper": "Xie et al. 2017, Aggregated Residual Transformations for Deep Neural Networks, "
-                 "Tables 2 and 3",
-        "published_source": "Xie et al. 2017, Table 3: ImageNet-1K top-1 error, ResNet-50 / "
-                            "ResNeXt-50 at equal complexity",
-        "blocks_per_stage": blocks,
-        "settings": settings,
-        "table3": table,
-        "variants": summaries,
-    }
+    return cardinality_variant(cardinality)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -127,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
     summaries = run_variants(variants, data, recipe, settings["seeds"], args.out,
                              progress=not args.no_progress)
     settings["seconds"] = round(time.time() - start, 1)
-    results = collect(summaries, cardinalities, blocks, settings)
+    results = cardinality_results(summaries, cardinalities, blocks, settings)
     path = write_results(args.out, results)
     from keras_residual.experiments.plots import plot_table
     from keras_residual.viz.plots import save_figure

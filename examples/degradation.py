@@ -27,7 +27,8 @@ import argparse
 import functools
 import time
 
-from keras_residual.experiments import networks, published, tables
+from keras_residual.experiments import networks, tables
+from keras_residual.experiments.results import degradation_results
 from keras_residual.experiments.runner import (
     add_common_arguments,
     prepare,
@@ -77,30 +78,6 @@ def depths_of(args: argparse.Namespace) -> list[int]:
     return depths
 
 
-def collect(summaries: dict, depths: list[int], settings: dict) -> dict:
-    """results.json: `final_train_error[family][depth]` and the rest, from `run_variants`."""
-    def by_family(key):
-        return {f: {str(d): summaries[f"{f}-{d}"][key] for d in depths} for f in FAMILIES}
-
-    return {
-        "experiment": "degradation",
-        "paper": "He et al. 2015, Deep Residual Learning for Image Recognition, Fig. 6",
-        "settings": settings,
-        "depths": depths,
-        "final_train_error": by_family("train_error"),
-        "final_test_error": by_family("test_error"),
-        "final_train_error_std": by_family("train_error_std"),
-        "final_test_error_std": by_family("test_error_std"),
-        "params": by_family("params"),
-        "curves": by_family("curves"),
-        "published_test_error": {
-            "residual": {str(d): published.RESNET_CIFAR10.get(d) for d in depths},
-            "source": "He et al. 2015, Table 6 (CIFAR-10, ResNets; plain nets only in Fig. 6)",
-        },
-        "variants": summaries,
-    }
-
-
 def main(argv: list[str] | None = None) -> dict:
     """Trains every plain and residual depth; writes results.json and degradation.png.
 
@@ -124,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
     summaries = run_variants(variants, data, recipe, settings["seeds"], args.out,
                              progress=not args.no_progress)
     settings["seconds"] = round(time.time() - start, 1)
-    results = collect(summaries, depths, settings)
+    results = degradation_results(summaries, depths, settings)
     path = write_results(args.out, results)
     from keras_residual.experiments.plots import plot_degradation
     from keras_residual.viz.plots import save_figure

@@ -29,6 +29,7 @@ import functools
 import time
 
 from keras_residual.experiments import networks, published
+from keras_residual.experiments.results import identity_mappings_results
 from keras_residual.experiments.runner import (
     add_common_arguments,
     prepare,
@@ -79,37 +80,6 @@ def make_variants(args: argparse.Namespace, depth: int, settings: dict, input_sh
     return variants
 
 
-def _row(summary: dict, paper: float | None) -> dict:
-    keys = ("params", "train_error", "train_error_std", "test_error", "test_error_std",
-            "diverged", "curves")
-    return {**{k: summary[k] for k in keys}, "published_test_error": paper}
-
-
-def collect(summaries: dict, args: argparse.Namespace, depth: int, settings: dict) -> dict:
-    """results.json: `table1` and `table2`, variant -> errors, parameters, curves, paper."""
-    results = {
-        "experiment": "identity_mappings",
-        "paper": "He et al. 2016, Identity Mappings in Deep Residual Networks, Tables 1 and 2",
-        "published_source": "He et al. 2016, Tables 1 and 2: ResNet-110 on CIFAR-10 "
-                            "(None: the paper's 'fail')",
-        "depth": depth,
-        "settings": settings,
-        "variants": summaries,
-    }
-    if args.table in ("1", "both"):
-        results["table1"] = {
-            name: _row(summaries[name], published.SHORTCUT_VARIANTS_RESNET110[name])
-            for name in networks.SHORTCUT_VARIANTS
-        }
-    if args.table in ("2", "both"):
-        results["table2"] = {
-            name: _row(summaries[ORIGINAL if placement == "original" else name],
-                       published.PLACEMENTS_RESNET110[name])
-            for name, placement in networks.PLACEMENT_VARIANTS.items()
-        }
-    return results
-
-
 def main(argv: list[str] | None = None) -> dict:
     """Trains every variant; writes results.json and one figure per table.
 
@@ -128,7 +98,8 @@ def main(argv: list[str] | None = None) -> dict:
     summaries = run_variants(variants, data, recipe, settings["seeds"], args.out,
                              progress=not args.no_progress)
     settings["seconds"] = round(time.time() - start, 1)
-    results = collect(summaries, args, depth, settings)
+    tables = ("1", "2") if args.table == "both" else (args.table,)
+    results = identity_mappings_results(summaries, depth, settings, tables, original=ORIGINAL)
     path = write_results(args.out, results)
     from keras_residual.experiments.plots import plot_table
     from keras_residual.viz.plots import save_figure

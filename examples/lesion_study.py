@@ -36,20 +36,22 @@ import dataclasses
 import importlib.util
 import os
 import sys
-import time
 from collections.abc import Callable
 
 import keras
 import numpy as np
-from keras import layers
 
-from keras_residual import Residual
+from keras_residual.experiments.ensemble import (  # noqa: F401  (re-exported for the tests)
+    ensemble54_study,
+    joint_prediction,
+    residual_mlp,
+    results_table,
+)
 from keras_residual.lesion import (
     EffectivePathTraining,
     ResilienceResult,
     gradient_per_path_length,
     k_block_deletion,
-    linear_decay_drop_rates,
     plots,
     reordering,
     residual_blocks,
@@ -65,38 +67,6 @@ class Setting:
     epochs: int
     batch_size: int
     flat: bool
-
-
-def residual_mlp(
-    plain: bool = False, final_survival: float = 1.0, blocks: int = 12, width: int = 64
-) -> keras.Model:
-    """A pre-activation residual MLP for MNIST (or its plain twin with `plain=True`).
-
-    Each block is `Residual(BN-ReLU-Dense)`; the plain twin has the same layers
-    with `shortcut="none"`. `final_survival < 1` adds stochastic depth with
-    linearly decaying survival (Huang et al. 2016).
-
-    Example:
-        >>> len(residual_blocks(residual_mlp(blocks=3)))
-        3
-    """
-    rates = linear_decay_drop_rates(blocks, final_survival)
-    inputs = keras.Input((784,))
-    x = layers.Dense(width, name="stem")(inputs)
-    x = layers.ReLU(name="stem_relu")(layers.BatchNormalization(momentum=0.9, name="stem_bn")(x))
-    for i, rate in enumerate(rates, start=1):
-        branch = keras.Sequential(
-            [layers.BatchNormalization(momentum=0.9), layers.ReLU(), layers.Dense(width)],
-            name=f"block{i}_branch",
-        )
-        x = Residual(branch, shortcut="none" if plain else "identity",
-                     drop_rate=0.0 if plain else float(rate), name=f"block{i}")(x)
-    x = layers.ReLU(name="post_relu")(layers.BatchNormalization(momentum=0.9, name="post_bn")(x))
-    outputs = layers.Dense(10, activation="softmax", name="predictions")(x)
-    model = keras.Model(inputs, outputs, name="mnist_plain_mlp" if plain else "mnist_residual_mlp")
-    model.compile(keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
-    return model
 
 
 def mnist_conv(plain: bool = False, final_survival: float = 1.0) -> keras.Model:
@@ -275,247 +245,6 @@ def keras_hub_studies(model: keras.Model, preprocess: Callable, preset: str, out
     figures.append((f"Fig. 5a on {preset}: top-1 changes after deleting k random blocks",
                     "lesion_k_blocks.png"))
     return figures
-
-
-# ------------------------------------------------------------------ ensemble54
-
-# Veit et al. (2016) on CIFAR-10 (Sec. 4-6), for the table beside ours.
-PAPER = {
-    "blocks": 54,
-    "path_range_95": "19-35",
-    "effective_path_range": "5-17",
-    "effective_share_of_paths": 0.0045,
-    "ept_m": 23,
-    "ept_error": 0.0596,
-    "normal_error": 0.0610,
-    "k10_error": "about 0.2",
-}
-
-
-def joint_prediction(gradients, kdel) -> dict:
-    """k-deletion error against the gradient-weighted share of paths surviving k deletions.
-
-    Veit et al. 2016, Sec. 5: deleting d of n blocks leaves C(n-d, l)/C(n, l)
-    of the paths of length l (Fig. 7); weighted by the gradient share of
-    each length (Fig. 6c) this is the share of the effective paths that
-    survive. If the effective paths carry the performance, the k-deletion
-    error (Fig. 5a) rises as that share falls.
-    """
-    from scipy import stats
-
-    from keras_residual.lesion import remaining_path_fraction
-
-    n = gradients.n_blocks
-    share = np.array([float(np.dot(gradients.total, remaining_path_fraction(n, int(k))))
-                      for k in kdel.ks])
-    rho = stats.spearmanr(1.0 - share, kdel.mean).statistic if len(share) > 2 else float("nan")
-    r = stats.pearsonr(1.0 - share, kdel.mean).statistic if len(share) > 2 else float("nan")
-    return {"ks": kdel.ks.tolist(), "surviving_gradient_share": share.tolist(),
-            "k_deletion_error": kdel.mean.tolist(), "spearman_error_vs_lost_share": float(rho),
-            "pearson_error_vs_lost_share": float(r)}
-
-
-def _error(model, x, y) -> float:
-    return float(np.mean(np.argmax(model.predict(x, batch_size=500, verbose=0), -1) != y))
-
-
-def ensemble54_study(data, out_dir: str, seeds: int = 3, epochs: int = 6, samples: int = 1000,
-                     draws: int = 5, blocks: int = 54, progress: bool = False) -> dict:
-    """The 54-block study on MNIST: every figure of Veit et al. (2016) and effective-path training.
-
-    A 54-block pre-activation residual MLP (`residual_mlp(blocks=54)`) and its
-    plain twin. Seed 0 gives the lesion figures (3, 5a, 5b, 6a-c, 7, 8) and
-    the gradient per path length (`samples` per measured length, at the
-    first block's input), whose effective-path range fixes m (`m="auto"`);
-    each seed then trains the network normally and with exactly m of the
-    blocks per mini-batch (followed by precise BatchNorm statistics), and
-    the test errors are compared. Writes `results.json`, `results.md` and
-    the figures to `out_dir`.
-    """
-    import json
-
-    from keras_residual.lesion import (
-        effective_training_blocks,
-        path_length_interval,
-        precise_batchnorm,
-        range_share,
-        remaining_path_fraction,
-    )
-
-    os.makedirs(out_dir, exist_ok=True)
-    x_train, y_train, x_test, y_test = data.x_train, data.y_train, data.x_test, data.y_test
-    test = (x_test, y_test)
-    n = blocks
-
-    def build(plain=False, final_survival=1.0):
-        return residual_mlp(plain=plain, final_survival=final_survival, blocks=n)
-
-    def train(seed, plain=False, final_survival=1.0, callbacks=()):
-        keras.utils.set_random_seed(seed)
-        model = build(plain, final_survival)
-        model.fit(x_train, y_train, epochs=epochs, batch_size=128, verbose=0,
-                  callbacks=list(callbacks))
-        return model
-
-    def save(fig, name):
-        plots.save_figure(fig, os.path.join(out_dir, name))
-        return name
-
-    results: dict = {"dataset": data.source, "blocks": n, "epochs": epochs, "seeds": seeds,
-                     "train_samples": len(x_train), "test_samples": len(x_test), "complete": False}
-    figures: dict = {}
-    results["figures"] = figures
-
-    def checkpoint():
-        # Every stage adds its numbers at once: a long run leaves what it measured so far.
-        with open(os.path.join(out_dir, "results.json"), "w") as file:
-            json.dump(results, file, indent=1)
-
-    residual = train(0)
-    plain = train(0, plain=True)
-    single = single_block_deletion(residual, test, progress=progress)
-    single_plain = single_block_deletion(plain, test, progress=progress)
-    results["single_deletion"] = {
-        "residual_intact": single.intact_error, "residual_errors": single.errors.tolist(),
-        "plain_intact": single_plain.intact_error, "plain_errors": single_plain.errors.tolist(),
-    }
-    print(f"[ensemble54] single deletion: residual intact {single.intact_error:.3f}, mean "
-          f"{single.errors.mean():.3f}, worst {single.errors.max():.3f}; plain intact "
-          f"{single_plain.intact_error:.3f}, mean {single_plain.errors.mean():.3f}")
-    figures["fig3"] = save(plots.plot_single_deletion(single, single_plain), "fig3_single.png")
-    checkpoint()
-
-    start = time.perf_counter()
-    gradients = gradient_per_path_length(residual, (x_train, y_train), samples=samples,
-                                         progress=progress)
-    seconds = time.perf_counter() - start
-    lo, hi = (int(v) for v in gradients.effective_range)
-    decay = float(np.exp(np.polyfit(gradients.lengths, np.log(np.maximum(gradients.mean_norm,
-                                                                         1e-30)), 1)[0]))
-    results.update(
-        effective_path_range=[lo, hi],
-        effective_share=gradients.effective_share,
-        effective_share_of_paths=range_share(gradients.distribution, (lo, hi)),
-        gradient_samples_per_length=gradients.samples_per_length,
-        gradient_measured_lengths=gradients.lengths.tolist(),
-        gradient_interpolated_lengths=gradients.interpolated_lengths.tolist(),
-        gradient_mean_norm=gradients.mean_norm.tolist(),
-        gradient_decay_per_block=decay,
-        gradient_seconds=seconds,
-        path_range_95=list(path_length_interval(n, 0.95)),
-        remaining_paths_after_10=remaining_path_fraction(n, min(10, n))[[lo, hi]].tolist(),
-    )
-    print(f"[ensemble54] gradient per path length: {gradients.samples_per_length} samples at "
-          f"lengths {gradients.lengths.tolist()} in {seconds:.0f} s; decay x{decay:.3f} per "
-          f"block; effective paths {lo}-{hi} ({gradients.effective_share:.3f} of the gradient)")
-    figures["fig6"] = save(plots.plot_path_gradients(gradients), "fig6_path_gradients.png")
-    figures["fig7"] = save(plots.plot_remaining_paths(n), "fig7_remaining_paths.png")
-    checkpoint()
-
-    m = effective_training_blocks(gradients.total)
-    ept = {"m": m, "normal_error": [single.intact_error], "effective_error": []}
-    results["effective_path_training"] = ept
-    for seed in range(seeds):
-        if seed:
-            ept["normal_error"].append(_error(train(seed), x_test, y_test))
-        model = train(seed, callbacks=[EffectivePathTraining(m, seed=seed)])
-        precise_batchnorm(model, x_train, batches=20, seed=seed)
-        ept["effective_error"].append(_error(model, x_test, y_test))
-        print(f"[ensemble54] seed {seed}: normal {ept['normal_error'][-1]:.4f}, effective-path "
-              f"({m} of {n}) {ept['effective_error'][-1]:.4f}")
-        checkpoint()
-
-    ks = sorted({k for k in (0, 1, 2, 5, 10, 15, 20, 30, 40) if k <= n} | {n})
-    kdel = k_block_deletion(residual, test, ks, draws, progress=progress)
-    results["k_deletion"] = {"ks": ks, "mean": kdel.mean.tolist(), "std": kdel.std.tolist()}
-    figures["fig5a"] = save(plots.plot_k_deletion(kdel), "fig5a_k_deletion.png")
-    results["joint_prediction"] = joint_prediction(gradients, kdel)
-    checkpoint()
-
-    stochastic = train(0, final_survival=0.5)
-    precise_batchnorm(stochastic, x_train, batches=20)
-    sd_single = single_block_deletion(stochastic, test, progress=progress)
-    results["stochastic_depth"] = {"intact": sd_single.intact_error,
-                                   "errors": sd_single.errors.tolist()}
-    figures["fig8"] = save(plots.plot_resilience(ResilienceResult(single, sd_single, 0.5)),
-                           "fig8_stochastic_depth.png")
-    checkpoint()
-
-    # Each reordered network is a new graph to compile: few swap counts.
-    swaps = reordering(residual, test, [k for k in (0, 2, 5, 10) if k <= max(n // 3, 1)],
-                       draws, progress=progress)
-    results["reordering"] = {"ks": swaps.ks.tolist(),
-                             "kendall_tau": swaps.kendall_tau.mean(1).tolist(),
-                             "error": swaps.errors.mean(1).tolist()}
-    figures["fig5b"] = save(plots.plot_reordering(swaps), "fig5b_reordering.png")
-    results["complete"] = True
-    checkpoint()
-    table = results_table(results)
-    with open(os.path.join(out_dir, "results.md"), "w") as file:
-        file.write(table)
-    print(table)
-    return results
-
-
-def _mean_spread(values) -> str:
-    values = np.asarray(values, dtype="float64")
-    return f"{values.mean():.4f} +- {values.std():.4f} (n={values.size})"
-
-
-def results_table(r: dict) -> str:
-    """Our numbers beside Veit et al. (2016)'s, as a markdown table ("not run": stage missing)."""
-    ept = r.get("effective_path_training", {})
-    single = r.get("single_deletion", {})
-    jp = r.get("joint_prediction", {})
-
-    def k10():
-        value = dict(zip(r["k_deletion"]["ks"], r["k_deletion"]["mean"], strict=True)).get(10)
-        return "n/a (fewer blocks)" if value is None else f"{value:.4f}"
-
-    rows = [
-        ("Network", "CIFAR-10, pre-act ResNet-110 (54 blocks)",
-         lambda: f"{r['dataset']}, pre-act residual MLP ({r['blocks']} blocks), "
-                 f"{r['epochs']} epochs"),
-        ("Paths holding 95% (Sec. 5, Fig. 6a)", "19-35",
-         lambda: "-".join(map(str, r["path_range_95"]))),
-        ("Single deletion (Sec. 4.1, Fig. 3): residual", "no noticeable change except downsampling",
-         lambda: f"intact {single['residual_intact']:.4f}, mean "
-                 f"{np.mean(single['residual_errors']):.4f}, worst "
-                 f"{np.max(single['residual_errors']):.4f}"),
-        ("Single deletion (Fig. 3): plain twin", "chance (0.9)",
-         lambda: f"intact {single['plain_intact']:.4f}, mean "
-                 f"{np.mean(single['plain_errors']):.4f}"),
-        ("Error after deleting 10 blocks (Sec. 4.2, Fig. 5a)", "about 0.2", k10),
-        ("Gradient per block (Fig. 6b)", "roughly exponential decay",
-         lambda: f"x{r['gradient_decay_per_block']:.3f} per block "
-                 f"({r['gradient_samples_per_length']} samples per length)"),
-        ("Effective paths (Sec. 5, Fig. 6c)", "5-17",
-         lambda: f"{r['effective_path_range'][0]}-{r['effective_path_range'][1]} "
-                 f"({r['effective_share']:.3f} of the gradient)"),
-        ("Share of all paths that are effective", "0.45%",
-         lambda: f"{100 * r['effective_share_of_paths']:.2f}%"),
-        ("Effective-path training m (Sec. 5)", "23 of 54",
-         lambda: f"{ept['m']} of {r['blocks']} (auto)"),
-        ("Test error, normal training", "6.10%", lambda: _mean_spread(ept["normal_error"])),
-        ("Test error, effective-path training", "5.96%",
-         lambda: _mean_spread(ept["effective_error"])),
-        ("Stochastic depth, single deletion (Sec. 6, Fig. 8)", "slightly more resilient",
-         lambda: f"mean {np.mean(r['stochastic_depth']['errors']):.4f} vs normal "
-                 f"{np.mean(single['residual_errors']):.4f}"),
-        ("k-deletion error vs lost gradient-weighted paths (Figs. 5a + 6c + 7)", "(not tested)",
-         lambda: f"Spearman {jp['spearman_error_vs_lost_share']:.3f}, "
-                 f"Pearson {jp['pearson_error_vs_lost_share']:.3f}"),
-    ]
-
-    def cell(value):
-        try:
-            return value()
-        except (KeyError, ValueError, TypeError):
-            return "not run"
-
-    lines = ["| Quantity | Veit et al. 2016 | Ours |", "|---|---|---|"]
-    lines += [f"| {a} | {b} | {cell(c)} |" for a, b, c in rows]
-    return "\n".join(lines) + "\n"
 
 
 SETTINGS = {

@@ -22,7 +22,14 @@ from typing import Any
 # visualization (matplotlib), datasets (TensorFlow for tf.data), experiments,
 # surgery -- loads on first use, so that `import keras_residual` on JAX or
 # PyTorch imports neither TensorFlow nor matplotlib.
-from keras_residual import blocks, models, training  # noqa: E402,I001
+from keras_residual import blocks, graph, models, training  # noqa: E402,I001
+from keras_residual.graph import list_paths, residual_layers, resolve_path
+from keras_residual.lesion_state import (
+    LesionState,
+    lesion_ready,
+    reset_compiled_functions,
+    set_lesion_ready,
+)
 from keras_residual.merges import (
     AddMerge,
     BatchNormAddMerge,
@@ -36,14 +43,6 @@ from keras_residual.merges import (
 )
 from keras_residual.model_summary import summary
 from keras_residual.ops import scale_gradient
-from keras_residual import graph
-from keras_residual.graph import list_paths, resolve_path, residual_layers
-from keras_residual.lesion_state import (
-    LesionState,
-    lesion_ready,
-    reset_compiled_functions,
-    set_lesion_ready,
-)
 from keras_residual.probe import probe  # noqa: E402
 from keras_residual.residual import BlockPart, Residual
 from keras_residual.shortcuts import (

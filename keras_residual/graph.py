@@ -108,7 +108,7 @@ def walk(layer: layers.Layer, include_self: bool = True) -> Iterator[layers.Laye
         >>> inner = keras.Sequential([keras.layers.Dense(2, name="fc")], name="inner")
         >>> model = keras.Sequential([keras.Input((2,)), Residual(inner, name="block")])
         >>> [l.name for l in walk(model, include_self=False)]
-        ['block', 'inner', 'fc', 'add_merge']
+        ['block', 'inner', 'fc', 'merge']
     """
     seen: set[int] = set()
     stack = [layer]
@@ -293,7 +293,10 @@ def trace(container: keras.Model, inputs: Any, hook: TraceHook) -> tuple[Any, di
 def output_layer(model: keras.Model) -> layers.Layer | None:
     """The layer that computes the output of `model`, looking inside nested models.
 
-    Returns None for a model with several outputs.
+    Returns None for a model with several outputs. A functional model's
+    public `operations` run from the inputs (deepest) to the outputs (depth
+    0), so with one output the last operation is the one that makes it. No
+    tracing: it can be called inside a compiled function.
 
     Example:
         >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="fc")])
@@ -308,15 +311,9 @@ def output_layer(model: keras.Model) -> layers.Layer | None:
                 return None
             layer = children[-1]
             continue
-        where = _output_calls(layer)
-        if len(where) != 1:
+        if len(keras.tree.flatten(layer.output)) != 1:
             return None
-        calls: list = []
-        keras.models.clone_model(
-            layer, clone_function=lambda c: c, input_tensors=fresh_inputs(layer),
-            call_function=lambda c, *a, **k: calls.append(c) or c(*a, **k),
-        )
-        layer = calls[where[0][0]]
+        layer = layer.operations[-1]
     return layer
 
 

@@ -26,7 +26,6 @@ model itself is not modified.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import keras
 

@@ -29,22 +29,17 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
-import numpy as np
 from keras import layers, ops
 
 from keras_residual import merges as merges_lib
 from keras_residual import shortcuts as shortcuts_lib
-from keras_residual.lesion_state import (  # noqa: F401  (re-exported: the old home)
+from keras_residual.lesion_state import (
     BRANCH_SCALE,
     GATE,
-    GRADIENT_ROUTES,
     ROUTE_BRANCH,
     ROUTE_SHORTCUT,
     LesionState,
     StateSlot,
-    lesion_ready,
-    reset_compiled_functions,
-    set_lesion_ready,
 )
 from keras_residual.ops import scale_gradient
 
@@ -903,11 +898,25 @@ class Residual(layers.Wrapper):
         return super().from_config(config, custom_objects=custom_objects)
 
 
+_MOVED_TO_LESION_STATE = (
+    "GRADIENT_ROUTES", "lesion_ready", "reset_compiled_functions", "set_lesion_ready",
+)
+
+
 def __getattr__(name: str) -> Any:
-    # The model-level walkers moved to keras_residual.graph (one release of aliases).
-    if name in ("residual_layers",):
-        from keras_residual import _deprecation, graph
+    # Model-level tools moved to keras_residual.graph and keras_residual.lesion_state
+    # (one release of aliases, each warning once).
+    from keras_residual import _deprecation
+
+    if name == "residual_layers":
+        from keras_residual import graph
 
         return _deprecation.moved(f"keras_residual.residual.{name}", "keras_residual.graph.blocks",
                                   functools.partial(graph.blocks, nested=True))
+    if name in _MOVED_TO_LESION_STATE:
+        from keras_residual import lesion_state
+
+        _deprecation.warn_once(f"keras_residual.residual.{name}",
+                               f"keras_residual.lesion_state.{name}")
+        return getattr(lesion_state, name)
     raise AttributeError(f"module 'keras_residual.residual' has no attribute {name!r}")

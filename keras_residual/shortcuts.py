@@ -426,7 +426,7 @@ def branch_fix(layer: layers.Layer, source_shape: Shape, branch_shape: Shape) ->
     """The change to a branch layer that removes a shape mismatch, for common layers ("" if none).
 
     Example:
-        >>> branch_fix(keras.layers.Conv2D(4, 3), (None, 8, 8, 4), (None, 6, 6, 4))[:31]
+        >>> branch_fix(keras.layers.Conv2D(4, 3), (None, 8, 8, 4), (None, 6, 6, 4))[:32]
         " Conv2D(padding='valid') shrinks"
     """
     if isinstance(layer, _RANK_REDUCING):

@@ -40,7 +40,7 @@ def model():
 
 def never_run(monkeypatch):
     """Make the work of every study and visualization fail the test: checks come first."""
-    from keras_residual.lesion import studies
+    from keras_residual.lesion import deletion, evaluation, gradient_paths, order
 
     # The module, not the function of the same name that keras_residual.viz exports.
     top_activations = importlib.import_module("keras_residual.viz.top_activations")
@@ -48,8 +48,10 @@ def never_run(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("the work started before the arguments were checked")
 
-    for module, name in [(studies, "_evaluate"), (studies, "_single_deletion_stacked"),
-                         (studies, "_single_deletion_each"), (studies, "input_gradient"),
+    for module, name in [(deletion, "evaluate"), (order, "evaluate"),
+                         (evaluation, "classification_error"),
+                         (deletion, "_single_deletion_stacked"),
+                         (deletion, "_single_deletion_each"), (gradient_paths, "input_gradient"),
                          (top_activations, "_cached_reducer"), (guided, "rectified_copy"),
                          (images, "probe")]:
         monkeypatch.setattr(module, name, fail)

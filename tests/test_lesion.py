@@ -8,9 +8,10 @@ import pytest
 from keras import layers
 from scipy import stats
 
-from keras_residual import ProjectionShortcut, Residual
+from keras_residual import ProjectionShortcut, Residual, surgery
+from keras_residual import lesion as studies
 from keras_residual.gradients import input_gradient
-from keras_residual.lesion import schedules, studies, surgery
+from keras_residual.lesion import schedules
 
 WIDTH = 4
 
@@ -355,8 +356,11 @@ def test_studies_leave_the_model_untouched_even_when_they_fail(monkeypatch):
             raise RuntimeError("evaluation failed")
         return 0.0
 
-    monkeypatch.setattr(studies, "_evaluate", failing)
-    monkeypatch.setattr(studies, "input_gradient", lambda fn, x: failing())
+    from keras_residual.lesion import deletion, gradient_paths, order
+
+    monkeypatch.setattr(deletion, "evaluate", failing)
+    monkeypatch.setattr(order, "evaluate", failing)
+    monkeypatch.setattr(gradient_paths, "input_gradient", lambda fn, x: failing())
     for name, run in runs.items():
         calls.clear()
         if name == "gradient":

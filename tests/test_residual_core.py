@@ -249,7 +249,7 @@ def test_a_lesioned_model_saves_and_reloads_with_its_state(tmp_path):
     path = tmp_path / "lesioned.keras"
     model.save(path)
     loaded = keras.models.load_model(path)
-    (copy,) = kr.residual_layers(loaded)
+    (copy,) = kr.graph.blocks(loaded, nested=True)
     assert copy.lesion_ready
     assert copy.get_lesion_state() == LesionState(False, "branch", 1.0)
     x = random_input((2, 3))

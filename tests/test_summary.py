@@ -34,8 +34,8 @@ def test_rows_are_the_parts_of_each_block_in_call_order():
         (0, "", "down", "Residual", (None, 4, 4, 8), 16 + 296 + 40 + 40),
         # BN on 4 channels (gamma, beta, mean, variance), then ReLU.
         (1, "preactivation", "preact", "Sequential", (None, 8, 8, 4), 16),
-        (2, "", "batch_normalization", "BatchNormalization", (None, 8, 8, 4), 16),
-        (2, "", "re_lu", "ReLU", (None, 8, 8, 4), 0),
+        (2, "", "down_preact_bn", "BatchNormalization", (None, 8, 8, 4), 16),
+        (2, "", "down_preact_relu", "ReLU", (None, 8, 8, 4), 0),
         (1, "branch", "down_conv", "Conv2D", (None, 4, 4, 8), 3 * 3 * 4 * 8 + 8),
         (1, "shortcut", "shortcut", "ProjectionShortcut", (None, 4, 4, 8), 4 * 8 + 8),
         # The highway gate: a 1x1 projection of the pre-activated input, 4 -> 8 channels.

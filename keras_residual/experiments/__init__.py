@@ -10,13 +10,18 @@
   (2017), Tables 2 and 3: cardinality at an equal parameter budget
   (`examples/cardinality.py`).
 
+- Veit et al., "Residual Networks Behave Like Ensembles of Relatively Shallow
+  Networks" (2016): every figure on a 54-block residual MLP and effective-path
+  training (`ensemble.ensemble54_study`, `examples/lesion_study.py --preset
+  ensemble54`), with its results schema (`ensemble.Ensemble54Results`).
+
 `runner` loads the data (the offline MNIST digits or CIFAR-10), trains every
 variant for every seed with resume, and summarizes; `networks` builds the
 compared networks from the library's builders; `published` holds the papers'
 numbers; `plots` draws the figures.
 """
 
-from keras_residual.experiments import networks, published  # noqa: F401
+from keras_residual.experiments import ensemble, networks, published, results  # noqa: F401
 from keras_residual.experiments.runner import (  # noqa: F401
     PRESETS,
     ExperimentData,

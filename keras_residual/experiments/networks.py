@@ -22,7 +22,6 @@ from keras_residual.experiments import published
 from keras_residual.merges import GatedMerge, ScaledMerge
 from keras_residual.models.imagenet import build_resnet
 from keras_residual.models.specs import CIFAR_SPECS
-from keras_residual.residual import Residual
 
 #: He et al. (2016), Table 1 rows as `rewire` arguments; "original" is the
 #: unchanged network.

@@ -1,7 +1,7 @@
 """Figures of the papers' experiments, drawn from the scripts' results.json.
 
 Each function returns a `matplotlib.figure.Figure` built without pyplot;
-`keras_residual.viz.plots.save_figure` writes it.
+`keras_residual.figures.save_figure` writes it.
 """
 
 from __future__ import annotations

@@ -46,3 +46,20 @@ EQUAL_BUDGET_GROUP_WIDTH = {1: 64, 2: 40, 4: 24, 8: 14, 32: 4}
 #: Xie et al. (2017), Table 3: ImageNet-1K top-1 validation error (224 crop)
 #: of ResNet-50 (1x64d) and ResNeXt-50 at the same complexity.
 CARDINALITY_RESNEXT50 = {1: 23.9, 2: 23.0, 4: 22.6, 8: 22.3, 32: 22.2}
+
+#: Veit et al. (2016), "Residual Networks Behave Like Ensembles of Relatively
+#: Shallow Networks", on CIFAR-10 with the 54-block pre-activation ResNet-110:
+#: the 95% range of path lengths (Sec. 5, Fig. 6a), the effective paths (Fig.
+#: 6c) and their share of all paths, effective-path training with 23 of 54
+#: blocks per mini-batch against normal training (Sec. 5, test error), and
+#: the error after deleting 10 blocks (Sec. 4.2, Fig. 5a).
+VEIT_2016 = {
+    "blocks": 54,
+    "path_range_95": "19-35",
+    "effective_path_range": "5-17",
+    "effective_share_of_paths": 0.0045,
+    "ept_m": 23,
+    "ept_error": 0.0596,
+    "normal_error": 0.0610,
+    "k10_error": "about 0.2",
+}

@@ -1,8 +1,8 @@
 """Lesion and path analysis of residual networks (Veit et al. 2016).
 
 - `deletion`: single-block and k-block deletion (Fig. 3, 4, 5a).
-- `reordering`: swapping compatible blocks (Fig. 5b).
-- `path_gradients`: the gradient per path length, routed per sample (Fig. 6).
+- `order`: reordering, swapping compatible blocks (Fig. 5b).
+- `gradient_paths`: the gradient per path length, routed per sample (Fig. 6).
 - `paths`: path-length statistics of the unraveled view.
 - `evaluation`: data and error helpers shared by the studies.
 - `schedules`: stochastic depth, effective-path training, resilience comparison.
@@ -14,6 +14,21 @@
 """
 
 from keras_residual.lesion.batchnorm import batchnorm_layers, precise_batchnorm
+from keras_residual.lesion.deletion import (
+    KDeletionResult,
+    SingleDeletionResult,
+    deletable,
+    k_block_deletion,
+    lesion_units,
+    single_block_deletion,
+)
+from keras_residual.lesion.evaluation import as_arrays, classification_error
+from keras_residual.lesion.gradient_paths import (
+    GradientPathResult,
+    gradient_per_path_length,
+    path_gradients,
+    routed_block,
+)
 from keras_residual.lesion.paths import (
     EFFECTIVE_MASS,
     effective_path_range,
@@ -25,33 +40,18 @@ from keras_residual.lesion.paths import (
     range_share,
     remaining_path_fraction,
 )
+from keras_residual.lesion.order import (
+    ReorderingResult,
+    compatible_groups,
+    random_swaps,
+    reordering,
+)
 from keras_residual.lesion.schedules import (
     EffectivePathTraining,
     ResilienceResult,
     linear_decay_drop_rates,
     stochastic_depth_resilience,
     with_stochastic_depth,
-)
-from keras_residual.lesion.deletion import (
-    KDeletionResult,
-    SingleDeletionResult,
-    deletable,
-    k_block_deletion,
-    lesion_units,
-    single_block_deletion,
-)
-from keras_residual.lesion.evaluation import as_arrays, classification_error
-from keras_residual.lesion.path_gradients import (
-    GradientPathResult,
-    gradient_per_path_length,
-    path_gradients,
-    routed_block,
-)
-from keras_residual.lesion.reordering import (
-    ReorderingResult,
-    compatible_groups,
-    random_swaps,
-    reordering,
 )
 from keras_residual.surgery import (
     delete_blocks,

@@ -43,6 +43,7 @@ from keras_residual.surgery import (
     residual_blocks,
 )
 
+
 def deletable(block: Residual) -> bool:
     """Whether deleting `block`'s branch leaves a network (a shape-changing plain layer does not).
 

@@ -7,35 +7,15 @@ Agg canvas); `save_figure` writes it as PNG.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 from matplotlib.figure import Figure
 
+from keras_residual.figures import save_figure  # noqa: F401  (re-exported)
 from keras_residual.lesion import paths
+from keras_residual.lesion.deletion import KDeletionResult, SingleDeletionResult
+from keras_residual.lesion.gradient_paths import GradientPathResult
+from keras_residual.lesion.order import ReorderingResult
 from keras_residual.lesion.schedules import ResilienceResult
-from keras_residual.lesion.studies import (
-    GradientPathResult,
-    KDeletionResult,
-    ReorderingResult,
-    SingleDeletionResult,
-)
-
-
-def save_figure(fig: Figure, path: str, dpi: int = 110) -> str:
-    """Write `fig` to `path` (PNG), creating the folder; return the path.
-
-    Example:
-        >>> import tempfile, os
-        >>> out = save_figure(plot_path_lengths(6), os.path.join(tempfile.mkdtemp(), "a.png"))
-        >>> out.endswith("a.png")
-        True
-    """
-    folder = os.path.dirname(path)
-    if folder:
-        os.makedirs(folder, exist_ok=True)
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
-    return path
 
 
 def _deletion_panel(ax, result: SingleDeletionResult, title: str, chance: float | None) -> None:

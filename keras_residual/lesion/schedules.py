@@ -17,13 +17,13 @@ from collections.abc import Callable, Sequence
 import keras
 import numpy as np
 
+from keras_residual import graph
 from keras_residual.blocks import linear_decay_drop_rates  # noqa: F401  (re-exported)
 from keras_residual.lesion import paths
 from keras_residual.lesion.batchnorm import precise_batchnorm
-from keras_residual import graph
 from keras_residual.lesion.deletion import SingleDeletionResult, single_block_deletion
 from keras_residual.lesion.evaluation import Data
-from keras_residual.lesion.path_gradients import GradientPathResult
+from keras_residual.lesion.gradient_paths import GradientPathResult
 from keras_residual.lesion_state import LesionState, lesion_ready
 from keras_residual.residual import Residual
 from keras_residual.surgery import residual_blocks

@@ -1,7 +1,7 @@
 """Moved: the lesion studies now live in one module per study.
 
 `keras_residual.lesion.deletion` (single-block and k-block deletion),
-`keras_residual.lesion.reordering`, `keras_residual.lesion.path_gradients`
+`keras_residual.lesion.order`, `keras_residual.lesion.gradient_paths`
 and `keras_residual.lesion.evaluation` (data and error helpers). Every name
 is also exported by `keras_residual.lesion`. `keras_residual.lesion.studies.<name>`
 keeps working for one release and warns once per name.
@@ -16,10 +16,10 @@ _HOMES = {
          "lesion_units", "deletable"), "keras_residual.lesion.deletion"),
     **dict.fromkeys(
         ("ReorderingResult", "compatible_groups", "random_swaps", "reordering"),
-        "keras_residual.lesion.reordering"),
+        "keras_residual.lesion.order"),
     **dict.fromkeys(
         ("GradientPathResult", "path_gradients", "gradient_per_path_length", "routed_block"),
-        "keras_residual.lesion.path_gradients"),
+        "keras_residual.lesion.gradient_paths"),
 }
 
 __getattr__ = module_alias(__name__, _HOMES)

@@ -28,7 +28,6 @@ import keras
 
 from keras_residual.models.imagenet import build_resnet
 from keras_residual.models.specs import CIFAR_SPECS, IMAGENET_SPECS
-from keras_residual.residual import Residual
 
 
 def _blocks_per_stage(depth: int, layers_per_block: int) -> int:

@@ -23,8 +23,8 @@ import keras
 import numpy as np
 from keras import layers
 
-from keras_residual.models.imagenet import build_resnet
 from keras_residual.graph import variable_paths
+from keras_residual.models.imagenet import build_resnet
 
 _BLOCK = re.compile(r"^stack(\d+)_block(\d+)_(.+)$")
 _STEM = re.compile(r"^conv(\d+)_(conv|bn)$")

@@ -20,7 +20,6 @@ from keras import layers
 from keras_residual import graph
 from keras_residual.residual import Residual
 
-
 _STAGE = re.compile(r"^conv(\d+)(_block\d+)?(?:_|$)")
 
 

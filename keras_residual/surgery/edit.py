@@ -23,9 +23,9 @@ from keras_residual.surgery.select import (
     layer_shape,
     network_layers,
     removable_layers,
+    residual_blocks,
     resolve_blocks,
     resolve_units,
-    residual_blocks,
     swappable,
 )
 

@@ -31,9 +31,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_residual.gradients import input_gradient_function
 from keras_residual import graph
-from keras_residual.graph import INPUT, is_container, resolve_path, split_path
+from keras_residual.gradients import input_gradient_function
+from keras_residual.graph import INPUT, resolve_path, split_path
 from keras_residual.probe import probe
 from keras_residual.viz.guided import rectified_copy
 

@@ -33,16 +33,16 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_residual import graph
 from keras_residual.gradients import input_gradient_function
+from keras_residual.graph import copy_weights
 from keras_residual.ops import _upstream
 from keras_residual.probe import probe
-from keras_residual import graph
 from keras_residual.residual import make_preactivation
 from keras_residual.shortcuts import channel_axis
 from keras_residual.validation import check_model_input, positive_int
 from keras_residual.viz.receptive_field import ReceptiveField
 from keras_residual.viz.top_activations import TopK, crop_patches
-from keras_residual.graph import copy_weights
 
 RULES = ("guided", "deconvnet", "plain")
 

@@ -11,13 +11,13 @@ the PNG bytes (for `IPython.display.Image`).
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from keras_residual.figures import save_figure  # noqa: F401  (re-exported)
 from keras_residual.viz.images import normalize, tile
 
 
@@ -298,21 +298,6 @@ def gradcam_figure(
             _show(axes[1, n], gradient_image(guided[n]), vmin=0.0, vmax=1.0)  # 0 at mid-gray
             axes[1, n].set_title("Guided Grad-CAM", fontsize=8)
     return fig
-
-
-def save_figure(fig: Figure, path: str, dpi: int = 100) -> str:
-    """Write `fig` as a PNG (folders created); returns `path`.
-
-    Example:
-        >>> import os, tempfile
-        >>> import numpy as np
-        >>> out = save_figure(kernel_figure(np.zeros((4, 4))), os.path.join(tempfile.mkdtemp(), "k.png"))
-        >>> os.path.exists(out)
-        True
-    """
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    return path
 
 
 def figure_to_png(fig: Figure, dpi: int = 100) -> bytes:

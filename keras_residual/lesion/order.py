@@ -19,6 +19,7 @@ from keras_residual.lesion.evaluation import Data, check_ks, checked_data, evalu
 from keras_residual.surgery import reorder_blocks, residual_blocks, swappable
 from keras_residual.surgery.select import layer_shape
 
+
 @dataclasses.dataclass
 class ReorderingResult:
     """Error after swapping k random pairs of compatible blocks (Veit et al. 2016, Fig. 5b).

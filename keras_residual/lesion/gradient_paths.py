@@ -28,6 +28,7 @@ from keras_residual.residual import BlockPart, Residual
 from keras_residual.surgery import residual_blocks
 from keras_residual.surgery.select import layer_shape
 
+
 @dataclasses.dataclass
 class GradientPathResult:
     """Gradient reaching the first block through paths of each length (Veit et al. 2016, Fig. 6).
