@@ -29,6 +29,12 @@ from keras_residual.lesion.gradient_paths import (
     path_gradients,
     routed_block,
 )
+from keras_residual.lesion.order import (
+    ReorderingResult,
+    compatible_groups,
+    random_swaps,
+    reordering,
+)
 from keras_residual.lesion.paths import (
     EFFECTIVE_MASS,
     effective_path_range,
@@ -39,12 +45,6 @@ from keras_residual.lesion.paths import (
     path_length_interval,
     range_share,
     remaining_path_fraction,
-)
-from keras_residual.lesion.order import (
-    ReorderingResult,
-    compatible_groups,
-    random_swaps,
-    reordering,
 )
 from keras_residual.lesion.schedules import (
     EffectivePathTraining,
