@@ -120,6 +120,9 @@ class StateSlot(layers.Layer):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.held = []
+        # Nothing to build: an unbuilt layer would make Keras' trainers treat
+        # the model as unbuilt (and retrace) on every call.
+        self.built = True
 
     @property
     def variable(self) -> keras.Variable | None:
