@@ -104,9 +104,9 @@ class StateSlot(layers.Layer):
     owns a variable only between `fill` and `empty`: a block that is not
     lesion-ready has no weight beyond its layers (`count_params` equals the
     plain network's), and one that is saves and restores its state with the
-    model. The variable lives in a tracked list, which Keras lets a built
-    model grow and shrink (Keras 3's own `quantize` adds variables after
-    build the same way, through its tracker).
+    model. The variable lives in a tracked list of this never-locked slot, so
+    plain list operations add and remove it after the block is built, with
+    no private Keras API.
 
     Example:
         >>> slot = StateSlot(name="block_lesion")
