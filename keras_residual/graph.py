@@ -74,6 +74,23 @@ def _tracked_sublayers(layer: layers.Layer) -> list[layers.Layer]:
     return list(layer._flatten_layers(include_self=False, recursive=False))
 
 
+def unique(items: Sequence[layers.Layer]) -> list[layers.Layer]:
+    """`items` in order, each layer once (by identity: layers need not be hashable by value).
+
+    Example:
+        >>> dense = keras.layers.Dense(2)
+        >>> len(unique([dense, dense]))
+        1
+    """
+    seen: set[int] = set()
+    return [x for x in items if not (id(x) in seen or seen.add(id(x)))]
+
+
+def _block_layers(block: Residual) -> list[tuple[str, layers.Layer]]:
+    """(role, layer) for the parts of `block` that are layers, in call order (`parts()`)."""
+    return [(p.role, p.layer) for p in block.parts() if isinstance(p.layer, layers.Layer)]
+
+
 def sublayers(layer: layers.Layer) -> list[layers.Layer]:
     """The layers directly inside `layer`, each once, in a stable order.
 
@@ -88,7 +105,7 @@ def sublayers(layer: layers.Layer) -> list[layers.Layer]:
         ['Dense', 'ProjectionShortcut', 'AddMerge']
     """
     if isinstance(layer, Residual):
-        found = [p.layer for p in layer.parts() if isinstance(p.layer, layers.Layer)]
+        found = [part for _, part in _block_layers(layer)]
     elif isinstance(layer, keras.Model):
         found = [child for child in layer.layers if not isinstance(child, layers.InputLayer)]
     elif isinstance(layer, layers.Bidirectional):
@@ -97,8 +114,7 @@ def sublayers(layer: layers.Layer) -> list[layers.Layer]:
         found = [layer.layer]
     else:
         found = _tracked_sublayers(layer)
-    seen: set[int] = set()
-    return [c for c in found if not (id(c) in seen or seen.add(id(c)))]
+    return unique(found)
 
 
 def walk(layer: layers.Layer, include_self: bool = True) -> Iterator[layers.Layer]:
@@ -143,19 +159,24 @@ def blocks(model: layers.Layer, nested: bool = False) -> list[Residual]:
     """
     if nested:
         return [layer for layer in walk(model) if isinstance(layer, Residual)]
-    found: list[Residual] = []
-
-    def visit(layer: layers.Layer) -> None:
-        for child in getattr(layer, "layers", ()):
-            if isinstance(child, keras.Model):
-                visit(child)
-            elif isinstance(child, Residual) and not any(child is b for b in found):
-                found.append(child)
-
     if isinstance(model, Residual):
         return [model]
-    visit(model)
-    return found
+    return [layer for layer in network_layers(model) if isinstance(layer, Residual)]
+
+
+def network_layers(model: layers.Layer) -> list[layers.Layer]:
+    """Layers in network order, recursing into nested models but not into blocks, each once.
+
+    Example:
+        >>> inner = keras.Sequential([keras.layers.Dense(2, name="fc")], name="inner")
+        >>> model = keras.Sequential([keras.Input((2,)), inner])
+        >>> [layer.name for layer in network_layers(model)]
+        ['fc']
+    """
+    found = []
+    for layer in getattr(model, "layers", ()):
+        found.extend(network_layers(layer) if isinstance(layer, keras.Model) else [layer])
+    return unique(found)
 
 
 def residual_layers(model: layers.Layer) -> list[Residual]:
@@ -444,8 +465,7 @@ def named_parts(layer: layers.Layer) -> list[tuple[str, layers.Layer]]:
         ['branch', 'shortcut']
     """
     if isinstance(layer, Residual):
-        return [(p.role, p.layer) for p in layer.parts()
-                if p.role in RESIDUAL_PARTS and isinstance(p.layer, layers.Layer)]
+        return [(role, part) for role, part in _block_layers(layer) if role in RESIDUAL_PARTS]
     if is_container(layer):
         return [(child.name, child) for child in sublayers(layer)]
     return []
@@ -574,7 +594,7 @@ def block_paths(model: layers.Layer) -> list[str]:
 def _path_segments(layer: layers.Layer) -> list[tuple[str, layers.Layer]]:
     """(segment, child) for every layer inside `layer`: a block's parts by role."""
     if isinstance(layer, Residual):
-        return [(p.role, p.layer) for p in layer.parts() if isinstance(p.layer, layers.Layer)]
+        return _block_layers(layer)
     return [(c.name, c) for c in sublayers(layer)]
 
 

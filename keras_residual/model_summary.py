@@ -7,9 +7,8 @@ pre-activation, the branch `F` (with the layers of a branch that is itself
 a model or a block), the shortcut `h`, the merge and the activation of
 `y = activation(merge(h(x), F(x)))` (He et al. 2015, Eq. 1 and Fig. 2;
 the pre-activation of He et al. 2016, Fig. 4e) -- each with its output
-shape and parameter count. The parts are read from the block's public
-attributes (`layer`, `preactivation_layer`, `shortcut_layer`,
-`merge_layer`, `activation`); nothing is run.
+shape and parameter count. The parts come from the block's own description
+(`Residual.parts()`), followed with shapes only; nothing is run.
 """
 
 from __future__ import annotations

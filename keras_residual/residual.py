@@ -468,6 +468,23 @@ class Residual(layers.Wrapper):
         out = self.compute_output_shape(self._input_shape)
         return tuple(out[1:]) != tuple(self._input_shape[1:])
 
+    @property
+    def deletable(self) -> bool:
+        """Whether deleting the branch leaves a network: False only for a shape-changing plain layer.
+
+        A block with a shortcut outputs `act(merge(h(x), 0))` without its
+        branch; a plain layer (`shortcut="none"`) becomes the identity, which
+        exists only where its output shape equals its input shape (Veit et al.
+        2016, Fig. 3, the VGG comparison).
+
+        Example:
+            >>> block = Residual(keras.layers.Dense(3), shortcut="none")
+            >>> _ = block(keras.ops.ones((1, 2)))
+            >>> block.deletable
+            False
+        """
+        return self.has_shortcut or not self.changes_shape()
+
     def compute_mask(self, inputs, mask=None):
         # The mask is per time step; a branch that changes the number of steps
         # (a strided Conv1D with a projection) leaves no mask to pass on.
@@ -626,8 +643,8 @@ class Residual(layers.Wrapper):
         def without_branch():
             return self.wire(inputs, run, deleted=True, values=shared)
 
-        if not self.has_shortcut and self.changes_shape():
-            return with_branch()  # a shape-changing plain layer cannot be deleted
+        if not self.deletable:
+            return with_branch()
         keep = ops.greater(state[GATE], 0.5) if state is not None else None
         if dropping and self.drop_mode == "sample":
             draw = keras.random.uniform(
@@ -644,15 +661,21 @@ class Residual(layers.Wrapper):
 
     def passed_on(
         self, part: BlockPart, inputs: Sequence[Any], training: bool | None = None,
-        mask: Any = None,
+        mask: Any = None, route: tuple[Callable, Callable] | None = None,
     ) -> Any:
         """What the intact block passes on from one part: `run_part` and the block's own scaling.
 
         The same as `run_part`, except that a stochastic-depth branch with
         `drop_scaling="inference"` is scaled by its survival probability
         outside training (Huang et al. 2016, Sec. 3), as `call` does. Tools
-        that transform the description (per-sample gradient routing) run
-        parts through this, so they compute what the block computes.
+        that transform the description run parts through this, so they
+        compute what the block computes.
+
+        `route=(branch, shortcut)` routes the backward pass as the block's
+        own `gradient_route` does, with any function that keeps the forward
+        value (per-sample masks, Veit et al. 2016, Sec. 5): `branch` is
+        applied to the branch output and to the block input a merge reads (a
+        gate belongs to the residual module), `shortcut` to the shortcut output.
 
         Example:
             >>> block = Residual(keras.layers.Dense(2, kernel_initializer="ones"),
@@ -663,29 +686,33 @@ class Residual(layers.Wrapper):
             >>> keras.ops.convert_to_numpy(block.passed_on(branch, [x], training=False)).tolist()
             [[1.0, 1.0]]
         """
-        return self._passed_on(part, inputs, None, training, mask, dropping=False)
+        return self._passed_on(part, inputs, None, training, mask, dropping=False, route=route)
 
-    def _passed_on(self, part, inputs, state, training, mask, dropping):
-        """`run_part`, plus what the block applies around it: drop scaling and lesion state.
+    def _passed_on(self, part, inputs, state, training, mask, dropping, route=None):
+        """`run_part`, plus what the block applies around it: drop scaling, routes, lesion state.
 
         The branch value is scaled by its survival probability at test time
         (`drop_scaling="inference"`, Huang et al. 2016, Sec. 3) or divided by
-        it while dropping (`"train"`); a lesion-ready block scales the
-        gradient of the branch, of the shortcut, and of the gate input a
-        merge reads (routed with the branch: the gate is part of the residual
-        module), and multiplies the branch by `branch_scale`.
+        it while dropping (`"train"`). A lesion-ready block routes the
+        gradient with its state (`route` from `state`) and multiplies the
+        branch by `branch_scale`.
         """
-        if state is not None and part.role == "merge" and self.merge_layer.reads_inputs:
-            inputs = [*inputs[:-1], scale_gradient(inputs[-1], state[ROUTE_BRANCH])]
+        if state is not None:
+            route = (functools.partial(scale_gradient, scale=state[ROUTE_BRANCH]),
+                     functools.partial(scale_gradient, scale=state[ROUTE_SHORTCUT]))
+        branch_route, shortcut_route = route or (None, None)
+        if branch_route is not None and part.role == "merge" and self.merge_layer.reads_inputs:
+            inputs = [*inputs[:-1], branch_route(inputs[-1])]
         value = self.run_part(part, inputs, training, mask)
-        if part.role == "shortcut" and state is not None:
-            return scale_gradient(value, state[ROUTE_SHORTCUT])
+        if part.role == "shortcut" and shortcut_route is not None:
+            return shortcut_route(value)
         if part.role != "branch":
             return value
         if self.drop_rate > 0.0 and self.drop_scaling == "inference" and not training:
             value = ops.multiply(value, ops.cast(1.0 - self.drop_rate, value.dtype))
+        if branch_route is not None:
+            value = branch_route(value)
         if state is not None:
-            value = scale_gradient(value, state[ROUTE_BRANCH])
             value = ops.multiply(value, ops.cast(state[BRANCH_SCALE], value.dtype))
         if dropping and self.drop_scaling == "train":
             value = ops.divide(value, ops.cast(1.0 - self.drop_rate, value.dtype))
@@ -807,7 +834,7 @@ class Residual(layers.Wrapper):
                 f"branch_enabled, gradient_route and branch_scale. Received: {changes}"
             )
         new = dataclasses.replace(state or self.get_lesion_state(), **changes)
-        if not new.branch_enabled and not self.has_shortcut and self.built and self.changes_shape():
+        if not new.branch_enabled and self.built and not self.deletable:
             raise ValueError(
                 f"Residual {self.name!r} has shortcut='none' and changes the shape "
                 f"{self._input_shape} -> {self.compute_output_shape(self._input_shape)}: its "

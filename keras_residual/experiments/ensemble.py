@@ -28,6 +28,7 @@ import numpy as np
 from keras import layers
 
 from keras_residual.blocks import linear_decay_drop_rates
+from keras_residual.experiments import published
 from keras_residual.residual import Residual
 
 
@@ -381,6 +382,7 @@ def _mean_spread(values: Any) -> str:
 
 
 def _rows(r: dict) -> list[tuple[str, str, Callable[[], str]]]:
+    paper = published.VEIT_2016
     ept, single = r.get("effective_path_training", {}), r.get("single_deletion", {})
     jp = r.get("joint_prediction", {})
 
@@ -389,10 +391,10 @@ def _rows(r: dict) -> list[tuple[str, str, Callable[[], str]]]:
         return "n/a (fewer blocks)" if value is None else f"{value:.4f}"
 
     return [
-        ("Network", "CIFAR-10, pre-act ResNet-110 (54 blocks)",
+        ("Network", f"CIFAR-10, pre-act ResNet-110 ({paper['blocks']} blocks)",
          lambda: f"{r['dataset']}, pre-act residual MLP ({r['blocks']} blocks), "
                  f"{r['epochs']} epochs"),
-        ("Paths holding 95% (Sec. 5, Fig. 6a)", "19-35",
+        ("Paths holding 95% (Sec. 5, Fig. 6a)", paper["path_range_95"],
          lambda: "-".join(map(str, r["path_range_95"]))),
         ("Single deletion (Sec. 4.1, Fig. 3): residual", "no noticeable change except downsampling",
          lambda: f"intact {single['residual_intact']:.4f}, mean "
@@ -401,19 +403,20 @@ def _rows(r: dict) -> list[tuple[str, str, Callable[[], str]]]:
         ("Single deletion (Fig. 3): plain twin", "chance (0.9)",
          lambda: f"intact {single['plain_intact']:.4f}, mean "
                  f"{np.mean(single['plain_errors']):.4f}"),
-        ("Error after deleting 10 blocks (Sec. 4.2, Fig. 5a)", "about 0.2", k10),
+        ("Error after deleting 10 blocks (Sec. 4.2, Fig. 5a)", paper["k10_error"], k10),
         ("Gradient per block (Fig. 6b)", "roughly exponential decay",
          lambda: f"x{r['gradient_decay_per_block']:.3f} per block "
                  f"({r['gradient_samples_per_length']} samples per length)"),
-        ("Effective paths (Sec. 5, Fig. 6c)", "5-17",
+        ("Effective paths (Sec. 5, Fig. 6c)", paper["effective_path_range"],
          lambda: f"{r['effective_path_range'][0]}-{r['effective_path_range'][1]} "
                  f"({r['effective_share']:.3f} of the gradient)"),
-        ("Share of all paths that are effective", "0.45%",
+        ("Share of all paths that are effective", f"{100 * paper['effective_share_of_paths']:.2f}%",
          lambda: f"{100 * r['effective_share_of_paths']:.2f}%"),
-        ("Effective-path training m (Sec. 5)", "23 of 54",
+        ("Effective-path training m (Sec. 5)", f"{paper['ept_m']} of {paper['blocks']}",
          lambda: f"{ept['m']} of {r['blocks']} (auto)"),
-        ("Test error, normal training", "6.10%", lambda: _mean_spread(ept["normal_error"])),
-        ("Test error, effective-path training", "5.96%",
+        ("Test error, normal training", f"{100 * paper['normal_error']:.2f}%",
+         lambda: _mean_spread(ept["normal_error"])),
+        ("Test error, effective-path training", f"{100 * paper['ept_error']:.2f}%",
          lambda: _mean_spread(ept["effective_error"])),
         ("Stochastic depth, single deletion (Sec. 6, Fig. 8)", "slightly more resilient",
          lambda: f"mean {np.mean(r['stochastic_depth']['errors']):.4f} vs normal "

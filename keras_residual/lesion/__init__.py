@@ -17,7 +17,6 @@ from keras_residual.lesion.batchnorm import batchnorm_layers, precise_batchnorm
 from keras_residual.lesion.deletion import (
     KDeletionResult,
     SingleDeletionResult,
-    deletable,
     k_block_deletion,
     lesion_units,
     single_block_deletion,
@@ -98,7 +97,6 @@ __all__ = [
     "as_arrays",
     "classification_error",
     "compatible_groups",
-    "deletable",
     "downsampling",
     "delete_blocks",
     "deleted_blocks",

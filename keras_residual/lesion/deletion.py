@@ -44,19 +44,6 @@ from keras_residual.surgery import (
 )
 
 
-def deletable(block: Residual) -> bool:
-    """Whether deleting `block`'s branch leaves a network (a shape-changing plain layer does not).
-
-    Example:
-        >>> from keras_residual import Residual
-        >>> block = Residual(keras.layers.Dense(3), shortcut="none")
-        >>> _ = block(keras.ops.ones((1, 2)))
-        >>> deletable(block)
-        False
-    """
-    return block.has_shortcut or not block.changes_shape()
-
-
 def lesion_units(model: keras.Model) -> list:
     """What single-block deletion deletes: Residual blocks, else removable plain layers.
 
@@ -71,7 +58,7 @@ def lesion_units(model: keras.Model) -> list:
         >>> [layer.units for layer in lesion_units(model)]
         [4]
     """
-    units = [block for block in residual_blocks(model) if deletable(block)]
+    units = [block for block in residual_blocks(model) if block.deletable]
     return units if units else removable_layers(model)
 
 
@@ -307,7 +294,7 @@ def k_block_deletion(
         (2, 2)
     """
     x, y = checked_data(model, data, batch_size, samples)
-    blocks = [block for block in residual_blocks(model) if deletable(block)]
+    blocks = [block for block in residual_blocks(model) if block.deletable]
     ks = check_ks(ks, len(blocks), f"the model has {len(blocks)} deletable blocks")
     rng = np.random.default_rng(seed)
     errors = np.empty((len(ks), samples))

@@ -24,7 +24,7 @@ from keras_residual import graph
 from keras_residual.gradients import input_gradient
 from keras_residual.lesion import paths
 from keras_residual.lesion.evaluation import Data, check_ks, checked_data
-from keras_residual.residual import BlockPart, Residual
+from keras_residual.residual import Residual
 from keras_residual.surgery import residual_blocks
 from keras_residual.surgery.select import layer_shape
 
@@ -89,10 +89,12 @@ def _route(x: Any, keep: Any) -> Any:
 def routed_block(block: Residual, x: Any, keep: Any) -> Any:
     """`block` on `x` as built (inference), its gradient routed per sample by `keep`.
 
-    A transform of the block's description: sample j passes its gradient
-    through the branch where `keep[j]` is 1 and through the shortcut where
-    it is 0. A merge that reads the block input (a highway or gated merge,
-    `Merge.reads_inputs`) has that input routed with the branch, so no
+    The block's description run with per-sample routes
+    (`Residual.passed_on(..., route=...)`, where the block says which values
+    a route applies to): sample j passes its gradient through the branch
+    where `keep[j]` is 1 and through the shortcut where it is 0. A merge that
+    reads the block input (a highway or gated merge, `Merge.reads_inputs`)
+    has that input routed with the branch, so no
     gradient reaches `x` through a third, unrouted path: with
     `y = (1 - g(x)) h(x) + g(x) F(x)` the shortcut path carries
     `(1 - g) h'` and the branch path `g F' + g' (F - h)`, and the two sum to
@@ -115,17 +117,9 @@ def routed_block(block: Residual, x: Any, keep: Any) -> Any:
         True
     """
 
-    def apply(part: BlockPart, inputs: list) -> Any:
-        if part.role == "merge" and part.layer.reads_inputs:
-            inputs = [*inputs[:-1], _route(inputs[-1], keep)]
-        value = block.passed_on(part, inputs, training=False)
-        if part.role == "branch":
-            return _route(value, keep)
-        if part.role == "shortcut":
-            return _route(value, 1.0 - keep)
-        return value
-
-    return block.wire(x, apply)
+    route = (lambda value: _route(value, keep), lambda value: _route(value, 1.0 - keep))
+    return block.wire(x, lambda part, inputs: block.passed_on(
+        part, inputs, training=False, route=route))
 
 
 class _RouteContext:

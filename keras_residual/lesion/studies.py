@@ -13,7 +13,7 @@ _HOMES = {
     **dict.fromkeys(("as_arrays", "classification_error", "Data"), "keras_residual.lesion.evaluation"),
     **dict.fromkeys(
         ("SingleDeletionResult", "KDeletionResult", "single_block_deletion", "k_block_deletion",
-         "lesion_units", "deletable"), "keras_residual.lesion.deletion"),
+         "lesion_units"), "keras_residual.lesion.deletion"),
     **dict.fromkeys(
         ("ReorderingResult", "compatible_groups", "random_swaps", "reordering"),
         "keras_residual.lesion.order"),

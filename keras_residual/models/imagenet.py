@@ -629,7 +629,7 @@ resnet18_vd.__doc__ = _vd_doc(18, "basic blocks 2-2-2-2", "11,722,824") + """
 """
 resnet34_vd.__doc__ = _vd_doc(34, "basic blocks 3-4-6-3", "21,838,408") + """
     Example:
-        >>> type(resnet34_vd(input_shape=(64, 64, 3)).get_layer("conv3_block1").shortcut_layer).__name__
+        >>> type(resnet34_vd(input_shape=(64, 64, 3)).get_layer("conv3_block1").part("shortcut").layer).__name__
         'AvgDownShortcut'
 """
 resnet50_vd.__doc__ = _vd_doc(50, "bottleneck blocks 3-4-6-3", "25,629,512") + """

@@ -21,7 +21,6 @@ from keras_residual.lesion_state import set_lesion_ready
 from keras_residual.surgery.select import (
     BlockRef,
     layer_shape,
-    network_layers,
     removable_layers,
     residual_blocks,
     resolve_blocks,
@@ -145,8 +144,7 @@ def remove_layers(
         >>> plain.predict(keras.ops.ones((1, 2)), verbose=0).tolist()
         [[1.0, 1.0]]
     """
-    candidates = removable_layers(model)
-    candidates += [layer for layer in network_layers(model) if not any(layer is c for c in candidates)]
+    candidates = graph.unique(removable_layers(model) + graph.network_layers(model))
     removed = resolve_units(model, targets, candidates)
     for layer in removed:
         if layer_shape(layer, "input")[1:] != layer_shape(layer, "output")[1:]:

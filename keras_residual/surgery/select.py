@@ -86,27 +86,7 @@ def removable_layers(model: keras.Model) -> list[layers.Layer]:
             found.append(layer)
         elif isinstance(layer, keras.Model):
             found.extend(removable_layers(layer))
-    return _unique(found)
-
-
-def _unique(items: Sequence[layers.Layer]) -> list[layers.Layer]:
-    seen: set[int] = set()
-    return [x for x in items if not (id(x) in seen or seen.add(id(x)))]
-
-
-def network_layers(model: layers.Layer) -> list[layers.Layer]:
-    """Layers in network order, recursing into nested models but not into blocks.
-
-    Example:
-        >>> inner = keras.Sequential([keras.layers.Dense(2, name="fc")], name="inner")
-        >>> model = keras.Sequential([keras.Input((2,)), inner])
-        >>> [layer.name for layer in network_layers(model)]
-        ['fc']
-    """
-    found = []
-    for layer in getattr(model, "layers", ()):
-        found.extend(network_layers(layer) if isinstance(layer, keras.Model) else [layer])
-    return _unique(found)
+    return graph.unique(found)
 
 
 def resolve_units(model: keras.Model, refs: Sequence[BlockRef] | BlockRef, units: list) -> list:
