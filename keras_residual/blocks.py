@@ -20,6 +20,7 @@ named `conv2_block1` and its post-merge activation plays keras.applications'
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -64,7 +65,8 @@ class BlockOptions:
         kernel_initializer: initializer of the convolutions.
         zero_init_last: bool. Start the branch at zero (Goyal et al. 2017).
         drop_rate: float. Stochastic depth rate (Huang et al. 2016).
-        data_format: str. "channels_last" or "channels_first".
+        data_format: str or None. "channels_last" or "channels_first"
+            (`create` resolves None to `keras.config.image_data_format()`).
 
     Example:
         >>> opts = BlockOptions.create("b", placement="full_preact", shortcut="projection")
@@ -82,17 +84,16 @@ class BlockOptions:
     kernel_initializer: Any = "he_normal"
     zero_init_last: bool = False
     drop_rate: float = 0.0
-    data_format: str = "channels_last"
+    data_format: str | None = None
 
     @classmethod
     def create(cls, name: str | None, prefix: str = "block", **options: Any) -> BlockOptions:
         """Validated options; `name=None` picks a unique `{prefix}_N`, `data_format=None` Keras'."""
+        opts = cls(name="", **options)
         data_format = _validate(
-            options.get("placement", "original"), options.get("shortcut", "identity"),
-            options.get("drop_rate", 0.0), options.get("data_format"),
-            options.get("shortcut_from"),
-        )
-        return cls(name=_block_name(name, prefix), **{**options, "data_format": data_format})
+            opts.placement, opts.shortcut, opts.drop_rate, opts.data_format, opts.shortcut_from
+        )  # before naming: a call that fails takes no automatic name
+        return dataclasses.replace(opts, name=_block_name(name, prefix), data_format=data_format)
 
     @property
     def axis(self) -> int:
