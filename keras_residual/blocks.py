@@ -86,14 +86,17 @@ class BlockOptions:
     drop_rate: float = 0.0
     data_format: str | None = None
 
+    def __post_init__(self) -> None:
+        # Every way of making options validates them and resolves data_format=None.
+        object.__setattr__(self, "data_format", _validate(
+            self.placement, self.shortcut, self.drop_rate, self.data_format, self.shortcut_from
+        ))
+
     @classmethod
     def create(cls, name: str | None, prefix: str = "block", **options: Any) -> BlockOptions:
         """Validated options; `name=None` picks a unique `{prefix}_N`, `data_format=None` Keras'."""
-        opts = cls(name="", **options)
-        data_format = _validate(
-            opts.placement, opts.shortcut, opts.drop_rate, opts.data_format, opts.shortcut_from
-        )  # before naming: a call that fails takes no automatic name
-        return dataclasses.replace(opts, name=_block_name(name, prefix), data_format=data_format)
+        opts = cls(name="", **options)  # validated before naming: a failed call takes no name
+        return dataclasses.replace(opts, name=_block_name(name, prefix))
 
     @property
     def axis(self) -> int:
