@@ -77,19 +77,101 @@ def test_vd_params_match_keras_hub_presets(depth):
     assert _params(model) == _KERAS_HUB_VD_PARAMS[depth]
 
 
+# Each of our variants against keras-hub's `ResNetBackbone` of the same configuration, by
+# outputs. Blocks (2, 1, 1, 1): stage 2 holds an identity block after its first one, stages
+# 3-5 a strided first block each. 48x48 inputs make stage 5's input 3x3, odd: the strided
+# convs' and the average-pool shortcuts' padding must match keras-hub's too.
+_SIZE = 48
+_STAGES = dict(stackwise_num_filters=[64, 128, 256, 512], stackwise_num_blocks=[2, 1, 1, 1],
+               stackwise_num_strides=[1, 2, 2, 2])
+_SEVEN = dict(input_conv_filters=[64], input_conv_kernel_sizes=[7])
+_DEEP = dict(input_conv_filters=[32, 32, 64], input_conv_kernel_sizes=[3, 3, 3])
+# name: (our builder and its arguments, keras-hub's stem and block type). keras-hub's
+# BatchNormalization epsilon is 1e-5 (ours defaults to keras.applications' 1.001e-5).
+_HUB_VARIANTS = {
+    # keras-hub's vd nets: ResNet-B + C + D, the first block of every stage projected.
+    "resnet18_vd": (M.resnet18_vd, {}, _DEEP, "basic_block_vd"),
+    "resnet50_vd": (M.resnet50_vd, {}, _DEEP, "bottleneck_block_vd"),
+    # ResNet-v1.5 = ResNet-B (He et al. 2019, Fig. 2a): the bottleneck strides on its 3x3.
+    "resnet50 v1.5 (ResNet-B)": (M.resnet50, {"stride_on": "3x3", "use_bias": None}, _SEVEN,
+                                 "bottleneck_block"),
+    # ResNet-C: ResNet-B with the deep stem.
+    "ResNet-C": (M.resnet50, {"stride_on": "3x3", "use_bias": None, "stem": "deep"}, _DEEP,
+                 "bottleneck_block"),
+    # ResNet-D without the deep stem: ResNet-B with average-pool shortcuts.
+    "ResNet-D (7x7 stem)": (M.resnet50, {"stride_on": "3x3", "use_bias": None,
+                                         "shortcut": "avg_down"}, _SEVEN, "bottleneck_block_vd"),
+    # Basic blocks have no 1x1 to stride on: ResNet-18 is keras-hub's v1.5 basic_block net.
+    "resnet18 (v1.5 basic)": (M.resnet18, {}, _SEVEN, "basic_block"),
+}
+
+
+def _randomize_all(model, seed=0):
+    """Random BatchNorm scales, offsets and statistics in every layer (kernels: their init).
+
+    Fresh statistics (mean 0, variance 1, scale 1, offset 0) are the same in every layer, so
+    one copied to the wrong layer would go unnoticed; random ones differ layer by layer.
+    """
+    rng = np.random.default_rng(seed)
+    count = 0
+    for variable in model.weights:
+        shape = tuple(variable.shape)
+        if variable.name in ("gamma", "moving_variance"):
+            variable.assign(rng.uniform(0.5, 1.5, shape).astype("float32"))
+        elif variable.name in ("beta", "moving_mean"):
+            variable.assign(rng.normal(0.0, 0.2, shape).astype("float32"))
+        else:
+            continue
+        count += 1
+    assert count == 4 * sum(v.name == "moving_mean" for v in model.weights) > 0
+
+
+def _hub_pair(variant):
+    """(ours, keras-hub's backbone): ours random, its every weight copied into keras-hub's."""
+    import keras_hub  # required in the test environment: a missing keras-hub fails
+
+    from keras_residual.models.hub import to_keras_hub
+
+    build, overrides, stem, block_type = _HUB_VARIANTS[variant]
+    keras.utils.set_random_seed(0)
+    ours = build(include_top=False, input_shape=(_SIZE, _SIZE, 3), blocks=(2, 1, 1, 1),
+                 bn_epsilon=1e-5, **overrides)
+    _randomize_all(ours)
+    hub = keras_hub.models.ResNetBackbone(**stem, **_STAGES, block_type=block_type,
+                                          image_shape=(_SIZE, _SIZE, 3))
+    assert _params(ours) == hub.count_params()
+    # Layer by layer, by name (keras-hub's stack{s}_block{b}_{k}_conv is our
+    # conv{s+2}_block{b+1}_{k}_conv); it raises if a layer on either side has no counterpart.
+    to_keras_hub(ours, hub)
+    return ours, hub
+
+
+def _max_difference(ours, hub):
+    x = np.random.default_rng(1).uniform(-1, 1, (2, _SIZE, _SIZE, 3)).astype("float32")
+    expected = keras.ops.convert_to_numpy(hub(x, training=False))
+    got = keras.ops.convert_to_numpy(ours(x, training=False))
+    assert got.shape == expected.shape
+    # Non-degenerate: the features vary across images, positions and channels.
+    assert expected.std() > 1.0 and np.abs(expected[0] - expected[1]).max() > 1.0
+    return float(np.abs(got - expected).max()), float(np.abs(expected).max())
+
+
 @pytest.mark.multibackend
-@pytest.mark.parametrize("depth, block_type", [(18, "basic_block_vd"), (50, "bottleneck_block_vd")])
-def test_vd_params_match_keras_hub_backbone(depth, block_type):
-    keras_hub = pytest.importorskip("keras_hub")
-    blocks = (2, 2, 2, 2) if depth == 18 else (3, 4, 6, 3)
-    backbone = keras_hub.models.ResNetBackbone(
-        input_conv_filters=[32, 32, 64], input_conv_kernel_sizes=[3, 3, 3],
-        stackwise_num_filters=[64, 128, 256, 512], stackwise_num_blocks=list(blocks),
-        stackwise_num_strides=[1, 2, 2, 2], block_type=block_type, image_shape=(64, 64, 3),
-    )
-    ours = getattr(M, f"resnet{depth}_vd")(input_shape=(64, 64, 3), include_top=False)
-    assert _params(ours) == backbone.count_params()
-    assert ours.output.shape == backbone.output.shape
+@pytest.mark.parametrize("variant", list(_HUB_VARIANTS))
+def test_variant_outputs_match_keras_hub_backbone(variant):
+    ours, hub = _hub_pair(variant)
+    difference, scale = _max_difference(ours, hub)
+    assert difference <= 1e-5 * scale, (variant, difference, scale)
+
+
+@pytest.mark.multibackend
+def test_keras_hub_comparison_catches_a_weight_in_the_wrong_layer():
+    # The check above can fail: one BatchNorm scale copied to the wrong (same-shaped) layer.
+    ours, hub = _hub_pair("resnet50_vd")
+    right, wrong = hub.get_layer("stack0_block1_1_bn"), hub.get_layer("stack0_block1_2_bn")
+    wrong.gamma.assign(keras.ops.convert_to_numpy(right.gamma))
+    difference, scale = _max_difference(ours, hub)
+    assert difference > 1e-3 * scale
 
 
 def test_vd_layout():
