@@ -214,6 +214,39 @@ def test_gradient_per_path_length_study_matches_the_closed_form():
     assert [b.gradient_route for b in surgery.residual_blocks(model)] == ["both"] * n
 
 
+@pytest.mark.multibackend
+def test_batch_mode_gradient_is_the_numpy_training_mode_gradient_of_the_batch_mean_loss():
+    # One block x + 3 * BN(x) (training mode: batch statistics), loss p^2 per sample,
+    # the gradient of the batch's mean loss at the block input (Veit et al. 2016, Sec. 5).
+    inputs = keras.Input((1,))
+    branch = keras.Sequential([layers.BatchNormalization(epsilon=1e-3),
+                               layers.Dense(1, use_bias=False, kernel_initializer="ones")])
+    block = Residual(branch)
+    model = keras.Model(inputs, block(inputs))
+    branch.layers[1].kernel.assign([[3.0]])
+    bn = branch.layers[0]
+    bn.moving_mean.assign([5.0])  # far from the batch's: inference mode would differ
+    x = np.array([0.3, -1.2, 2.0, 0.7, -0.4, 1.1])
+    mu, var = x.mean(), x.var()
+    sigma = np.sqrt(var + 1e-3)
+    xhat = (x - mu) / sigma
+    p = x + 3.0 * xhat
+    b = len(x)
+    jacobian = (np.eye(b) - 1.0 / b - np.outer(xhat, xhat) / b) / sigma  # d xhat_i / d x_j
+    shortcut_only = 2.0 * p / b
+    branch_only = (2.0 * p * 3.0) @ jacobian / b
+    result = studies.gradient_per_path_length(
+        model, (x[:, None], np.zeros(b)), lengths=[0, 1], samples=2, batch_size=b,
+        loss=lambda y, q: q[:, 0] ** 2, mode="batch", progress=False)
+    expected = [np.linalg.norm(shortcut_only), np.linalg.norm(branch_only)]
+    # (float32: the branch path's gradient nearly cancels, hence the absolute tolerance)
+    np.testing.assert_allclose(result.norms, np.repeat(np.array(expected)[:, None], 2, 1),
+                               rtol=1e-4, atol=1e-5)
+    assert result.mode == "batch" and result.batch_size == b
+    # The BatchNorm statistics of the measurement are not written to the model.
+    assert keras.ops.convert_to_numpy(bn.moving_mean).tolist() == [5.0]
+
+
 def _bn_conv_net():
     """A small pre-activation conv net with a strided projection block and random BN statistics."""
     rng = np.random.default_rng(3)

@@ -6,7 +6,8 @@ ResNet-110 on CIFAR-10. `ensemble54_study` runs the same analysis on a
 54-block pre-activation residual MLP (`residual_mlp(blocks=54)`) and its plain
 twin on MNIST: single deletion (Fig. 3), the gradient per path length (Fig.
 6) whose effective range fixes m, effective-path training against normal
-training per seed (Sec. 5), k-block deletion (Fig. 5a) with the joint
+training per seed (Sec. 5) and its ablation (`experiments.effective_paths`),
+k-block deletion (Fig. 5a) with the joint
 prediction from Figs. 6c and 7, stochastic depth (Fig. 8) and reordering
 (Fig. 5b). `examples/lesion_study.py --preset ensemble54` is its command line.
 
@@ -42,7 +43,10 @@ class SingleDeletionRecord(TypedDict):
 
 
 class EffectivePathRecord(TypedDict):
-    """Sec. 5: m blocks trained per mini-batch; test errors per seed."""
+    """Sec. 5: m blocks trained per mini-batch; test errors per seed (after precise BatchNorm).
+
+    The default row of the ablation (`experiments.effective_paths`).
+    """
 
     m: int
     normal_error: list[float]
@@ -57,7 +61,10 @@ class Ensemble54Results(TypedDict, total=False):
     `joint_prediction` the k-deletion error against the lost gradient-weighted
     share of paths; `stochastic_depth` (Fig. 8) `intact` and `errors`;
     `reordering` (Fig. 5b) `ks`, `kendall_tau`, `error`; `figures` the PNG
-    file names by figure.
+    file names by figure. `gradient_batch_mode` is Fig. 6 measured as the
+    paper does (one mini-batch gradient per measurement, training mode):
+    `decay_per_block`, `effective_path_range`, `effective_share`, `m_auto`;
+    `effective_path_ablation` the rows of `effective_paths.AblationRow`.
     """
 
     dataset: str
@@ -85,17 +92,24 @@ class Ensemble54Results(TypedDict, total=False):
     joint_prediction: dict[str, Any]
     stochastic_depth: dict[str, Any]
     reordering: dict[str, list]
+    gradient_batch_mode: dict[str, Any]
+    effective_path_ablation: list[dict[str, Any]]
 
 
 def residual_mlp(
-    plain: bool = False, final_survival: float = 1.0, blocks: int = 12, width: int = 64
+    plain: bool = False, final_survival: float = 1.0, blocks: int = 12, width: int = 64,
+    optimizer: str = "adam", lesion_ready: bool = False,
 ) -> keras.Model:
     """A pre-activation residual MLP for MNIST (or its plain twin with `plain=True`), compiled.
 
     Each block is `Residual(BN-ReLU-Dense)` (He et al. 2016, Fig. 4e, with a
     Dense layer); the plain twin has the same layers with `shortcut="none"`.
     `final_survival < 1` adds stochastic depth with linearly decaying
-    survival (Huang et al. 2016, Eq. 4). Adam at 2e-3, sparse cross-entropy.
+    survival (Huang et al. 2016, Eq. 4). Sparse cross-entropy and
+    `optimizer="adam"` (Adam at 2e-3) or `"sgd"` (SGD at 0.1 with momentum
+    0.9, He et al. 2015, Sec. 4.2; `sgd_steps` gives their step schedule as
+    a callback). `lesion_ready=True` builds the blocks lesion-ready, so
+    effective-path training traces its train step once.
 
     Example:
         >>> from keras_residual.surgery import residual_blocks
@@ -111,14 +125,33 @@ def residual_mlp(
             [layers.BatchNormalization(momentum=0.9), layers.ReLU(), layers.Dense(width)],
             name=f"block{i}_branch",
         )
-        x = Residual(branch, shortcut="none" if plain else "identity",
+        x = Residual(branch, shortcut="none" if plain else "identity", lesion_ready=lesion_ready,
                      drop_rate=0.0 if plain else float(rate), name=f"block{i}")(x)
     x = layers.ReLU(name="post_relu")(layers.BatchNormalization(momentum=0.9, name="post_bn")(x))
     outputs = layers.Dense(10, activation="softmax", name="predictions")(x)
     model = keras.Model(inputs, outputs, name="mnist_plain_mlp" if plain else "mnist_residual_mlp")
-    model.compile(keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"`optimizer` must be one of {OPTIMIZERS}. Received: {optimizer!r}")
+    model.compile(keras.optimizers.Adam(2e-3) if optimizer == "adam"
+                  else keras.optimizers.SGD(SGD_RATE, momentum=0.9),
+                  "sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
+
+
+OPTIMIZERS = ("adam", "sgd")
+SGD_RATE = 0.1
+
+
+def sgd_steps(epochs: int) -> keras.callbacks.Callback:
+    """He et al. (2015, Sec. 4.2)'s steps over `epochs`: the rate / 10 at 1/2 and again at 3/4.
+
+    Example:
+        >>> steps = sgd_steps(8)
+        >>> [round(steps.schedule(e), 6) for e in range(8)]
+        [0.1, 0.1, 0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
+    """
+    return keras.callbacks.LearningRateScheduler(
+        lambda epoch, rate=None: SGD_RATE * 0.1 ** ((epoch >= epochs / 2) + (epoch >= 3 * epochs / 4)))
 
 
 def joint_prediction(gradients: Any, kdel: Any) -> dict:
@@ -226,7 +259,6 @@ def _gradient_stage(study: _Study, residual: keras.Model, samples: int) -> Any:
                                          samples=samples, progress=study.progress)
     seconds = time.perf_counter() - start
     lo, hi = (int(v) for v in gradients.effective_range)
-    slope = np.polyfit(gradients.lengths, np.log(np.maximum(gradients.mean_norm, 1e-30)), 1)[0]
     study.results.update(
         effective_path_range=[lo, hi],
         effective_share=gradients.effective_share,
@@ -235,40 +267,81 @@ def _gradient_stage(study: _Study, residual: keras.Model, samples: int) -> Any:
         gradient_measured_lengths=gradients.lengths.tolist(),
         gradient_interpolated_lengths=gradients.interpolated_lengths.tolist(),
         gradient_mean_norm=gradients.mean_norm.tolist(),
-        gradient_decay_per_block=float(np.exp(slope)),
+        gradient_decay_per_block=gradients.decay_per_block,
         gradient_seconds=seconds,
         path_range_95=[int(v) for v in path_length_interval(study.n, 0.95)],
         remaining_paths_after_10=remaining_path_fraction(study.n, min(10, study.n))[[lo, hi]].tolist(),
     )
     print(f"[ensemble54] gradient per path length: {gradients.samples_per_length} samples at "
           f"lengths {gradients.lengths.tolist()} in {seconds:.0f} s; decay "
-          f"x{float(np.exp(slope)):.3f} per block; effective paths {lo}-{hi} "
+          f"x{gradients.decay_per_block:.3f} per block; effective paths {lo}-{hi} "
           f"({gradients.effective_share:.3f} of the gradient)")
     study.figure("fig6", plots.plot_path_gradients(gradients), "fig6_path_gradients.png")
     study.figure("fig7", plots.plot_remaining_paths(study.n), "fig7_remaining_paths.png")
     return gradients
 
 
-def _effective_path_stage(study: _Study, gradients: Any, intact_error: float, seeds: int) -> None:
-    from keras_residual.lesion import (
-        EffectivePathTraining,
-        effective_training_blocks,
-        precise_batchnorm,
-    )
+def _gradient_batch_stage(study: _Study, residual: keras.Model, samples: int) -> None:
+    """Fig. 6 measured as Veit et al. describe it: one mini-batch gradient, training mode."""
+    from keras_residual.lesion import gradient_per_path_length
 
-    m = effective_training_blocks(gradients.total)
-    ept: EffectivePathRecord = {"m": m, "normal_error": [intact_error], "effective_error": []}
-    study.results["effective_path_training"] = ept
-    x_train, (x_test, y_test) = study.data.x_train, study.test
-    for seed in range(seeds):
-        if seed:
-            ept["normal_error"].append(_error(study.train(seed), x_test, y_test))
-        model = study.train(seed, callbacks=(EffectivePathTraining(m, seed=seed),))
-        precise_batchnorm(model, x_train, batches=20, seed=seed)
-        ept["effective_error"].append(_error(model, x_test, y_test))
-        print(f"[ensemble54] seed {seed}: normal {ept['normal_error'][-1]:.4f}, effective-path "
-              f"({m} of {study.n}) {ept['effective_error'][-1]:.4f}")
+    start = time.perf_counter()
+    g = gradient_per_path_length(residual, (study.data.x_train, study.data.y_train),
+                                 samples=samples, batch_size=min(128, len(study.data.x_train)),
+                                 mode="batch", progress=study.progress)
+    lo, hi = (int(v) for v in g.effective_range)
+    study.results["gradient_batch_mode"] = {
+        "samples_per_length": g.samples_per_length, "batch_size": g.batch_size,
+        "measured_lengths": g.lengths.tolist(), "mean_norm": g.mean_norm.tolist(),
+        "decay_per_block": g.decay_per_block, "effective_path_range": [lo, hi],
+        "effective_share": g.effective_share, "m_auto": effective_m(g),
+        "seconds": time.perf_counter() - start,
+    }
+    print(f"[ensemble54] gradient per path length, mini-batch mode ({g.samples_per_length} "
+          f"batches of {g.batch_size} per length, training mode): decay "
+          f"x{g.decay_per_block:.3f} per block; effective paths {lo}-{hi} "
+          f"({g.effective_share:.3f} of the gradient)")
+
+
+def effective_m(gradients: Any) -> int:
+    """m for effective-path training from a gradient per path length (`m="auto"`).
+
+    Twice the mean of the gradient-weighted path lengths
+    (`lesion.effective_training_blocks`), so that Binomial(m, 1/2) is
+    centred on the effective paths (Veit et al. 2016, Sec. 5).
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> effective_m(SimpleNamespace(total=np.array([0.0, 0.0, 1.0, 0.0, 0.0])))
+        4
+    """
+    from keras_residual.lesion import effective_training_blocks
+
+    return effective_training_blocks(gradients.total)
+
+
+def _effective_path_stage(study: _Study, gradients: Any, seeds: int, ablation: bool) -> None:
+    """Sec. 5 per seed, inside the ablation (`experiments.effective_paths`) or its default row."""
+    import functools
+
+    from keras_residual.experiments import effective_paths
+
+    rows = effective_paths.ABLATION if ablation else effective_paths.ABLATION[1:2]
+    default = effective_paths.ABLATION[1]
+
+    def checkpoint(done: list) -> None:
+        if ablation:
+            study.results["effective_path_ablation"] = done
+        main = next((r for r in done if r["setting"] == default.setting), None)
+        if main is not None:
+            study.results["effective_path_training"] = {
+                "m": main["m"], "normal_error": main["normal_error"],
+                "effective_error": main["effective_error"]}
         study.checkpoint()
+
+    effective_paths.effective_path_ablation(
+        study.data, functools.partial(residual_mlp, blocks=study.n), effective_m(gradients),
+        study.n, study.epochs, seeds, rows, checkpoint=checkpoint)
 
 
 def _k_deletion_stage(study: _Study, residual: keras.Model, gradients: Any, draws: int) -> None:
@@ -312,17 +385,21 @@ def _reordering_stage(study: _Study, residual: keras.Model, draws: int) -> None:
 
 def ensemble54_study(data: Any, out_dir: str, seeds: int = 3, epochs: int = 6,
                      samples: int = 1000, draws: int = 5, blocks: int = 54,
-                     progress: bool = False) -> Ensemble54Results:
+                     progress: bool = False, ablation: bool = True) -> Ensemble54Results:
     """The 54-block study on MNIST: every figure of Veit et al. (2016) and effective-path training.
 
     A 54-block pre-activation residual MLP (`residual_mlp(blocks=54)`) and its
     plain twin. Seed 0 gives the lesion figures (3, 5a, 5b, 6a-c, 7, 8) and
-    the gradient per path length (`samples` per measured length, at the
-    first block's input), whose effective-path range fixes m (`m="auto"`);
-    each seed then trains the network normally and with exactly m of the
-    blocks per mini-batch (followed by precise BatchNorm statistics), and
-    the test errors are compared. Writes `results.json` (after every stage),
-    `results.md` and the figures to `out_dir`.
+    the gradient per path length, measured per sample (`samples` per
+    measured length, at the first block's input; its effective-path range
+    fixes m, `m="auto"`) and per mini-batch in training mode as the paper
+    does (`samples` mini-batches per length, `gradient_batch_mode`). Each
+    seed then trains the network normally and with exactly m of the blocks
+    per mini-batch, both followed by precise BatchNorm statistics, and the
+    test errors are compared; with `ablation=True` every row of
+    `effective_paths.ABLATION` is run (`effective_path_ablation`). Writes
+    `results.json` (after every stage), `results.md` and the figures to
+    `out_dir`.
 
     Args:
         data: an object with `x_train`, `y_train`, `x_test`, `y_test` (flat
@@ -334,6 +411,8 @@ def ensemble54_study(data: Any, out_dir: str, seeds: int = 3, epochs: int = 6,
         draws: int. Random sets per k (deletion) and per swap count.
         blocks: int. Residual blocks (54 as ResNet-110).
         progress: bool. tqdm bars.
+        ablation: bool. Run the whole effective-path ablation (7 settings x
+            `seeds`), not only its default row. Defaults to True.
 
     Returns:
         The results (`Ensemble54Results`), as written to `results.json`.
@@ -346,7 +425,7 @@ def ensemble54_study(data: Any, out_dir: str, seeds: int = 3, epochs: int = 6,
         ...     y_train=np.arange(64) % 10, x_test=rng.random((32, 784), "float32"),
         ...     y_test=np.arange(32) % 10, source="random")
         >>> r = ensemble54_study(digits, tempfile.mkdtemp(), seeds=1, epochs=1, samples=4,
-        ...                      draws=1, blocks=3)  # doctest: +ELLIPSIS
+        ...                      draws=1, blocks=3, ablation=False)  # doctest: +ELLIPSIS
         [ensemble54] ...
         >>> r["complete"], sorted(r["figures"])
         (True, ['fig3', 'fig5a', 'fig5b', 'fig6', 'fig7', 'fig8'])
@@ -359,7 +438,8 @@ def ensemble54_study(data: Any, out_dir: str, seeds: int = 3, epochs: int = 6,
     gradients = _gradient_stage(study, residual, samples)
     study.checkpoint()
     stages: list[Callable[[], Any]] = [
-        lambda: _effective_path_stage(study, gradients, single.intact_error, seeds),
+        lambda: _gradient_batch_stage(study, residual, samples),
+        lambda: _effective_path_stage(study, gradients, seeds, ablation),
         lambda: _k_deletion_stage(study, residual, gradients, draws),
         lambda: _stochastic_depth_stage(study, single),
         lambda: _reordering_stage(study, residual, draws),
@@ -384,7 +464,7 @@ def _mean_spread(values: Any) -> str:
 def _rows(r: dict) -> list[tuple[str, str, Callable[[], str]]]:
     paper = published.VEIT_2016
     ept, single = r.get("effective_path_training", {}), r.get("single_deletion", {})
-    jp = r.get("joint_prediction", {})
+    jp, batch = r.get("joint_prediction", {}), r.get("gradient_batch_mode", {})
 
     def k10():
         value = dict(zip(r["k_deletion"]["ks"], r["k_deletion"]["mean"], strict=True)).get(10)
@@ -404,12 +484,19 @@ def _rows(r: dict) -> list[tuple[str, str, Callable[[], str]]]:
          lambda: f"intact {single['plain_intact']:.4f}, mean "
                  f"{np.mean(single['plain_errors']):.4f}"),
         ("Error after deleting 10 blocks (Sec. 4.2, Fig. 5a)", paper["k10_error"], k10),
-        ("Gradient per block (Fig. 6b)", "roughly exponential decay",
+        ("Gradient per block (Fig. 6b), per sample, inference mode", "roughly exponential decay",
          lambda: f"x{r['gradient_decay_per_block']:.3f} per block "
                  f"({r['gradient_samples_per_length']} samples per length)"),
-        ("Effective paths (Sec. 5, Fig. 6c)", paper["effective_path_range"],
+        ("Effective paths (Sec. 5, Fig. 6c), per sample", paper["effective_path_range"],
          lambda: f"{r['effective_path_range'][0]}-{r['effective_path_range'][1]} "
                  f"({r['effective_share']:.3f} of the gradient)"),
+        ("Gradient per block, mini-batch, training mode (the paper's measurement)",
+         "roughly exponential decay",
+         lambda: f"x{batch['decay_per_block']:.3f} per block ({batch['samples_per_length']} "
+                 f"batches of {batch['batch_size']} per length)"),
+        ("Effective paths, mini-batch, training mode", paper["effective_path_range"],
+         lambda: f"{batch['effective_path_range'][0]}-{batch['effective_path_range'][1]} "
+                 f"({batch['effective_share']:.3f} of the gradient; m auto {batch['m_auto']})"),
         ("Share of all paths that are effective", f"{100 * paper['effective_share_of_paths']:.2f}%",
          lambda: f"{100 * r['effective_share_of_paths']:.2f}%"),
         ("Effective-path training m (Sec. 5)", f"{paper['ept_m']} of {paper['blocks']}",
@@ -443,4 +530,13 @@ def results_table(r: dict) -> str:
 
     lines = ["| Quantity | Veit et al. 2016 | Ours |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {cell(c)} |" for a, b, c in _rows(r)]
-    return "\n".join(lines) + "\n"
+    table = "\n".join(lines) + "\n"
+    if r.get("effective_path_ablation"):
+        from keras_residual.experiments.effective_paths import ablation_table
+
+        paper = published.VEIT_2016
+        table += (f"\nEffective-path ablation (Sec. 5; the paper: m = {paper['ept_m']} of "
+                  f"{paper['blocks']}, {100 * paper['ept_error']:.2f}% vs "
+                  f"{100 * paper['normal_error']:.2f}% normal):\n\n"
+                  + ablation_table(r["effective_path_ablation"]))
+    return table

@@ -50,6 +50,7 @@ from keras_residual.lesion.schedules import (
     ResilienceResult,
     linear_decay_drop_rates,
     stochastic_depth_resilience,
+    subnetwork_error,
     with_stochastic_depth,
 )
 from keras_residual.surgery import (
@@ -123,6 +124,7 @@ __all__ = [
     "routed_gradients",
     "single_block_deletion",
     "stochastic_depth_resilience",
+    "subnetwork_error",
     "swappable",
     "with_stochastic_depth",
 ]

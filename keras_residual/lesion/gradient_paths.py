@@ -8,6 +8,11 @@ transform of each block's own description (`Residual.parts`) routes the
 branch, the shortcut and any gate a merge computes from the block input
 (the gate goes with the branch: it is part of the residual module), so one
 backward pass over a batch measures as many paths as it has samples.
+
+`gradient_per_path_length(..., mode="batch")` measures as the paper does
+instead: one random path shared by a whole mini-batch, the network in
+training mode (BatchNorm with the batch's statistics), the norm of the
+gradient of the mini-batch's mean loss as one measurement.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from keras_residual import graph
-from keras_residual.gradients import input_gradient
+from keras_residual.gradients import input_gradient, input_gradient_function
 from keras_residual.lesion import paths
 from keras_residual.lesion.evaluation import Data, check_ks, checked_data
 from keras_residual.residual import Residual
@@ -52,6 +57,10 @@ class GradientPathResult:
         effective_share: float. The share of `total` that `effective_range` holds.
         at: str. Where the gradient was measured: "block" (the first
             block's input) or "input" (the model's input).
+        mode: str. "sample" (one input per measurement, inference mode) or
+            "batch" (one mini-batch gradient per measurement, training
+            mode; Veit et al.'s measurement).
+        batch_size: int or None. The mini-batch size of a "batch" measurement.
     """
 
     lengths: np.ndarray
@@ -65,6 +74,22 @@ class GradientPathResult:
     measured: np.ndarray | None = None
     effective_share: float = float("nan")
     at: str = "block"
+    mode: str = "sample"
+    batch_size: int | None = None
+
+    @property
+    def decay_per_block(self) -> float:
+        """exp of the slope of log(mean_norm) against the length: the factor per block (Fig. 6b).
+
+        Example:
+            >>> r = GradientPathResult(np.array([0, 1, 2]), np.ones((3, 1)),
+            ...     np.array([1.0, 0.5, 0.25]), 2, np.ones(3), np.ones(3), np.ones(3),
+            ...     np.array([0, 2]))
+            >>> round(r.decay_per_block, 6)
+            0.5
+        """
+        logs = np.log(np.maximum(np.asarray(self.mean_norm, dtype="float64"), 1e-30))
+        return float(np.exp(np.polyfit(np.asarray(self.lengths, dtype="float64"), logs, 1)[0]))
 
     @property
     def samples_per_length(self) -> int:
@@ -86,8 +111,8 @@ def _route(x: Any, keep: Any) -> Any:
     )
 
 
-def routed_block(block: Residual, x: Any, keep: Any) -> Any:
-    """`block` on `x` as built (inference), its gradient routed per sample by `keep`.
+def routed_block(block: Residual, x: Any, keep: Any, training: bool = False) -> Any:
+    """`block` on `x` as built, its gradient routed per sample by `keep`.
 
     The block's description run with per-sample routes
     (`Residual.passed_on(..., route=...)`, where the block says which values
@@ -104,9 +129,13 @@ def routed_block(block: Residual, x: Any, keep: Any) -> Any:
         block: Residual. Intact (default lesion state).
         x: tensor. The block input, shape (B, ...).
         keep: tensor broadcastable against the block output, 1 for the branch.
+        training: bool. Run the block's layers in training mode (BatchNorm
+            with batch statistics); stochastic depth never drops here.
+            Defaults to False.
 
     Returns:
-        The block output, equal to `block(x, training=False)` in value.
+        The block output, equal to `block(x, training=False)` in value
+        (with `training=False`).
 
     Example:
         >>> from keras_residual import Residual
@@ -119,7 +148,7 @@ def routed_block(block: Residual, x: Any, keep: Any) -> Any:
 
     route = (lambda value: _route(value, keep), lambda value: _route(value, 1.0 - keep))
     return block.wire(x, lambda part, inputs: block.passed_on(
-        part, inputs, training=False, route=route))
+        part, inputs, training=training, route=route))
 
 
 class _RouteContext:
@@ -137,14 +166,14 @@ class _SampleRoutedBlock(keras.layers.Layer):
         super().__init__(name=f"{block.name}_routed", **kwargs)
         self.block, self.index, self.context = block, index, context
 
-    def call(self, x):
+    def call(self, x, training=None):
         context = self.context
         if self.index == 0 and context.offset is not None:
             x = keras.ops.add(x, keras.ops.cast(context.offset, x.dtype))
         if context.routes is None:
             return self.block(x, training=False)
         keep = keras.ops.reshape(context.routes[:, self.index], (-1,) + (1,) * (len(x.shape) - 1))
-        return routed_block(self.block, x, keep)
+        return routed_block(self.block, x, keep, training=bool(training))
 
     def compute_output_shape(self, input_shape):
         return self.block.compute_output_shape(input_shape)
@@ -266,31 +295,122 @@ def path_gradients(
     )
 
 
+MODES = ("sample", "batch")
+
+
+def _batch_gradient_function(routed, context, loss_fn, at: str) -> Callable[..., np.ndarray]:
+    """`g(t, x, labels, routes)`: gradient of one mini-batch's mean loss, training mode.
+
+    `t` is the offset at the first block's input (`at="block"`) or the
+    inputs themselves. The forward pass runs in a `keras.StatelessScope`,
+    so the BatchNorm statistics it computes are not written to the model.
+    """
+
+    def fn(t, x, labels, routes):
+        context.routes = routes
+        context.offset = t if at == "block" else None
+        with keras.StatelessScope():
+            predictions = routed(x if at == "block" else t, training=True)
+        return keras.ops.mean(loss_fn(labels, predictions))
+
+    gradient = input_gradient_function(fn)
+
+    def run(t, x, labels, routes):
+        try:
+            return gradient(t, x, labels, routes)
+        finally:
+            context.routes = context.offset = None
+
+    return run
+
+
+def _draw_routes(rng: np.random.Generator, n: int, lengths: np.ndarray) -> np.ndarray:
+    """One 0/1 row per entry of `lengths`: that many random blocks pass through the branch."""
+    routes = np.zeros((len(lengths), n), dtype="float32")
+    for j, length in enumerate(lengths):
+        routes[j, rng.choice(n, size=int(length), replace=False)] = 1.0
+    return routes
+
+
+def _measure(routed, context, blocks, x, y, lengths, samples, batch_size, loss_fn, at, mode,
+             seed, progress) -> np.ndarray:
+    """(len(lengths), samples) gradient norms, per sample or per mini-batch (`mode`)."""
+    n, rng = len(blocks), np.random.default_rng(seed)
+    first_shape = layer_shape(blocks[0], "input")[1:]
+    # Every (length, sample) pair once, shuffled so that the lengths mix.
+    jobs = np.repeat(np.arange(len(lengths)), samples)
+    jobs = jobs[rng.permutation(jobs.size)]
+    norms = np.empty((len(lengths), samples))
+    filled = np.zeros(len(lengths), dtype=int)
+    step = batch_size if mode == "sample" else 1
+    batch_gradient = (_batch_gradient_function(routed, context, loss_fn, at)
+                      if mode == "batch" else None)
+    with tqdm(total=jobs.size, desc="gradient per path length", disable=not progress) as bar:
+        for start in range(0, jobs.size, step):
+            rows_of = jobs[start : start + step]
+            routes = _draw_routes(rng, n, lengths[rows_of])
+            if mode == "sample":
+                picks = rng.integers(0, len(x), size=rows_of.size)
+                grad = _routed_gradient(routed, context, first_shape, x[picks], y[picks],
+                                        routes, loss_fn, at)
+                values = np.linalg.norm(grad.reshape(rows_of.size, -1).astype("float64"), axis=1)
+            else:  # one mini-batch, one path: a training step's gradient
+                picks = rng.choice(len(x), size=batch_size, replace=False)
+                t = (np.zeros((batch_size,) + first_shape, "float32") if at == "block"
+                     else x[picks])
+                grad = batch_gradient(t, x[picks], y[picks], routes)
+                values = [float(np.linalg.norm(np.asarray(grad, dtype="float64")))]
+            for row, value in zip(rows_of, values, strict=True):
+                norms[row, filled[row]] = value
+                filled[row] += 1
+            bar.update(rows_of.size)
+    return norms
+
+
+def _checked_mode(mode: str, mass: float, at: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"`mode` must be one of {MODES}. Received: mode={mode!r}")
+    if not 0 < mass <= 1:
+        raise ValueError(f"`mass` must be in (0, 1]. Received: mass={mass!r}")
+    if at not in ("block", "input"):
+        raise ValueError(f"`at` must be 'block' or 'input'. Received: at={at!r}")
+
+
 def gradient_per_path_length(
     model: keras.Model,
     data: Data,
     lengths: Sequence[int] | None = None,
     samples: int = 1000,
-    batch_size: int = 500,
+    batch_size: int | None = None,
     loss: str | Callable = "sparse_categorical_crossentropy",
     mass: float = paths.EFFECTIVE_MASS,
     seed: int = 0,
     at: str = "block",
     progress: bool = True,
+    mode: str = "sample",
 ) -> GradientPathResult:
     """Gradient norm through single paths of length k (Veit et al. 2016, Sec. 5, Fig. 6b, 6c).
 
-    As the paper samples it: for a path of length k, k random blocks pass
-    gradient only through their branch and the other n - k only through
-    their shortcut, the forward pass unchanged; the norm of the gradient
-    of one training example's loss arriving at the first block's input
-    (`at="block"`, the paper's "first layer"; `at="input"` measures at the
-    pixels, through the stem) is one sample. Routes are per sample: one
-    backward pass over a batch of B inputs gives B samples, each with its
-    own random path and length (the network runs in inference mode, so
-    samples do not interact). The paper takes 1,000 samples per length.
+    For a path of length k, k random blocks pass gradient only through
+    their branch and the other n - k only through their shortcut, the
+    forward pass unchanged; the norm of the gradient arriving at the first
+    block's input (`at="block"`, the paper's "first layer"; `at="input"`
+    measures at the pixels, through the stem) is one measurement. Two ways
+    to take it (`mode`):
 
-    The gradient of a path of each length 0..n (Fig. 6b) is measured at
+    - `"sample"` (default): one training example's loss, the network in
+      inference mode; routes are per sample, so one backward pass over
+      `batch_size` inputs (default 500) gives that many measurements, each
+      with its own random path and length.
+    - `"batch"`: as Veit et al. describe it ("we sample 1,000 measurements
+      for each length k using random batches from the training set"): one
+      random mini-batch of `batch_size` inputs (default 128) and one random
+      path per measurement, the network in training mode (BatchNorm with the
+      batch's statistics, which are not written back), the norm of the
+      gradient of the batch's mean loss. One backward pass per measurement.
+
+    `samples` measurements are taken per length (the paper: 1,000). The
+    gradient of a path of each length 0..n (Fig. 6b) is measured at
     `lengths` and interpolated in log space in between (`result.measured`,
     `result.interpolated_lengths`); multiplied by the number of paths of
     each length it gives the gradient share per length (Fig. 6c) and the
@@ -299,12 +419,12 @@ def gradient_per_path_length(
     Args:
         model: keras.Model (Functional or Sequential) with Residual blocks,
             all with a shortcut.
-        data: (x, y) arrays or a tf.data.Dataset of (x, y) batches; each
-            sample draws one input at random.
+        data: (x, y) arrays or a tf.data.Dataset of (x, y) batches.
         lengths: sequence of int in [0, n], at least 2, or None for 10
             lengths evenly spread over 0..n. Defaults to None.
-        samples: int. Sampled paths per length. Defaults to 1000.
-        batch_size: int. Samples per backward pass. Defaults to 500.
+        samples: int. Measurements per length. Defaults to 1000.
+        batch_size: int or None. Inputs per backward pass ("sample", default
+            500) or per mini-batch ("batch", default 128). Defaults to None.
         loss: str or callable `(y_true, y_pred) -> per-sample losses`.
             Defaults to "sparse_categorical_crossentropy".
         mass: float. Fraction of the total gradient the effective range
@@ -312,6 +432,7 @@ def gradient_per_path_length(
         seed: int. Seed of the path and input draws. Defaults to 0.
         at: str. "block" (the first block's input) or "input". Defaults to "block".
         progress: bool. Show a tqdm progress bar. Defaults to True.
+        mode: str. "sample" or "batch" (see above). Defaults to "sample".
 
     Returns:
         GradientPathResult.
@@ -321,16 +442,20 @@ def gradient_per_path_length(
         >>> from keras_residual import Residual
         >>> model = keras.Sequential([keras.Input((2,)), Residual(keras.layers.Dense(2)),
         ...                           keras.layers.Softmax()])
-        >>> result = gradient_per_path_length(model, (np.eye(2), np.array([0, 1])), [0, 1],
-        ...                                   samples=2, batch_size=4, progress=False)
-        >>> result.norms.shape
+        >>> data = (np.eye(2), np.array([0, 1]))
+        >>> gradient_per_path_length(model, data, [0, 1], samples=2, batch_size=4,
+        ...                          progress=False).norms.shape
         (2, 2)
+        >>> gradient_per_path_length(model, data, [0, 1], samples=3, batch_size=2,
+        ...                          mode="batch", progress=False).norms.shape
+        (2, 3)
     """
-    if not 0 < mass <= 1:
-        raise ValueError(f"`mass` must be in (0, 1]. Received: mass={mass!r}")
-    if at not in ("block", "input"):
-        raise ValueError(f"`at` must be 'block' or 'input'. Received: at={at!r}")
+    _checked_mode(mode, mass, at)
+    if batch_size is None:
+        batch_size = 500 if mode == "sample" else 128
     x, y = checked_data(model, data, batch_size, samples)
+    if mode == "batch" and batch_size > len(x):
+        raise ValueError(f"`batch_size` ({batch_size}) exceeds the {len(x)} inputs of `data`.")
     blocks = residual_blocks(model)
     n = len(blocks)
     if n == 0:
@@ -342,30 +467,9 @@ def gradient_per_path_length(
             "At least 2 distinct path lengths are needed to interpolate the others. "
             f"Received: lengths={lengths.tolist()}"
         )
-    loss_fn = keras.losses.get(loss)
     routed, context = _sample_routed_model(model, blocks)
-    rng = np.random.default_rng(seed)
-    # Every (length, sample) pair once, shuffled so that each batch mixes lengths.
-    jobs = np.repeat(np.arange(len(lengths)), samples)
-    jobs = jobs[rng.permutation(jobs.size)]
-    norms = np.empty((len(lengths), samples))
-    filled = np.zeros(len(lengths), dtype=int)
-    first_shape = layer_shape(blocks[0], "input")[1:]
-    with tqdm(total=jobs.size, desc="gradient per path length", disable=not progress) as bar:
-        for start in range(0, jobs.size, batch_size):
-            rows_of = jobs[start : start + batch_size]
-            b = rows_of.size
-            routes = np.zeros((b, n), dtype="float32")
-            for j, row in enumerate(rows_of):
-                routes[j, rng.choice(n, size=int(lengths[row]), replace=False)] = 1.0
-            picks = rng.integers(0, len(x), size=b)
-            xb, labels = x[picks], y[picks]
-            grad = _routed_gradient(routed, context, first_shape, xb, labels, routes, loss_fn, at)
-            sample_norms = np.linalg.norm(grad.reshape(b, -1).astype("float64"), axis=1)
-            for row, value in zip(rows_of, sample_norms, strict=True):
-                norms[row, filled[row]] = value
-                filled[row] += 1
-            bar.update(b)
+    norms = _measure(routed, context, blocks, x, y, lengths, samples, batch_size,
+                     keras.losses.get(loss), at, mode, seed, progress)
     mean_norm = norms.mean(1)
     distribution = paths.path_length_distribution(n)
     per_path = paths.gradient_per_length(n, lengths, np.maximum(mean_norm, 1e-30))
@@ -373,15 +477,9 @@ def gradient_per_path_length(
     total = total / total.sum()
     effective = paths.effective_path_range(total, mass)
     return GradientPathResult(
-        lengths=lengths,
-        norms=norms,
-        mean_norm=mean_norm,
-        n_blocks=n,
-        distribution=distribution,
-        per_path=per_path,
-        total=total,
-        effective_range=np.array(effective),
-        measured=np.isin(np.arange(n + 1), lengths),
-        effective_share=paths.range_share(total, effective),
-        at=at,
+        lengths=lengths, norms=norms, mean_norm=mean_norm, n_blocks=n,
+        distribution=distribution, per_path=per_path, total=total,
+        effective_range=np.array(effective), measured=np.isin(np.arange(n + 1), lengths),
+        effective_share=paths.range_share(total, effective), at=at, mode=mode,
+        batch_size=batch_size,
     )

@@ -22,7 +22,7 @@ from keras_residual.blocks import linear_decay_drop_rates  # noqa: F401  (re-exp
 from keras_residual.lesion import paths
 from keras_residual.lesion.batchnorm import precise_batchnorm
 from keras_residual.lesion.deletion import SingleDeletionResult, single_block_deletion
-from keras_residual.lesion.evaluation import Data
+from keras_residual.lesion.evaluation import Data, as_arrays, classification_error
 from keras_residual.lesion.gradient_paths import GradientPathResult
 from keras_residual.lesion_state import LesionState, lesion_ready
 from keras_residual.residual import Residual
@@ -81,6 +81,19 @@ def _sync_state(model: keras.Model) -> None:
     """
     if keras.backend.backend() == "jax" and hasattr(model, "jax_state_sync"):
         model.jax_state_sync()
+
+
+def _enable_sub_network(blocks: Sequence[Residual], saved: Sequence[LesionState],
+                        enabled: np.ndarray, rescale: bool) -> None:
+    """The sub-network of effective-path training: branches where `enabled`, scaled n / m."""
+    active = int(np.sum(enabled))
+    scale = len(blocks) / active if rescale and active else 1.0
+    for block, state, on in zip(blocks, saved, enabled, strict=True):
+        block.set_lesion_state(
+            state,
+            branch_enabled=bool(on) and state.branch_enabled,
+            branch_scale=state.branch_scale * (scale if on else 1.0),
+        )
 
 
 class EffectivePathTraining(keras.callbacks.Callback):
@@ -191,13 +204,7 @@ class EffectivePathTraining(keras.callbacks.Callback):
 
     def _assign(self, enabled: np.ndarray) -> None:
         _sync_state(self.model)
-        scale = len(self._blocks) / self.active if self.rescale and self.active else 1.0
-        for block, state, on in zip(self._blocks, self._saved, enabled, strict=True):
-            block.set_lesion_state(
-                state,
-                branch_enabled=bool(on) and state.branch_enabled,
-                branch_scale=state.branch_scale * (scale if on else 1.0),
-            )
+        _enable_sub_network(self._blocks, self._saved, enabled, self.rescale)
 
     def on_train_batch_begin(self, batch, logs=None):
         enabled = np.zeros(len(self._blocks), dtype=bool)
@@ -298,3 +305,60 @@ def stochastic_depth_resilience(
                               batch_size=batch_size, seed=seed)
         results.append(single_block_deletion(model, test_data, progress=progress))
     return ResilienceResult(results[0], results[1], final_survival)
+
+
+def subnetwork_error(
+    model: keras.Model,
+    data: Data,
+    active: int,
+    rescale: bool = True,
+    draws: int = 5,
+    seed: int = 0,
+    batch_size: int = 500,
+) -> np.ndarray:
+    """Test error of random `active`-block sub-networks, as effective-path training runs them.
+
+    Veit et al. 2016, Sec. 5 train each mini-batch on a random sub-network
+    of m blocks; this evaluates such sub-networks: each draw enables
+    `active` random blocks (scaled by n / active with `rescale`, as
+    `EffectivePathTraining` trains them), deletes the others, and measures
+    the error with the BatchNorm statistics the model holds (after
+    effective-path training: the moving averages over the sub-networks it
+    trained). The model is restored afterwards.
+
+    Args:
+        model: keras.Model with Residual blocks.
+        data: (x, y) arrays or a tf.data.Dataset.
+        active: int. Blocks per sub-network, 0 <= active <= n.
+        rescale: bool. Scale the enabled branches by n / active. Defaults to True.
+        draws: int. Random sub-networks. Defaults to 5.
+        seed: int. Seed of the draws. Defaults to 0.
+        batch_size: int. Prediction batch size. Defaults to 500.
+
+    Returns:
+        np.ndarray of shape (draws,): the error of each sub-network.
+
+    Example:
+        >>> import keras, numpy as np
+        >>> from keras_residual import Residual
+        >>> model = keras.Sequential([keras.Input((2,)), Residual(keras.layers.Dense(
+        ...     2, kernel_initializer="identity")), keras.layers.Softmax()])
+        >>> x, y = np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([0, 0])
+        >>> subnetwork_error(model, (x, y), active=1, draws=2).tolist()
+        [0.5, 0.5]
+    """
+    x, y = as_arrays(data)
+    rng = np.random.default_rng(seed)
+    errors = []
+    with lesion_ready(model):
+        blocks = residual_blocks(model)
+        if not 0 <= active <= len(blocks):
+            raise ValueError(f"`active` must be in [0, {len(blocks)}]. Received: {active!r}")
+        saved = [block.get_lesion_state() for block in blocks]
+        for _ in range(draws):
+            enabled = np.zeros(len(blocks), dtype=bool)
+            enabled[rng.choice(len(blocks), size=active, replace=False)] = True
+            _enable_sub_network(blocks, saved, enabled, rescale)
+            errors.append(classification_error(
+                model.predict(x, batch_size=batch_size, verbose=0), y))
+    return np.array(errors)
