@@ -33,7 +33,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from keras_residual import training
+from keras_residual import graph, training
 
 DATASETS = ("mnist", "cifar10")
 MIXED_PRECISION = ("auto", "on", "off")
@@ -51,7 +51,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "cifar10": {
         "widths": (16, 32, 64), "image_size": 32, "epochs": 164, "batch_size": 128,
-        "learning_rate": 0.1, "weight_decay": 1e-4, "bn_momentum": 0.9, "warmup_epochs": 1.0,
+        "learning_rate": 0.1, "weight_decay": 1e-4, "bn_momentum": 0.9, "warmup_epochs": 0.0,
         "train_size": None, "test_size": None,
     },
     "quick": {
@@ -72,13 +72,23 @@ class Recipe:
             run. Defaults to 0.1.
         momentum: float. SGD momentum. Defaults to 0.9.
         weight_decay: float. Caffe-style decay on the kernels. Defaults to 1e-4.
-        warmup_epochs: float. Linear warm-up (He et al. warm ResNet-110 up
-            for about 400 iterations). Defaults to 0.
+        warmup_epochs: float. Linear warm-up, for every network (not He et
+            al.'s; off in the presets). Defaults to 0.
+        deep_warmup_blocks: int. Networks with at least this many residual
+            blocks (ResNet-110: 54) start at `deep_warmup_rate` for
+            `deep_warmup_steps` iterations, as He et al. (2015, Sec. 4.2)
+            warm up ResNet-110 only ("0.01 ... until the training error is
+            below 80% (about 400 iterations)"; a fixed 400 here). Defaults to 54.
+        deep_warmup_rate: float. Defaults to 0.01.
+        deep_warmup_steps: int. Defaults to 400.
 
     Example:
         >>> schedule = Recipe(epochs=4).schedule(steps_per_epoch=10)
         >>> schedule.boundaries
         [20, 30]
+        >>> deep = Recipe(epochs=4).schedule(steps_per_epoch=1000, blocks=54)
+        >>> [round(float(deep(t)), 4) for t in (0, 399, 400)]
+        [0.01, 0.01, 0.1]
     """
 
     epochs: int
@@ -87,6 +97,9 @@ class Recipe:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     warmup_epochs: float = 0.0
+    deep_warmup_blocks: int = 54
+    deep_warmup_rate: float = 0.01
+    deep_warmup_steps: int = 400
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1:
@@ -95,15 +108,50 @@ class Recipe:
                 f"epochs={self.epochs}, batch_size={self.batch_size}"
             )
 
-    def schedule(self, steps_per_epoch: int) -> training.WarmupDecay:
-        """The step schedule over `epochs * steps_per_epoch` optimizer steps."""
+    def schedule(self, steps_per_epoch: int, blocks: int = 0) -> Any:
+        """The step schedule over `epochs * steps_per_epoch` steps, for a net of `blocks` blocks."""
         total = self.epochs * steps_per_epoch
-        return training.WarmupDecay(
+        steps = training.WarmupDecay(
             self.learning_rate,
             total_steps=total,
             warmup_steps=min(total, int(round(self.warmup_epochs * steps_per_epoch))),
             boundaries=[int(round(f * total)) for f in training.CIFAR_STEP_FRACTIONS],
         )
+        if blocks < self.deep_warmup_blocks:
+            return steps
+        return ConstantWarmup(steps, self.deep_warmup_rate, self.deep_warmup_steps)
+
+
+class ConstantWarmup(keras.optimizers.schedules.LearningRateSchedule):
+    """`rate` for the first `steps` iterations, then `schedule` (He et al. 2015, Sec. 4.2).
+
+    He et al. train ResNet-110 at 0.01 "until the training error is below
+    80% (about 400 iterations), and then go back to 0.1"; the other depths
+    start at 0.1 directly.
+
+    Example:
+        >>> warm = ConstantWarmup(lambda step: 0.1, rate=0.01, steps=2)
+        >>> [round(float(warm(t)), 4) for t in (0, 1, 2)]
+        [0.01, 0.01, 0.1]
+    """
+
+    def __init__(self, schedule: Any, rate: float = 0.01, steps: int = 400):
+        self.schedule, self.rate, self.steps = schedule, float(rate), int(steps)
+
+    def __call__(self, step):
+        step = keras.ops.cast(step, "float32")
+        return keras.ops.where(keras.ops.less(step, float(self.steps)), self.rate,
+                               self.schedule(step))
+
+    def get_config(self) -> dict:
+        return {"schedule": keras.saving.serialize_keras_object(self.schedule),
+                "rate": self.rate, "steps": self.steps}
+
+    @classmethod
+    def from_config(cls, config: dict) -> ConstantWarmup:
+        config = dict(config)
+        config["schedule"] = keras.saving.deserialize_keras_object(config["schedule"])
+        return cls(**config)
 
 
 @dataclasses.dataclass
@@ -431,9 +479,11 @@ def train_run(
     with scope:
         model = build()
         training.add_weight_decay(model, recipe.weight_decay)
+        blocks = len(graph.blocks(model, nested=True))
         model.compile(
             optimizer=keras.optimizers.SGD(
-                recipe.schedule(data.steps_per_epoch(recipe.batch_size)), momentum=recipe.momentum
+                recipe.schedule(data.steps_per_epoch(recipe.batch_size), blocks),
+                momentum=recipe.momentum,
             ),
             loss=keras.losses.SparseCategoricalCrossentropy(),
             metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],

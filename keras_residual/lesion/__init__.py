@@ -31,6 +31,7 @@ from keras_residual.lesion.gradient_paths import (
 from keras_residual.lesion.order import (
     ReorderingResult,
     compatible_groups,
+    movable_kendall_tau,
     random_swaps,
     reordering,
 )
@@ -112,6 +113,7 @@ __all__ = [
     "path_length_distribution",
     "path_length_interval",
     "preserved_lesion_state",
+    "movable_kendall_tau",
     "random_swaps",
     "remaining_path_fraction",
     "removable_layers",

@@ -2,7 +2,9 @@
 
 "Residual Networks Behave Like Ensembles of Relatively Shallow Networks":
 swapping k random pairs of blocks with the same shape degrades the error
-smoothly with the corruption of the order, measured by Kendall's tau.
+smoothly with the corruption of the order, measured by Kendall's tau over
+the blocks that can move (the paper ignores downsampling blocks, which
+never move and would count as agreeing pairs).
 """
 
 from __future__ import annotations
@@ -27,11 +29,15 @@ class ReorderingResult:
     Attributes:
         ks: (m,) int. Numbers of swapped pairs.
         kendall_tau: (m, samples) float. Kendall's tau between the original
-            and the new order of all blocks.
+            and the new order of the blocks that can move (those in
+            `compatible_groups`), the corruption Veit et al. plot.
         errors: (m, samples) float. Error of each reordered network.
         orders: (m, samples, n) int. The block order of each network
             (position p ran block `orders[..., p]`).
         intact_error: float. Error of the original order.
+        kendall_tau_all: (m, samples) float or None. Kendall's tau over all
+            blocks, fixed ones included (higher: each fixed block adds
+            agreeing pairs).
     """
 
     ks: np.ndarray
@@ -39,6 +45,23 @@ class ReorderingResult:
     errors: np.ndarray
     orders: np.ndarray
     intact_error: float
+    kendall_tau_all: np.ndarray | None = None
+
+
+def movable_kendall_tau(order: Sequence[int], groups: list[list[int]]) -> float:
+    """Kendall's tau between the original and `order`, over the positions in `groups` only.
+
+    Blocks outside every group (downsampling or shape-changing blocks)
+    never move; counting them would add only agreeing pairs and inflate tau.
+
+    Example:
+        >>> movable_kendall_tau([1, 0, 2, 3], [[0, 1]])  # block 2, 3 fixed: one discordant pair
+        -1.0
+    """
+    positions = sorted(i for group in groups for i in group)
+    if len(positions) < 2:
+        return 1.0
+    return float(stats.kendalltau(positions, [order[i] for i in positions]).statistic)
 
 
 def compatible_groups(model: keras.Model) -> list[list[int]]:
@@ -95,7 +118,8 @@ def reordering(
 
     Veit et al. 2016, Sec. 4.3, Fig. 5b: only blocks with the same shape
     and no downsampling are swapped; the corruption of the order is
-    measured with `scipy.stats.kendalltau`.
+    Kendall's tau (`scipy.stats.kendalltau`) over the blocks that can move
+    (`movable_kendall_tau`; over all blocks in `kendall_tau_all`).
 
     Args:
         model: keras.Model with Residual blocks, returning class scores.
@@ -127,6 +151,7 @@ def reordering(
                    "of compatible blocks")
     rng = np.random.default_rng(seed)
     taus, errors = np.empty((len(ks), samples)), np.empty((len(ks), samples))
+    taus_all = np.empty((len(ks), samples))
     orders = np.empty((len(ks), samples, n), dtype="int64")
     intact = evaluate(model, x, y, batch_size)
     with tqdm(total=errors.size, desc="reordering", disable=not progress) as bar:
@@ -134,12 +159,13 @@ def reordering(
             for s in range(samples):
                 order = random_swaps(groups, n, int(k), rng)
                 orders[row, s] = order
-                taus[row, s] = stats.kendalltau(np.arange(n), order).statistic
+                taus[row, s] = movable_kendall_tau(order, groups)
+                taus_all[row, s] = stats.kendalltau(np.arange(n), order).statistic
                 errors[row, s] = (
                     intact if order == list(range(n))
                     else evaluate(reorder_blocks(model, order), x, y, batch_size, compiled=False)
                 )
                 bar.update()
-    return ReorderingResult(ks, taus, errors, orders, intact)
+    return ReorderingResult(ks, taus, errors, orders, intact, taus_all)
 
 
