@@ -439,3 +439,196 @@ def randomize_batchnorm(model: keras.layers.Layer, seed: int = 0) -> None:
         assign(layer.moving_variance, rng.uniform(0.5, 1.5, shape))
         assign(layer.gamma, rng.uniform(0.5, 1.5, shape))
         assign(layer.beta, rng.normal(0.0, 0.2, shape))
+
+
+def relative_difference(value: Any, reference: Any) -> float:
+    """max |value - reference| / max |reference| (inf when the shapes differ).
+
+    Example:
+        >>> relative_difference([1.0, 2.1], [1.0, 2.0])
+        0.05
+    """
+    value, reference = np.asarray(value, "float64"), np.asarray(reference, "float64")
+    if value.shape != reference.shape:
+        return float("inf")
+    return round(float(np.abs(value - reference).max() / max(np.abs(reference).max(), 1e-30)), 12)
+
+
+def degenerate(values: Any, what: str = "outputs") -> str | None:
+    """Why `values` (one row per sample) would let any variant agree trivially; None if not.
+
+    Outputs that are not finite, all zero, or the same for every sample
+    (e.g. a saturated softmax, an untrained net predicting one class for
+    every input, gradients that underflowed to 0) hide differences between
+    variants: such data is not fit to check them on.
+
+    Example:
+        >>> degenerate([[0.0, 1.0], [0.0, 1.0]])
+        'outputs are the same for every sample'
+        >>> degenerate([[0.0, 1.0], [1.0, 0.0]]) is None
+        True
+    """
+    values = np.asarray(values, "float64")
+    if not np.all(np.isfinite(values)):
+        return f"{what} are not all finite"
+    scale = float(np.abs(values).max()) if values.size else 0.0
+    if scale == 0.0:
+        return f"{what} are all zero"
+    if len(values) > 1 and float(np.abs(values - values[:1]).max()) <= 1e-6 * scale:
+        return f"{what} are the same for every sample"
+    return None
+
+
+def compare_outputs(outputs: dict[str, Any], reference: str, rtol: float = 1e-4,
+                    what: str = "outputs") -> list[str]:
+    """Problems for `require_agreement`: variants whose outputs differ from `reference`'s.
+
+    Each variant's outputs must be within `rtol` of the reference's, relative
+    to the reference's largest magnitude (`relative_difference`), and the
+    reference's must not be degenerate (`degenerate`), else they would
+    agree trivially.
+
+    Args:
+        outputs: Variant name -> its outputs (arrays, one row per sample).
+        reference: The variant the others are compared with.
+        rtol: Largest allowed `relative_difference`.
+        what: What the outputs are, for the messages.
+
+    Returns:
+        One line per problem; empty when all agree on non-degenerate outputs.
+
+    Example:
+        >>> compare_outputs({"a": [[1.0, 2.0], [3.0, 4.0]], "b": [[1.0, 2.0], [3.0, 4.1]]}, "a")
+        ['b: outputs differ from a by 0.025 of the largest |value| (tolerance 0.0001)']
+    """
+    problems = []
+    reason = degenerate(outputs[reference], what)
+    if reason is not None:
+        problems.append(f"{reference}: {reason}: the check would pass trivially")
+    for name, value in outputs.items():
+        if name == reference:
+            continue
+        error = relative_difference(value, outputs[reference])
+        if not error <= rtol:
+            problems.append(f"{name}: {what} differ from {reference} by {error:.3g} of the "
+                            f"largest |value| (tolerance {rtol:g})")
+    return problems
+
+
+def named_weights(model: keras.Model) -> dict[str, np.ndarray]:
+    """`model`'s variables keyed by "layer name/variable name" (nested layers included).
+
+    Two models whose layers have the same names (ours and keras.applications',
+    which `load_keras_applications_weights` matches by name) have the same
+    keys, so their weights can be compared variable by variable. The
+    lesion-state bookkeeping variable of `Residual` blocks is left out.
+
+    Raises:
+        ValueError: When two variables get the same key.
+
+    Example:
+        >>> import keras
+        >>> m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="d")])
+        >>> sorted(named_weights(m))
+        ['d/bias', 'd/kernel']
+    """
+    import keras
+
+    weights: dict[str, np.ndarray] = {}
+    for variable in model.weights:
+        if variable.name == "lesion_state":
+            continue
+        key = "/".join(variable.path.split("/")[-2:])
+        if key in weights:
+            raise ValueError(f"two variables of {model.name} are named {key!r}")
+        weights[key] = keras.ops.convert_to_numpy(variable)
+    return weights
+
+
+def positional_weights(model: keras.Model) -> dict[str, np.ndarray]:
+    """`model.get_weights()` keyed by position: for models built alike (`set_weights` order).
+
+    Example:
+        >>> import keras
+        >>> m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+        >>> [w.shape for w in positional_weights(m).values()]
+        [(3, 2), (2,)]
+    """
+    return {f"weight {i} ({w.shape})": w for i, w in enumerate(model.get_weights())}
+
+
+def training_step_problems(
+    models: dict[str, keras.Model],
+    x: Any,
+    y: Any,
+    loss: Any,
+    weights: Callable[[keras.Model], dict[str, np.ndarray]] = positional_weights,
+    learning_rate: float = 0.01,
+    rtol: float = 1e-3,
+) -> list[str]:
+    """Problems for `require_agreement`: one SGD step on the same batch moves the models apart.
+
+    Compiles each model with plain SGD and `loss`, takes one `train_on_batch`
+    step on (x, y) (BatchNormalization in training mode: its moving
+    statistics are updated too), reads every variable before and after
+    (`weights`: the same keys for every model), then restores the weights;
+    the caller compiles the models again for timing. The models must start
+    from the same weights, and every variable's update must equal the first
+    model's within `rtol` of the larger of that variable's largest update and
+    1e-3 of the largest update of all (updates, not weights: a small step
+    would hide in the weights' float32 rounding). A step that moves nothing
+    counts as a problem (it would agree trivially).
+
+    Args:
+        models: Name -> model; the first is the reference.
+        x, y: One batch.
+        loss: A Keras loss (name or object).
+        weights: Model -> {key: array}; `positional_weights` (same layer order)
+            or `named_weights` (same layer names).
+        learning_rate: SGD's step size.
+        rtol: Relative tolerance of the updates.
+
+    Returns:
+        One line per problem; empty when the step gives the same weights.
+
+    Example:
+        >>> import keras
+        >>> def dense():
+        ...     keras.utils.set_random_seed(0)
+        ...     return keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+        >>> x, y = np.eye(3, dtype="float32"), np.ones((3, 2), "float32")
+        >>> training_step_problems({"a": dense(), "b": dense()}, x, y, "mse")
+        []
+    """
+    import keras
+
+    names = list(models)
+    before, update = {}, {}
+    for name, model in models.items():
+        saved = model.get_weights()
+        model.compile(optimizer=keras.optimizers.SGD(learning_rate), loss=loss)
+        before[name] = weights(model)
+        model.train_on_batch(x, y)
+        after = weights(model)
+        model.set_weights(saved)
+        update[name] = {key: after[key].astype("float64") - value for key, value
+                        in before[name].items()}
+    reference = names[0]
+    largest = max(float(np.abs(u).max()) for u in update[reference].values())
+    problems = [] if largest > 0 else [f"{reference}: one step changed no weight"]
+    for name in names[1:]:
+        if set(before[name]) != set(before[reference]):
+            missing = sorted(set(before[reference]) ^ set(before[name]))[:5]
+            problems.append(f"{name}: other variables than {reference} ({missing} ...)")
+            continue
+        for key, start in before[reference].items():
+            if not np.array_equal(before[name][key], start):
+                problems.append(f"{name}: {key} differs from {reference} before the step")
+                continue
+            theirs, ours = update[name][key], update[reference][key]
+            scale = max(float(np.abs(ours).max()), 1e-3 * largest)
+            error = float(np.abs(theirs - ours).max())
+            if not error <= rtol * scale:
+                problems.append(f"{name}: the step's update of {key} differs from {reference}'s "
+                                f"by {error:.3g} (largest update there {scale:.3g})")
+    return problems

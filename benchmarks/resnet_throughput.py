@@ -15,9 +15,14 @@ passes) as a fraction of a square float32 matmul's GFLOP/s measured in the
 same run (goal >= 60%).
 
 Before timing, every BatchNormalization statistic, scale and offset of the
-reference is set to random values and copied into ours; the two must then
-agree on the logits (max |difference| <= 1e-4 of the largest logit), else the
-script exits 1.
+reference is set to random values (`randomize_batchnorm`: moving means and
+offsets N(0, 0.2), moving variances and scales U(0.5, 1.5), per channel) and
+copied into ours with the kernels; the two must then agree on the logits of 4
+random images (max |difference| <= 1e-4 of the largest logit, logits not the
+same for every image), and one SGD step on those images must update every
+variable (kernels, biases, BN scales, offsets and moving statistics, matched
+by layer name) alike, within 1e-3 of its largest update; else the script
+exits 1.
 
     python benchmarks/resnet_throughput.py                    # batch 8, 224x224, 3 repetitions
     python benchmarks/resnet_throughput.py --backend all      # each backend in its own process
@@ -128,14 +133,23 @@ def build_pair(name: str, image_size: int, xla: bool) -> tuple[keras.Model, kera
     load_keras_applications_weights(ours, reference)
     if kernel_shapes(ours) != kernel_shapes(reference):
         raise ValueError(f"{name}: the two models' kernels differ; they are not the same network.")
-    x = np.random.default_rng(1).uniform(-1, 1, (2, *shape)).astype("float32")
-    outputs = [keras.ops.convert_to_numpy(m.predict_on_batch(x)) for m in (ours, reference)]
-    scale = float(np.max(np.abs(outputs[1])))
-    difference = float(np.max(np.abs(outputs[0] - outputs[1])))
-    same = difference <= 1e-4 * max(scale, 1.0) and scale > 0 and np.isfinite(scale)
+    rng = np.random.default_rng(1)
+    x = rng.uniform(-1, 1, (4, *shape)).astype("float32")
+    outputs = {"keras.applications": keras.ops.convert_to_numpy(reference.predict_on_batch(x)),
+               "ours": keras.ops.convert_to_numpy(ours.predict_on_batch(x))}
+    scale = float(np.max(np.abs(outputs["keras.applications"])))
+    difference = float(np.max(np.abs(outputs["ours"] - outputs["keras.applications"])))
+    problems = bench.compare_outputs(outputs, "keras.applications", rtol=1e-4, what="logits")
+    # One SGD step on the same batch (BatchNorm in training mode, batch statistics and
+    # moving-statistics updates included): every variable, matched by layer name.
+    y = rng.integers(0, 1000, len(x))
+    problems += bench.training_step_problems(
+        {"keras.applications": reference, "ours": ours}, x, y,
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True), bench.named_weights)
     bench.require_agreement(
-        [] if same else [f"max |difference| {difference:.3g} (largest |logit| {scale:.3g})"],
-        f"{name}: ours and keras.applications' logits differ:")
+        problems, f"{name}: ours and keras.applications' differ:",
+        f"{name}: same logits (max |difference| {difference:.2g}, largest |logit| {scale:.3g}) "
+        "and the same weights after one training step.")
     for model in (reference, ours):
         model.compile(
             optimizer=keras.optimizers.SGD(learning_rate=1e-4, momentum=0.9),

@@ -1,7 +1,10 @@
 """What does the `Residual` wrapper cost? The same stacks with `Residual` and with `layers.Add`.
 
-Each workload is built twice with identical weights (copied, then checked:
-both variants must compute the same outputs, else the script exits 1):
+Each workload is built twice with identical weights (copied by position).
+Before timing, both variants must compute the same outputs on random inputs
+(within 1e-5 of the largest |output|, and not the same for every sample) and
+one SGD step on the same batch must update every weight alike (within 1e-3
+of the largest update of that weight): else the script exits 1.
 
 - conv{16,32,64}_act: 8 blocks `Residual(Conv2D(c, 3, padding="same"),
   activation="relu")` on 32x32xc inputs vs `Activation("relu")(Add()([x, conv(x)]))`;
@@ -91,10 +94,14 @@ def measure(name: str, spec: tuple, batch: int, reps: int, steps: int) -> list[d
     out_res = keras.ops.convert_to_numpy(residual.predict_on_batch(x))
     out_hand = keras.ops.convert_to_numpy(handwritten.predict_on_batch(x))
     difference = float(np.max(np.abs(out_res - out_hand)))
-    bench.require_agreement([] if np.allclose(out_res, out_hand, rtol=1e-5, atol=1e-5)
-                            else [f"max |diff| = {difference:.3g}"],
-                            f"{name}: the two variants differ:")
     y = rng.normal(size=out_res.shape).astype("float32")
+    # Not timed: the same outputs (non-degenerate), and one SGD step gives the same weights.
+    problems = bench.compare_outputs({"handwritten": out_hand, "residual": out_res},
+                                     "handwritten", rtol=1e-5)
+    problems += bench.training_step_problems({"handwritten": handwritten, "residual": residual},
+                                             x, y, "mse")
+    bench.require_agreement(problems, f"{name}: the two variants differ:",
+                            f"{name}: same outputs and same weights after one training step.")
     for model in (residual, handwritten):
         model.compile(optimizer=keras.optimizers.SGD(1e-4), loss="mse")
         model.train_on_batch(x, y)  # trace before timing
