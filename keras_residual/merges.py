@@ -125,8 +125,19 @@ class MultiplyMerge(Merge):
         return ops.multiply(shortcut, branch)
 
     def without_branch(self, shortcut, inputs=None, **kwargs):
-        # The neutral element of a product is 1, not 0: a deleted
-        # multiplicative branch leaves the shortcut, as a deleted additive one does.
+        """The deleted block's merge: `h(x)`, i.e. `merge(h(x), 1)`, not `merge(h(x), 0)`.
+
+        The neutral element of a product is 1: a deleted multiplicative
+        branch leaves the shortcut, as a deleted additive one does (Veit et
+        al. 2016, Sec. 4.1: the residual module goes, the skip connection
+        stays). `merge(h(x), 0)` would be 0 and delete the whole block.
+
+        Example:
+            >>> import keras
+            >>> m = MultiplyMerge()
+            >>> keras.ops.convert_to_numpy(m.without_branch(keras.ops.ones(2) * 2)).tolist()
+            [2.0, 2.0]
+        """
         return shortcut
 
 
@@ -321,6 +332,14 @@ class ReZeroMerge(Merge):
         return ops.add(shortcut, ops.multiply(ops.cast(self.alpha, branch.dtype), branch))
 
     def without_branch(self, shortcut, inputs=None, **kwargs):
+        """The deleted block's merge: `h(x)`, which is `merge(h(x), 0)` for any `alpha`.
+
+        Example:
+            >>> import keras
+            >>> m = ReZeroMerge(initial_value=0.5)
+            >>> keras.ops.convert_to_numpy(m.without_branch(keras.ops.ones(2) * 2)).tolist()
+            [2.0, 2.0]
+        """
         return shortcut
 
     def get_config(self) -> dict:

@@ -619,6 +619,29 @@ def test_cifar_preact_first_unit_shortcut_reads_the_activated_stem_output():
 
 
 @pytest.mark.multibackend
+@pytest.mark.parametrize("placement", ["full_preact", "relu_preact"])
+def test_experiment_preact_placements_split_the_first_unit_after_its_activation(placement):
+    from keras_residual.experiments.networks import cifar_net
+
+    model = cifar_net(14, widths=(4, 8, 16), input_shape=(6, 6, 3), placement=placement)
+    first = model.get_layer("conv2_block1")
+    kernel = [v for v in first.layer.weights if "kernel" in v.path][-1]
+    kernel.assign(np.zeros(kernel.shape))  # a zero branch passes the shortcut on
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2, 6, 6, 3)).astype("float32")
+    h = keras.ops.convert_to_numpy(keras.Model(model.input, model.get_layer("conv1_conv").output)(x))
+    if placement == "full_preact":
+        bn = first.part("preactivation").layer.layers[0]
+        bn.moving_mean.assign(rng.normal(size=4))
+        bn.moving_variance.assign(rng.uniform(0.5, 2.0, size=4))
+        gamma, beta, mean, var = (keras.ops.convert_to_numpy(v) for v in bn.weights)
+        h = (h - mean) / np.sqrt(var + bn.epsilon) * gamma + beta
+    # He et al. 2016, appendix: conv1 -> (BN ->) ReLU, then the split.
+    out = keras.ops.convert_to_numpy(keras.Model(model.input, first.output)(x))
+    np.testing.assert_allclose(out, np.maximum(h, 0), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.multibackend
 def test_paper_layout_v2_strides_and_projects_the_first_block_of_each_stage():
     from keras_residual.models.cifar import resnet_v2_paper
     from keras_residual.models.imagenet import resnet50_v2

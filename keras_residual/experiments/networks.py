@@ -59,17 +59,36 @@ def cifar_net(
 
     `models.cifar_resnet` with the stage widths, input shape and BN momentum
     of the experiment; `plain=True` removes every shortcut (Fig. 6, left).
+    With the pre-activation placements (d) and (e) the first unit splits
+    after its activation, as He et al. (2016, Sec. 4.1 and appendix) do for
+    the unit that follows the stand-alone conv1 ("we adopt the first
+    activation right after conv1 and before splitting into two paths"): its
+    shortcut reads the pre-activated input (`shortcut_from="preactivated"`).
 
     Example:
         >>> m = cifar_net(8, plain=True, widths=(4, 8, 16), input_shape=(14, 14, 1))
         >>> m.name, m.output.shape[-1]
         ('plain8', 10)
+        >>> pre = cifar_net(14, widths=(4, 8, 16), input_shape=(8, 8, 1), placement="full_preact")
+        >>> [b.shortcut_from for b in graph.blocks(pre)][:2]
+        ['preactivated', 'input']
     """
-    return models.cifar_resnet(
+    net = models.cifar_resnet(
         depth, classes=classes, input_shape=tuple(input_shape), filters=tuple(widths),
         plain=plain, placement=placement, bn_momentum=bn_momentum,
         name=f"{'plain' if plain else 'resnet'}{depth}",
     )
+    if plain or placement not in ("full_preact", "relu_preact"):
+        return net
+    first = graph.blocks(net)[0]
+
+    def clone_layer(layer):
+        config = layer.get_config()
+        if layer is first:
+            config["shortcut_from"] = "preactivated"
+        return type(layer).from_config(config)
+
+    return graph.clone(net, clone_function=clone_layer, weights=False)
 
 
 def rewire(
