@@ -12,7 +12,7 @@ VENV ?= .venv
 CORE_VENV ?= .venv-core
 PY := $(VENV)/bin/python
 CORE_PY := $(CORE_VENV)/bin/python
-PYTEST_ARGS ?= -n 2 -q
+PYTEST_ARGS ?= -n 2 -q -rs --durations=10
 DEMO_OUT ?= demo_output
 QUICK_DEMO_OUT ?= build/demo-quick
 
@@ -46,10 +46,11 @@ test: $(CORE_VENV)/.installed $(VENV)/.test
 test-tf: $(VENV)/.test
 	KERAS_BACKEND=tensorflow $(PY) -m pytest $(PYTEST_ARGS) --doctest-modules keras_residual tests
 
-# The backend-neutral part (marked `multibackend`) again on JAX and PyTorch.
+# The backend-neutral part (marked `multibackend`, every docstring example included) again
+# on JAX and PyTorch; tests/conftest.py says how each test declares its backends.
 test-backends: $(VENV)/.test
-	KERAS_BACKEND=jax $(PY) -m pytest $(PYTEST_ARGS) -m multibackend tests
-	KERAS_BACKEND=torch $(PY) -m pytest $(PYTEST_ARGS) -m multibackend tests
+	KERAS_BACKEND=jax $(PY) -m pytest $(PYTEST_ARGS) -m multibackend --doctest-modules keras_residual tests
+	KERAS_BACKEND=torch $(PY) -m pytest $(PYTEST_ARGS) -m multibackend --doctest-modules keras_residual tests
 
 lint: $(VENV)/.test
 	$(VENV)/bin/ruff check keras_residual keras_residual_cli.py tests examples benchmarks notebooks

@@ -1,4 +1,19 @@
-"""Shared test setup: quiet TensorFlow logs, deterministic seeds."""
+"""Shared test setup: quiet TensorFlow logs, deterministic seeds, and which
+backends each test runs on.
+
+`make test` runs the suite on TensorFlow, then the tests marked
+`multibackend` (and every docstring example) on JAX and PyTorch. Every test
+says where it runs, and a test that runs on fewer than three backends says why:
+
+- `@pytest.mark.multibackend`: TensorFlow, JAX and PyTorch.
+- `@pytest.mark.backends("tensorflow", reason="...")`: only the backends named;
+  on the others the test is deselected (reported as deselected, not skipped).
+
+A test with neither marker is a collection error. A skipped test fails the
+run: every dependency of the suite is in the `test` extra, so a skip means
+something a clean clone lacks (set `KERAS_RESIDUAL_ALLOW_SKIPS=1` to look
+at them without failing).
+"""
 
 import os
 
@@ -6,6 +21,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import pytest  # noqa: E402
+
+BACKENDS = ("tensorflow", "jax", "torch")
 
 
 @pytest.fixture(autouse=True)
@@ -20,16 +37,75 @@ def backend() -> str:
     return keras.backend.backend()
 
 
-#: Modules whose docstring examples need TensorFlow itself (tf.data pipelines,
-#: tf.distribute); every other example also runs on JAX and PyTorch.
-TENSORFLOW_ONLY_DOCTESTS = ()
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "backends(*names, reason): runs only on the backends named, for the reason given",
+    )
 
 
+def _backends_of(item) -> tuple[str, ...] | None:
+    """The backends a `backends(...)` marker names, checked; None without one."""
+    marker = item.get_closest_marker("backends")
+    if marker is None:
+        return None
+    unknown = set(marker.args) - set(BACKENDS)
+    if not marker.args or unknown or not marker.kwargs.get("reason"):
+        raise pytest.UsageError(
+            f"{item.nodeid}: write @pytest.mark.backends(<some of {BACKENDS}>, reason='why'); "
+            f"got args {marker.args} and kwargs {marker.kwargs}"
+        )
+    return marker.args
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """Docstring examples are backend-neutral: mark them `multibackend`, so that
-    `pytest -m multibackend --doctest-modules keras_residual tests` runs them on JAX and torch."""
+    """Mark docstring examples `multibackend`; apply `backends(...)`; require a marker.
+
+    Runs before `-m` selection, so that `-m multibackend` on JAX and PyTorch
+    picks up every docstring example and every test a `backends` marker names
+    those backends for.
+    """
+    current = keras.backend.backend()
+    kept, deselected, unmarked = [], [], []
     for item in items:
-        if isinstance(item, pytest.DoctestItem) and not item.name.startswith(
-            TENSORFLOW_ONLY_DOCTESTS
-        ):
+        if isinstance(item, pytest.DoctestItem):
             item.add_marker(pytest.mark.multibackend)
+        names = _backends_of(item)
+        if names is None:
+            if item.get_closest_marker("multibackend") is None:
+                unmarked.append(item.nodeid)
+            kept.append(item)
+            continue
+        if set(names) - {"tensorflow"}:
+            item.add_marker(pytest.mark.multibackend)
+        (kept if current in names else deselected).append(item)
+    if unmarked:
+        raise pytest.UsageError(
+            "tests that say neither `multibackend` nor `backends(..., reason=...)`:\n  "
+            + "\n  ".join(unmarked)
+        )
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = kept
+
+
+_SKIPPED: list[str] = []
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped and not hasattr(report, "wasxfail"):
+        _SKIPPED.append(report.nodeid)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _SKIPPED and not os.environ.get("KERAS_RESIDUAL_ALLOW_SKIPS"):
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(
+                f"FAILED: {len(_SKIPPED)} skipped test(s); the suite has no skips "
+                "(see the reasons above, -rs):", red=True)
+            for nodeid in _SKIPPED:
+                reporter.write_line(f"  {nodeid}", red=True)
+        if session.exitstatus == 0:
+            session.exitstatus = 1

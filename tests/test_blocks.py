@@ -219,8 +219,8 @@ def test_stride_position():
     assert on_3x3.layer.get_layer("b_2_conv").strides == (2, 2)
 
 
-@pytest.mark.skipif(keras.backend.backend() == "tensorflow",
-                    reason="TensorFlow's CPU convolutions only run channels_last")
+@pytest.mark.backends("jax", "torch",
+                      reason="TensorFlow's CPU convolutions only run channels_last")
 def test_channels_first():
     block = B.bottleneck_block(2, stride=2, stride_on="3x3", shortcut="projection",
                                data_format="channels_first")

@@ -14,7 +14,7 @@ from keras_residual.viz.callbacks import FeatureImages, TopKImages
 
 pytestmark = pytest.mark.multibackend
 
-tf = pytest.importorskip("tensorflow")
+import tensorflow as tf  # noqa: E402  (a core dependency: TensorBoard writes through it)
 
 
 def read_events(log_dir):

@@ -35,6 +35,7 @@ def test_console_script_points_to_the_launcher():
     assert script.value == "keras_residual_cli:main"
 
 
+@multibackend
 def test_summary_prints_only_the_table():
     result = run_command("summary", "mnist_resnet", "--blocks")
     assert result.returncode == 0, result.stderr
@@ -45,6 +46,7 @@ def test_summary_prints_only_the_table():
     assert "conv2_block1 (Residual)" in out and "  shortcut: identity" in out
 
 
+@multibackend
 def test_unknown_model_is_a_usage_error_with_a_suggestion():
     result = run_command("summary", "resnet51")
     assert result.returncode == 2
@@ -56,6 +58,7 @@ def test_unknown_model_is_a_usage_error_with_a_suggestion():
     assert "Traceback" not in result.stderr and "I0000" not in result.stderr
 
 
+@pytest.mark.backends("tensorflow", reason="answers before Keras is imported: no backend runs")
 def test_help_and_version_answer_without_loading_keras():
     code = (
         "import sys, keras_residual_cli\n"
@@ -130,6 +133,7 @@ SCRIPTS = sorted(glob.glob(os.path.join(ROOT, "examples", "*.py"))
                  + [os.path.join(ROOT, "keras_residual", "experiments", "runner.py")])
 
 
+@pytest.mark.backends("tensorflow", reason="reads source files; no backend runs")
 @pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: os.path.relpath(p, ROOT))
 def test_script_help_describes_every_option_with_its_default(path):
     with open(path, encoding="utf-8") as f:
@@ -148,6 +152,7 @@ def test_script_help_describes_every_option_with_its_default(path):
                 f"{where}: option without a help text")
 
 
+@pytest.mark.backends("tensorflow", reason="answers before Keras is imported: no backend runs")
 def test_script_help_runs_and_shows_defaults():
     result = subprocess.run([sys.executable, os.path.join("examples", "demo.py"), "--help"],
                             capture_output=True, text=True, cwd=ROOT, timeout=120)

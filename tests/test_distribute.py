@@ -16,9 +16,7 @@ import keras
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.skipif(
-    keras.backend.backend() != "tensorflow", reason="tf.distribute is TensorFlow only"
-)
+pytestmark = pytest.mark.backends("tensorflow", reason="tf.distribute is TensorFlow's")
 
 TRAIN = textwrap.dedent(
     """

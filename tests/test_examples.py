@@ -11,6 +11,11 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(ROOT, "examples")
+# A script run end to end in a subprocess costs 10-60 s; its parts run on every backend in the
+# unit tests, so the script itself runs once, on TensorFlow.
+SCRIPT_RUN = pytest.mark.backends(
+    "tensorflow", reason="runs a script end to end in a subprocess; its parts run on every backend"
+)
 
 
 def _load(filename):
@@ -30,6 +35,7 @@ def _run_script(tmp_path, *args):
     return result.stdout
 
 
+@SCRIPT_RUN
 @pytest.mark.slow
 def test_mnist_conv_quick_prints_both_accuracies(tmp_path):
     out = _run_script(tmp_path, "examples/mnist_conv.py", "--quick", "--out", str(tmp_path))
@@ -87,6 +93,7 @@ def test_imdb_model_ignores_padding():
     assert not np.allclose(model.predict(other, verbose=0), model.predict(words, verbose=0))
 
 
+@pytest.mark.multibackend
 def test_demo_runs_sections_reports_failures_and_writes_index(tmp_path, monkeypatch, capsys):
     demo = _load("demo.py")
     examples = tmp_path / "examples"

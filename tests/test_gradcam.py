@@ -230,6 +230,7 @@ def test_guided_grad_cam_is_guided_backprop_times_upsampled_cam(data_format):
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.multibackend
 def test_bilinear_resize_matches_scipy_and_hand_values():
     # Half-pixel centers: output o samples the input at (o + 0.5) * in / out - 0.5, edges clamp.
     # 2 -> 4: positions -0.25 (clamped to 0), 0.25, 0.75, 1.25 (clamped to 1).
@@ -298,7 +299,7 @@ def test_the_model_is_left_unchanged():
 
 @pytest.mark.multibackend
 def test_callback_writes_overlays_and_pngs(tmp_path):
-    tf = pytest.importorskip("tensorflow")
+    import tensorflow as tf
     from matplotlib.image import imread
 
     from keras_residual.viz.callbacks import GradCamImages

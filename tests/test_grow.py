@@ -119,6 +119,8 @@ def test_identity_block_of_every_rank_outputs_its_input(shape):
     assert block.trainable_weights
 
 
+@pytest.mark.backends("tensorflow", reason="runs a script end to end in a subprocess; its "
+                      "parts run on every backend")
 @pytest.mark.slow
 def test_grow_example_quick(tmp_path, capsys):
     import importlib.util

@@ -22,6 +22,11 @@ from keras_residual.experiments import networks, published, runner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK_WIDTHS = runner.PRESETS["quick"]["widths"]
+# A script run end to end in a subprocess costs 10-60 s; its parts run on every backend in the
+# unit tests, so the script itself runs once, on TensorFlow.
+SCRIPT_RUN = pytest.mark.backends(
+    "tensorflow", reason="runs a script end to end in a subprocess; its parts run on every backend"
+)
 
 
 def _run(tmp_path, script, *args):
@@ -83,6 +88,7 @@ def resnext_params(cardinality, blocks_per_stage, widths, in_channels=1, classes
 
 # --- the three scripts, --quick ---
 
+@SCRIPT_RUN
 @pytest.mark.slow
 def test_degradation_quick(tmp_path):
     results, stdout, out = _run(tmp_path, "degradation.py")
@@ -104,6 +110,7 @@ def test_degradation_quick(tmp_path):
     assert "plain-14 trains" in stdout and "ResNet-14 trains" in stdout
 
 
+@SCRIPT_RUN
 @pytest.mark.slow
 def test_identity_mappings_quick(tmp_path):
     results, stdout, out = _run(tmp_path, "identity_mappings.py")
@@ -144,6 +151,7 @@ def test_identity_mappings_quick(tmp_path):
     assert (out / "identity_mappings_table1.png").exists()
 
 
+@SCRIPT_RUN
 @pytest.mark.slow
 def test_cardinality_quick(tmp_path):
     results, stdout, out = _run(tmp_path, "cardinality.py")
@@ -170,6 +178,7 @@ def _fake_cifar(folder, per_batch=16):
             pickle.dump(batch, f)
 
 
+@SCRIPT_RUN
 @pytest.mark.slow
 def test_degradation_reads_cifar10_pickles(tmp_path):
     _fake_cifar(str(tmp_path / "cifar-10-batches-py"))
@@ -182,11 +191,13 @@ def test_degradation_reads_cifar10_pickles(tmp_path):
 
 # --- fast checks of the pieces ---
 
+@pytest.mark.multibackend
 def test_cifar10_missing_says_where(tmp_path):
     with pytest.raises(FileNotFoundError, match="not found"):
         runner.load_data("cifar10", data_dir=str(tmp_path / "nowhere"))
 
 
+@pytest.mark.multibackend
 def test_mnist_pooling_and_bad_size():
     from keras_residual.datasets import load_mnist
 
@@ -229,12 +240,14 @@ def test_rewire_scaled_merge_matches_numpy():
     )
 
 
+@pytest.mark.multibackend
 def test_rewire_needs_a_change():
     net = networks.cifar_net(8, widths=(4, 4, 8), input_shape=(8, 8, 1))
     with pytest.raises(ValueError, match="Received: merge=None"):
         networks.rewire(net)
 
 
+@pytest.mark.multibackend
 def test_summarize_mean_and_spread():
     def run(train, test):
         return {"seed": 0, "params": 7, "final_train_error": train, "final_test_error": test,
@@ -248,6 +261,7 @@ def test_summarize_mean_and_spread():
     assert s["curves"]["test_error"] == pytest.approx([60.0, 6.0])
 
 
+@pytest.mark.multibackend
 def test_finished_run_is_reused(tmp_path):
     data = runner.load_data("mnist", image_size=7, train_size=32, test_size=16)
     calls = []

@@ -37,6 +37,7 @@ def python_snippets() -> dict[str, list[str]]:
 SECTIONS = python_snippets()
 
 
+@pytest.mark.backends("tensorflow", reason="reads README.md; no backend runs")
 def test_every_snippet_is_collected():
     assert sum(map(len, SECTIONS.values())) == readme().count("```python")
     assert "Quick start" in SECTIONS and "Lesion studies" in SECTIONS
@@ -53,25 +54,115 @@ def run_section(title: str) -> dict:
     return namespace
 
 
+def _check_quick_start(namespace, tmp_path):
+    assert (tmp_path / "cnn.keras").is_file()
+    assert tuple(namespace["rnn"].output.shape) == (None, 10)
+    assert sum(type(layer).__name__ == "Residual" for layer in namespace["cnn"].layers) == 3
+
+
+def _check_options(namespace, tmp_path):
+    import keras
+    import numpy as np
+
+    import keras_residual as kr
+
+    # The reloaded lambda merge is x + 0.5 Dense(x), computed here with NumPy.
+    model = namespace["reloaded"]
+    dense = model.layers[1].layer
+    kernel, bias = (keras.ops.convert_to_numpy(w) for w in (dense.kernel, dense.bias))
+    x = np.random.default_rng(0).random((4, 8), dtype="float32")
+    np.testing.assert_allclose(model.predict(x, verbose=0), x + 0.5 * (x @ kernel + bias),
+                               rtol=1e-5, atol=1e-6)
+    # The deleted block is relu(x + 0) = 1 for x = 1; the lesion state is restored after.
+    np.testing.assert_array_equal(namespace["deleted"], np.ones((2, 8)))
+    assert namespace["block"].get_lesion_state() is None or (
+        namespace["block"].get_lesion_state() == kr.LesionState())
+    parts = [(p.role, p.inputs) for p in namespace["block"].parts()]
+    assert parts == [("preactivation", ("x",)), ("branch", ("preactivated",)),
+                     ("shortcut", ("x",)), ("merge", ("shortcut", "branch", "preactivated")),
+                     ("activation", ("merged",))]
+
+
+def _check_builders(namespace, tmp_path):
+    import keras
+    import numpy as np
+
+    # He et al. 2015, Table 1 and keras.applications: the same network, the same parameters.
+    assert namespace["net"].count_params() == keras.applications.ResNet50(
+        weights=None).count_params() == 25_636_712
+    rates = [b.drop_rate for b in namespace["cifar"].layers if type(b).__name__ == "Residual"]
+    # Huang et al. 2016: the l-th of L = 54 blocks drops with probability 0.5 l / L.
+    np.testing.assert_allclose(rates, 0.5 * np.arange(1, 55) / 54, rtol=1e-6)
+
+
+def _check_visualization(namespace, tmp_path):
+    import numpy as np
+
+    # conv1 7x7/2, pool 3x3/2, three 3x3 blocks at jump 4, then conv3_block1's 3x3 at jump 8.
+    rf = namespace["rf"]
+    size = 7 + 2 * 2 + 3 * 2 * 4 + 2 * 8
+    assert (tuple(rf.size), tuple(rf.jump)) == ((size, size), (8, 8))
+    x = namespace["x"]
+    top = namespace["top"]["conv3_block1"]
+    assert top.indices.shape == (512, 9)
+    # Each channel's top-9 are its 9 largest per-image maxima, in order.
+    assert np.all(np.diff(top.values, axis=1) <= 0)
+    assert namespace["patches"].shape[:2] == (512, 9)
+    assert namespace["g"].shape == namespace["d"].shape == x[:9].shape
+    assert namespace["cam"].shape == (4, 2, 2) and np.all(namespace["cam"] >= 0)
+    assert namespace["up"].shape == (4, 64, 64) and namespace["ggc"].shape == x[:4].shape
+
+
+def _check_lesion(namespace, tmp_path):
+    import numpy as np
+    from scipy import stats
+
+    single = namespace["single"]
+    assert len(single.errors) == 9
+    # Fig. 6a: the number of paths of each length is binomial(54, 1/2).
+    np.testing.assert_allclose(namespace["lesion"].path_length_distribution(54),
+                               stats.binom(54, 0.5).pmf(np.arange(55)), rtol=1e-9, atol=1e-15)
+
+
+def _check_hub(namespace, tmp_path):
+    names = [layer.name for layer in namespace["net"].layers]
+    assert names[-4:] == ["conv2_block1", "conv2_block2", "conv3_block1", "conv3_block2"]
+
+
+def _check_growing(namespace, tmp_path):
+    import numpy as np
+
+    net, deeper = namespace["net"], namespace["deeper"]
+    assert len(deeper.layers) == len(net.layers) + 2
+    x = np.random.default_rng(0).random((4, 28, 28, 1), dtype="float32")
+    np.testing.assert_allclose(deeper.predict(x, verbose=0), net.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-6)
+
+
+#: What each section's snippets must have computed, checked another way.
+CHECKS = {
+    "Quick start": _check_quick_start,
+    "`Residual` options": _check_options,
+    "Blocks and model builders": _check_builders,
+    "Visualization": _check_visualization,
+    "Lesion studies": _check_lesion,
+    "keras-hub models": _check_hub,
+    "Growing a trained network": _check_growing,
+}
+
+
+@pytest.mark.backends("tensorflow", reason="reads README.md; no backend runs")
+def test_every_section_with_code_is_checked():
+    assert set(SECTIONS) == set(CHECKS)
+
+
 @pytest.mark.parametrize(
     "title",
-    [pytest.param(t, marks=pytest.mark.multibackend) if t in CHEAP else t for t in SECTIONS],
+    [pytest.param(t, marks=pytest.mark.multibackend if t in CHEAP else pytest.mark.backends(
+        "tensorflow", reason="builds ResNet-50s or runs lesion sweeps (a minute); the cheap "
+        "sections run on every backend")) for t in SECTIONS],
 )
 def test_section_runs(title, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # snippets save models into the working directory
     namespace = run_section(title)
-    if title == "Quick start":
-        assert (tmp_path / "cnn.keras").is_file()
-        assert tuple(namespace["rnn"].output.shape) == (None, 10)
-        assert sum(type(layer).__name__ == "Residual" for layer in namespace["cnn"].layers) == 3
-    if title == "`Residual` options":
-        import keras
-        import numpy as np
-
-        # The reloaded lambda merge is x + 0.5 Dense(x), computed here with NumPy.
-        model = namespace["reloaded"]
-        dense = model.layers[1].layer
-        kernel, bias = (keras.ops.convert_to_numpy(w) for w in (dense.kernel, dense.bias))
-        x = np.random.default_rng(0).random((4, 8), dtype="float32")
-        np.testing.assert_allclose(model.predict(x, verbose=0), x + 0.5 * (x @ kernel + bias),
-                                   rtol=1e-5, atol=1e-6)
+    CHECKS[title](namespace, tmp_path)

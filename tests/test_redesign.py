@@ -58,6 +58,7 @@ def test_lesion_ready_mode_keeps_the_stochastic_depth_inference_scale():
     np.testing.assert_allclose(inside, expected, rtol=1e-5, atol=1e-5)
 
 
+@multibackend
 def test_downsampling_flags_only_the_blocks_that_change_shape():
     model = models.cifar_resnet(20, input_shape=(8, 8, 3), filters=(4, 8, 16))
     rng = np.random.default_rng(0)
@@ -119,6 +120,7 @@ def test_block_gradient_route_also_routes_the_gate():
 # ------------------------------------------------------ one encoding, one walker
 
 
+@pytest.mark.backends("tensorflow", reason="reads source files; no backend runs")
 def test_no_private_keras_name_outside_graph_py():
     ours = set()
     for _, tree in _sources():
@@ -141,6 +143,7 @@ def test_no_private_keras_name_outside_graph_py():
     assert foreign == {"graph.py": {"_flatten_layers"}}
 
 
+@pytest.mark.backends("tensorflow", reason="reads source files; no backend runs")
 def test_only_the_wiring_modules_read_a_blocks_parts_by_attribute():
     parts = {"shortcut_layer", "merge_layer", "preactivation_layer", "shortcut_from"}
     allowed = {"residual.py", "shortcuts.py", "merges.py", "graph.py"}
@@ -153,6 +156,7 @@ def test_only_the_wiring_modules_read_a_blocks_parts_by_attribute():
     assert not {k: v for k, v in readers.items() if k not in allowed}
 
 
+@pytest.mark.backends("tensorflow", reason="reads source files; no backend runs")
 def test_no_function_body_is_longer_than_60_lines():
     long = []
     for name, tree in _sources():
@@ -167,6 +171,7 @@ def test_no_function_body_is_longer_than_60_lines():
     assert long == []
 
 
+@multibackend
 def test_importing_surgery_loads_no_lesion_module():
     code = (
         "import sys, keras_residual.surgery; "
@@ -213,6 +218,7 @@ def test_graph_trace_reaches_nested_tensors_on_public_api():
     assert graph.output_layer(model).name == "head"
 
 
+@multibackend
 def test_clone_copies_weights_by_path_not_order():
     a = keras.Sequential([keras.Input((3,)), Residual(layers.Dense(3), preactivation="bn_relu",
                                                       name="blk")])
@@ -222,6 +228,7 @@ def test_clone_copies_weights_by_path_not_order():
     assert all(va is not vb for va, vb in zip(a.weights, copy.weights, strict=True))
 
 
+@multibackend
 def test_moved_names_keep_working_and_warn_once():
     import importlib
     import warnings

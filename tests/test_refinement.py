@@ -134,19 +134,46 @@ def test_label_purity_against_hand_counts_and_enumerated_chance():
     assert chance_label_purity(labels, k=3, draws=4000) == pytest.approx(exact, abs=0.02)
 
 
-def test_compare_layers_records_the_number_of_images_for_the_chance_level():
+def _numpy_top_k(model: keras.Model, path: str, images: np.ndarray, k: int) -> np.ndarray:
+    """Each channel's top-k images by its spatial maximum, ranked by NumPy: (C, k) sets."""
+    features = keras.Model(model.inputs, model.get_layer(path).output).predict(images, verbose=0)
+    maxima = features.max(axis=(1, 2))  # (N, C)
+    return np.argsort(-maxima, axis=0, kind="stable")[:k].T
+
+
+def test_compare_layers_purity_and_twins_against_numpy_top_k_sets():
     from keras_residual.viz.refinement import compare_twins, stage_label_purity
 
-    inputs = keras.Input((4, 4, 2))
-    x = Residual(layers.Conv2D(2, 3, padding="same"), name="b1")(inputs)
-    x = Residual(layers.Conv2D(2, 3, padding="same"), name="b2")(x)
+    def stack(seed):
+        inputs = keras.Input((4, 4, 2))
+        x = Residual(layers.Conv2D(2, 3, padding="same"), name="b1")(inputs)
+        x = Residual(layers.Conv2D(2, 3, padding="same"), name="b2")(x)
+        model = keras.Model(inputs, x)
+        rng = np.random.default_rng(seed)
+        model.set_weights([rng.normal(size=w.shape).astype("float32") for w in model.get_weights()])
+        return model
+
     images = np.random.default_rng(1).random((20, 4, 4, 2), dtype="float32")
-    result = compare_layers(keras.Model(inputs, x), ["b1", "b2"], images, k=3, progress=False,
-                            batch_size=7)
-    comparison = result.comparisons[0]
+    labels = np.random.default_rng(2).integers(0, 3, 20)
+    residual, other = stack(3), stack(4)
+    results = [compare_layers(m, ["b1", "b2"], images, k=3, progress=False, batch_size=7)
+               for m in (residual, other)]
+    comparison = results[0].comparisons[0]
     assert comparison.images == 20 and comparison.chance_overlap() == pytest.approx(9 / 20)
-    labels = np.arange(20) % 2
-    purity = stage_label_purity(result, labels)
-    assert set(purity) == {"b1", "b2", "chance"} and 0.5 <= purity["b1"] <= 1.0
-    twins = compare_twins(result, result)
-    assert twins["residual"][0]["matched_fraction"] == comparison.matched_fraction(2)
+
+    expected_purity, expected_matched = {}, []
+    for model in (residual, other):
+        top = {p: _numpy_top_k(model, p, images, 3) for p in ("b1", "b2")}
+        if model is residual:
+            expected_purity = {p: np.mean([np.bincount(labels[t]).max() / 3 for t in top[p]])
+                               for p in top}
+        shared = np.array([[len(set(b) & set(a)) for a in top["b1"]] for b in top["b2"]])
+        if model is residual:
+            np.testing.assert_array_equal(comparison.shared, shared)
+        expected_matched.append(float(np.mean(shared.max(axis=1) >= 2)))
+
+    purity = stage_label_purity(results[0], labels)
+    assert purity["b1"] == pytest.approx(expected_purity["b1"])
+    assert purity["b2"] == pytest.approx(expected_purity["b2"])
+    twins = compare_twins(*results)
+    assert [twins[k][0]["matched_fraction"] for k in ("residual", "plain")] == expected_matched

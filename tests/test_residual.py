@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 from keras import layers
-from layer_test_utils import random_input, run_layer_test, to_numpy
+from layer_test_utils import random_input, to_numpy
 from scipy import stats
 
 import keras_residual as kr
@@ -36,7 +36,7 @@ def _conv_down(filters: int = 6) -> layers.Layer:
     return layers.Conv2D(filters, 3, strides=2, padding="same")
 
 
-# ------------------------------------------------------- the layer-test helper
+# ------------- the configurations tests/test_residual_core.py runs through the layer harness
 
 WRAPPED_LAYERS = {
     "dense": (lambda: Residual(layers.Dense(4)), (2, 4)),
@@ -128,19 +128,6 @@ OPTIONS = {
         for scaling in ("train", "inference")
     },
 }
-
-
-@pytest.mark.parametrize("kind", sorted(WRAPPED_LAYERS))
-def test_layer_helper_over_wrapped_layer_kinds(kind):
-    make_layer, input_shape = WRAPPED_LAYERS[kind]
-    run_layer_test(make_layer, input_shape)
-
-
-@pytest.mark.parametrize("option", sorted(OPTIONS))
-def test_layer_helper_over_options(option):
-    make_layer, input_shape = OPTIONS[option]
-    # A batch-mode draw may drop the branch for the single step: nothing to update.
-    run_layer_test(make_layer, input_shape, expect_update=not option.startswith("drop_batch"))
 
 
 # ------------------------------------------------- shortcuts against NumPy
@@ -697,7 +684,8 @@ def _xla_model() -> keras.Model:
     return keras.Model(inputs, outputs)
 
 
-@pytest.mark.skipif(BACKEND != "tensorflow", reason="jit_compile is a TensorFlow switch")
+@pytest.mark.backends("tensorflow", reason="jit_compile=True is XLA through tf.function; "
+                      "JAX always compiles and PyTorch's jit_compile is torch.compile")
 def test_jit_compile_training_matches_graph_training():
     x, target = random_input((8, 6, 6, 3)), random_input((8, 2), seed=1)
     losses = []

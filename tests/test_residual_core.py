@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from keras import layers
 from keras.src import testing
-from layer_test_utils import random_input, to_numpy
+from layer_test_utils import check_values_survive_round_trips, random_input, to_numpy
 from test_residual import OPTIONS, WRAPPED_LAYERS
 
 import keras_residual as kr
@@ -62,7 +62,8 @@ HARNESS_CASES = [(case, False) for case in sorted(WRAPPED_LAYERS) + sorted(OPTIO
 
 @pytest.mark.parametrize("case, lesion_ready", HARNESS_CASES)
 def test_keras_run_layer_test(case, lesion_ready):
-    """Keras' `run_layer_test` (what Bidirectional passes), mixed precision included."""
+    """Keras' `run_layer_test` (what Bidirectional passes), then the values it does not
+    compare: round trips and mixed precision against float32 (`layer_test_utils`)."""
     make, shape = {**WRAPPED_LAYERS, **OPTIONS}[case]
     block = make()
     kwargs = dict(_init_kwargs(block), lesion_ready=lesion_ready)
@@ -77,6 +78,8 @@ def test_keras_run_layer_test(case, lesion_ready):
         # A stochastic-depth block may drop its branch on the one training step.
         run_training_check="drop" not in case,
     )
+    if not lesion_ready:
+        check_values_survive_round_trips(make, shape)
 
 
 def test_mixed_precision_output_dtype_follows_the_wrapper_policy():
@@ -135,7 +138,7 @@ def _traced_ops(model: keras.Model, x: np.ndarray) -> collections.Counter:
     )
 
 
-@pytest.mark.skipif(BACKEND == "torch", reason="PyTorch runs eagerly: there is no traced graph")
+@pytest.mark.backends("tensorflow", "jax", reason="PyTorch runs eagerly: there is no traced graph")
 def test_a_block_nobody_lesions_traces_exactly_add_and_activation():
     wrapped, plain = _conv_stacks()
     x = random_input((2, 6, 6, 4))

@@ -86,6 +86,7 @@ def test_recipes_follow_the_papers():
     np.testing.assert_allclose(lrs, [0.1, 0.1, 0.01, 0.001, 0.001], rtol=1e-6)
 
 
+@multibackend
 def test_schedule_rejects_bad_arguments():
     for kwargs in (
         dict(decay="linear"), dict(warmup_steps=200), dict(boundaries=(50, 10)), dict(total_steps=0)
@@ -133,6 +134,7 @@ def test_weight_decay_goes_on_kernels_only():
     assert got == pytest.approx(want, rel=1e-5)
 
 
+@multibackend
 def test_weight_decay_gradient_is_caffe_style():
     """One plain-SGD step on a zero data loss shrinks each kernel by lr * 1e-4 * w."""
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, name="fc")])
@@ -177,6 +179,7 @@ def test_stop_at_step_ends_mid_epoch():
     assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 7
 
 
+@multibackend
 def test_training_callbacks_resume_after_an_interruption(tmp_path):
     x, y = np.ones((8, 2)), np.ones((8, 1))
 
@@ -287,6 +290,7 @@ def test_training_pipeline_crops_and_flips(tmp_path):
     assert x.shape.as_list() == [2, 20, 20, 3] and y.numpy().tolist() == [0, 0]
 
 
+@multibackend
 def test_image_folder_errors_are_clear(tmp_path):
     with pytest.raises(ValueError, match="not a folder"):
         images.image_folder_dataset(str(tmp_path / "missing"))
@@ -334,6 +338,7 @@ def write_cifar_batches(folder, rng) -> tuple:
     return np.concatenate(xs[:5]), np.concatenate(ys[:5]), xs[5], np.asarray(ys[5])
 
 
+@multibackend
 def test_cifar_local_sources(tmp_path):
     rng = np.random.default_rng(0)
     folder = tmp_path / "cifar-10-batches-py"
@@ -351,6 +356,7 @@ def test_cifar_local_sources(tmp_path):
         assert str(path) in data.source
 
 
+@multibackend
 def test_cifar_finds_the_archive_in_the_keras_cache(tmp_path, monkeypatch):
     rng = np.random.default_rng(1)
     want = write_cifar_batches(tmp_path / "src" / "cifar-10-batches-py", rng)
@@ -364,6 +370,7 @@ def test_cifar_finds_the_archive_in_the_keras_cache(tmp_path, monkeypatch):
     assert "cifar-10-python.tar.gz" in data.source
 
 
+@multibackend
 def test_cifar_missing_says_where_to_put_it(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     with pytest.raises(FileNotFoundError) as error:
@@ -410,8 +417,9 @@ def run_script(name: str, *args: str) -> str:
     return result.stdout
 
 
-requires_tensorflow = pytest.mark.skipif(
-    keras.backend.backend() != "tensorflow", reason="the scripts run tf.distribute on TensorFlow"
+requires_tensorflow = pytest.mark.backends(
+    "tensorflow", reason="trains in a subprocess (seconds each); the scripts' parts are tested "
+    "on every backend above, and the examples read tf.data pipelines either way"
 )
 
 

@@ -315,7 +315,25 @@ def load_keras_hub_classifier(
         ValueError: the preset cannot be loaded (e.g. no network access).
 
     Example:
-        >>> load_keras_hub_classifier("resnet_50_imagenet")  # doctest: +SKIP
+        A preset is a keras-hub name (downloaded once) or a preset folder; here
+        a small classifier saved with `save_to_preset`, so nothing downloads:
+
+        >>> import tempfile, keras_hub
+        >>> backbone = keras_hub.models.ResNetBackbone(
+        ...     input_conv_filters=[64], input_conv_kernel_sizes=[7], stackwise_num_filters=[64],
+        ...     stackwise_num_blocks=[1], stackwise_num_strides=[1], block_type="basic_block",
+        ...     image_shape=(32, 32, 3))
+        >>> converter = keras_hub.layers.ResNetImageConverter(image_size=(32, 32), scale=1 / 255)
+        >>> classifier = keras_hub.models.ResNetImageClassifier(
+        ...     backbone=backbone, num_classes=3,
+        ...     preprocessor=keras_hub.models.ResNetImageClassifierPreprocessor(converter))
+        >>> preset = tempfile.mkdtemp()
+        >>> classifier.save_to_preset(preset)
+        >>> model, preprocess = load_keras_hub_classifier(preset)
+        >>> images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3))
+        >>> expected = classifier.predict(images, verbose=0)
+        >>> bool(np.abs(keras.ops.convert_to_numpy(model(preprocess(images))) - expected).max() < 1e-4)
+        True
     """
     keras_hub = _keras_hub()
     classifier = _load_preset(keras_hub, preset, include_top=True)
