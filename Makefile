@@ -15,6 +15,7 @@ CORE_PY := $(CORE_VENV)/bin/python
 PYTEST_ARGS ?= -n 2 -q -rs --durations=10
 DEMO_OUT ?= demo_output
 QUICK_DEMO_OUT ?= build/demo-quick
+SHARED_DEMO ?=
 
 .PHONY: demo demo-quick test test-tf test-backends lint clean
 
@@ -39,12 +40,15 @@ demo-quick: $(CORE_VENV)/.installed
 	rm -rf $(QUICK_DEMO_OUT)
 	$(CORE_PY) examples/demo.py --quick --out $(QUICK_DEMO_OUT)
 
+# The quick demo runs once: tests/test_scripts.py reads its folder instead of running it again.
 test: $(CORE_VENV)/.installed $(VENV)/.test
-	$(MAKE) demo-quick test-tf test-backends
+	$(MAKE) demo-quick
+	$(MAKE) test-tf SHARED_DEMO=$(abspath $(QUICK_DEMO_OUT))
+	$(MAKE) test-backends
 
 # The whole suite on TensorFlow (the default backend), and every docstring example.
 test-tf: $(VENV)/.test
-	KERAS_BACKEND=tensorflow $(PY) -m pytest $(PYTEST_ARGS) --doctest-modules keras_residual tests
+	KERAS_RESIDUAL_DEMO_QUICK_OUT=$(SHARED_DEMO) KERAS_BACKEND=tensorflow $(PY) -m pytest $(PYTEST_ARGS) --doctest-modules keras_residual tests
 
 # The backend-neutral part (marked `multibackend`, every docstring example included) again
 # on JAX and PyTorch; tests/conftest.py says how each test declares its backends.

@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="demo_output", help="output folder")
     parser.add_argument("--epochs", type=int, default=3, help="training epochs of each CNN")
     parser.add_argument("--quick", action="store_true",
-                        help="a smoke test: 1 epoch on 512 images with narrow blocks, and the "
+                        help="a smoke test: 2 epochs on 1,024 images with narrow blocks, and the "
                              "sections' quick modes")
     parser.add_argument("--allow-download", action="store_true",
                         help="download full MNIST when it is not in the Keras cache")
@@ -176,9 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     data = load_mnist(allow_download=args.allow_download)
     mnist_conv = load_example("mnist_conv.py")
-    train_args = dict(epochs=1, max_train=512, widths=(8, 16)) if args.quick else dict(
-        epochs=args.epochs
-    )
+    train_args = mnist_conv.QUICK if args.quick else dict(epochs=args.epochs)
     residual_model, plain_model, accuracies = mnist_conv.train_pair(
         data, log_dir=os.path.join(args.out, "logs"), **train_args
     )

