@@ -325,14 +325,44 @@ SETTINGS = {
 }
 
 
+def fig8_main(args: argparse.Namespace) -> int:
+    """`--preset fig8`: Veit et al. (2016), Fig. 8 on the 12-block MNIST conv ResNet, per seed."""
+    import json
+
+    from keras_residual.experiments.resilience import fig8_study, fig8_table
+
+    data = _mnist(False)
+    epochs = args.epochs or SETTINGS["conv"].epochs
+    if args.quick:
+        data = dataclasses.replace(data, x_train=data.x_train[:500], y_train=data.y_train[:500],
+                                   x_test=data.x_test[:200], y_test=data.y_test[:200])
+        epochs = 1
+    print(f"[lesion] data: {data.source}")
+    result = fig8_study(lambda survival: mnist_conv(final_survival=survival), data,
+                        seeds=args.seeds, epochs=epochs, batch_size=SETTINGS["conv"].batch_size,
+                        progress=not args.quick)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "results.json"), "w") as file:
+        json.dump(result, file, indent=1)
+    table = fig8_table(result)
+    with open(os.path.join(args.out, "results.md"), "w") as file:
+        file.write(table)
+    print(table)
+    print(f"[lesion] {os.path.join(args.out, 'results.json')}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter, description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="lesion_output", help="folder for the figures")
-    parser.add_argument("--preset", choices=("mnist", "cifar110", "resnet110", "ensemble54"),
+    parser.add_argument("--preset",
+                        choices=("mnist", "cifar110", "resnet110", "ensemble54", "fig8"),
                         default="mnist",
                         help="MNIST-scale nets; ResNet-110 / VGG on CIFAR-10 (Veit et al. 2016; "
                              "'resnet110' = 'cifar110'); or 'ensemble54': the 54-block study "
-                             "with results.json (every figure, effective-path training per seed)")
+                             "with results.json (every figure, effective-path training per seed); "
+                             "or 'fig8': stochastic depth vs normal training, single deletion at "
+                             "the downsampling and other blocks of the MNIST conv ResNet, per seed")
     parser.add_argument("--dataset", choices=("mnist", "cifar10"), default=None,
                         help="None: the preset's (cifar10 for cifar110/resnet110, else mnist)")
     parser.add_argument("--seeds", type=int, default=3,
@@ -369,6 +399,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.preset == "resnet110":
         args.preset = "cifar110"
+    if args.preset == "fig8":
+        return fig8_main(args)
     if args.preset == "ensemble54":
         if args.dataset == "cifar10":
             print("[lesion] --preset ensemble54 runs on MNIST; use --dataset cifar10 "
