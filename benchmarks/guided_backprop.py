@@ -9,10 +9,16 @@ copy of the model), repetitions interleaved after a warm-up, and prints the
 median of the paired per-repetition ratios rule / plain. The one-time cost of
 making the rectified copy is printed apart.
 
-The three rules differ only in the backward pass: before timing, the script
-checks that each rule's model computes the same feature maps at the layer as
-the original (random BatchNorm statistics, so a weight copied to the wrong
-layer shows) and exits 1 if not.
+The three rules differ only in the backward pass. Before timing, on random
+BatchNorm scales, offsets and statistics (so a weight copied to the wrong
+layer shows), the script checks that each rule's model computes the same
+feature maps at the layer as the original (within 1e-5 of the largest
+value), that the plain gradient of the timed unit matches central
+differences of the original model, and that the guided and deconvnet
+gradients of a unit just above the stem match central differences of that
+unit with its negative weights zeroed, which is what both rules compute there
+(`check_gradients`); each within 5e-3 of the gradient's norm. It exits 1 if
+not.
 
     python benchmarks/guided_backprop.py                      # ResNet-50, 224x224
     python benchmarks/guided_backprop.py --size 112 --batch 8 --repeats 5
@@ -28,6 +34,123 @@ import _backends as bench
 import numpy as np
 
 RULES = ("plain", "guided", "deconvnet")
+
+
+EARLY = "conv2_block1/branch/conv2_block1_1_conv"  # the 1x1 conv right above the stem's pool
+# Finite differences against a gradient, relative to its norm. The nets are piecewise
+# linear; a step of 1e-4 per pixel crosses a few ReLU kinks and max-pool switches, which
+# cost about 1e-3 (measured: 7e-4 at 1e-4, 9e-3 at 1e-3, 4e-2 at 1e-2).
+TOLERANCE = 5e-3
+
+
+def unit_function(features, channel: int, images: np.ndarray):
+    """(x -> each image's unit of `channel`, the units' flat positions): fixed at `images`.
+
+    The unit is the channel's strongest position in each image, as `UnitGradient` picks.
+    """
+    import keras
+
+    def values(x):
+        maps = keras.ops.convert_to_numpy(features(x, training=False))[..., channel]
+        return maps.reshape(len(x), -1).astype("float64")
+
+    strongest = values(images).argmax(axis=1)
+    return (lambda x: values(x)[np.arange(len(x)), strongest]), strongest
+
+
+def finite_difference_error(f, images: np.ndarray, gradient: np.ndarray,
+                            eps: float = 1e-4) -> float:
+    """How far central differences of `f` are from `gradient`, relative to its norm.
+
+    Per image, the directional derivative <gradient, v> against
+    (f(x + eps s v) - f(x - eps s v)) / (2 eps s) (s: the square root of the
+    image size, so a step moves each pixel by about eps) for v = the
+    gradient's direction (checks its length) and two random unit directions
+    (check where it points). Returns the largest |difference| / |gradient|.
+    A zero gradient counts as infinitely far (it would agree trivially).
+    Central differences in float32 of a unit of size ~10: rounding costs ~1e-5 here.
+    """
+    rng = np.random.default_rng(3)
+    n = len(images)
+    flat = gradient.reshape(n, -1).astype("float64")
+    norms = np.linalg.norm(flat, axis=1)
+    if not np.all(norms > 0):
+        return float("inf")
+    size = np.sqrt(flat.shape[1])
+    directions = [flat / norms[:, None]]
+    directions += [d / np.linalg.norm(d, axis=1, keepdims=True)
+                   for d in rng.normal(size=(2, *flat.shape))]
+    worst = 0.0
+    for v in directions:
+        step = (eps * size * v).reshape(images.shape).astype("float32")
+        numeric = (f(images + step) - f(images - step)) / (2 * eps * size)
+        analytic = (flat * v).sum(axis=1)
+        worst = max(worst, float(np.max(np.abs(numeric - analytic) / norms)))
+    return worst
+
+
+def check_gradients(model, gradients: dict, images: np.ndarray, path: str,
+                    channel: int) -> tuple[list[str], dict]:
+    """Problems for `require_agreement` (and the errors): the timed gradients against finite differences.
+
+    - plain, at the timed unit: the ordinary gradient, against central
+      differences of the original model's unit (probed anew, not through
+      `UnitGradient`).
+    - guided and deconvnet: the rules change only the backward pass, so no
+      function has them as its gradient in general. At a unit of `EARLY` (a
+      1x1 conv over the stem's max pool: one ReLU below it) they do: the
+      upstream gradient reaching the ReLU, routed by the max pool, is the
+      unit's weight of that channel, so both rules zero the channels of
+      negative weight, and the result is the ordinary gradient of the unit
+      with those weights set to 0, which central differences check. (The
+      rules also agree with each other there where every pool window of the
+      unit holds a positive value, checked, so that the ReLU's forward mask,
+      which deconvnet ignores, changes nothing.)
+    """
+    import keras
+
+    from keras_residual.probe import probe
+
+    problems, errors = [], {}
+    plain = gradients["plain"](path, channel, images)
+    unit, _ = unit_function(probe(model, path), channel, images)
+    errors["plain"] = finite_difference_error(unit, images, plain)
+
+    block = model.get_layer(EARLY.split("/")[0])
+    kernel = keras.ops.convert_to_numpy(
+        block.part("branch").layer.get_layer(EARLY.split("/")[-1]).kernel)[0, 0]
+    pool = probe(model, "pool1_pool")
+    pooled = keras.ops.convert_to_numpy(pool(images, training=False))
+    early = keras.ops.convert_to_numpy(probe(model, EARLY)(images, training=False))
+    at = np.arange(len(images))
+    # A channel with weights of both signs whose unit sees a positive value in every pool
+    # window it weighs positively (else deconvnet's route through a max pool of zeros,
+    # a tie, is the backend's choice).
+    for early_channel in range(kernel.shape[1]):
+        weights = np.maximum(kernel[:, early_channel], 0.0).astype("float64")
+        strongest = early[..., early_channel].reshape(len(images), -1).argmax(axis=1)
+        rows, cols = np.unravel_index(strongest, pooled.shape[1:3])
+        if (0 < np.count_nonzero(weights) < len(weights)
+                and np.all(pooled[at, rows, cols][:, weights > 0] > 0)):
+            break
+    else:
+        problems.append(f"no channel of {EARLY} has a unit whose positively weighted pool "
+                        "windows all hold a positive value: the rules' reference is ambiguous")
+
+    def rectified_unit(x):  # the unit with its negative weights zeroed (bias: a constant)
+        maps = keras.ops.convert_to_numpy(pool(x, training=False)).astype("float64")
+        return maps[at, rows, cols] @ weights
+
+    for rule in ("guided", "deconvnet"):
+        errors[rule] = finite_difference_error(
+            rectified_unit, images, gradients[rule](EARLY, early_channel, images))
+    for rule, error in errors.items():
+        if not error <= TOLERANCE:
+            where = f"{path} channel {channel}" if rule == "plain" else (
+                f"{EARLY} channel {early_channel}")
+            problems.append(f"{rule}: gradient at {where} differs from central differences by "
+                            f"{error:.2e} of its norm (tolerance {TOLERANCE:g})")
+    return problems, errors
 
 
 def measure(args: argparse.Namespace) -> list[dict]:
@@ -52,14 +175,14 @@ def measure(args: argparse.Namespace) -> list[dict]:
     # Not timed: each rule's model up to the layer, against the original's.
     features = {rule: keras.ops.convert_to_numpy(g.features(args.path)(images, training=False))
                 for rule, g in gradients.items()}
-    problems = [
-        f"{rule}: feature maps differ from the model's by "
-        f"{float(np.abs(features[rule] - features['plain']).max()):.2e}"
-        for rule in RULES[1:]
-        if not np.allclose(features[rule], features["plain"], rtol=1e-4, atol=1e-4)
-    ]
-    bench.require_agreement(problems, "The rectified copies do not compute the model's features:",
-                            "The guided and deconvnet copies compute the model's feature maps.")
+    problems = bench.compare_outputs(features, "plain", rtol=1e-5, what="feature maps")
+    # Not timed: the gradients, against finite differences.
+    fd_problems, errors = check_gradients(model, gradients, images, args.path, args.channel)
+    bench.require_agreement(
+        problems + fd_problems, "The rules' copies or gradients are wrong:",
+        "The guided and deconvnet copies compute the model's feature maps; central "
+        "differences match the gradients (relative to their norm: "
+        + ", ".join(f"{rule} {error:.1e}" for rule, error in errors.items()) + ").")
 
     timing = bench.paired_timing({rule: lambda g=g: g(args.path, args.channel, images)
                                   for rule, g in gradients.items()}, args.repeats)

