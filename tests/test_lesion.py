@@ -712,3 +712,13 @@ def test_ensemble54_quick_writes_results_json(tmp_path):
     for name in results["figures"].values():
         assert os.path.exists(out / name)
     assert "| Veit et al. 2016 |" in (out / "results.md").read_text()
+    batch = results["gradient_batch_mode"]
+    assert batch["samples_per_length"] == 20 and 0 <= batch["effective_path_range"][0] <= n
+    rows = {row["setting"]: row for row in results["effective_path_ablation"]}
+    assert len(rows) == 7 and all(len(r["effective_error"]) == 2 for r in rows.values())
+    assert rows["m = round(23/54 n)"]["m"] == round(23 / 54 * n)  # Veit et al. 2016, Sec. 5
+    control = rows["m = n (control)"]
+    assert control["m"] == n
+    # Every block in every batch at scale 1 is normal training: same seeds, same result.
+    np.testing.assert_allclose(control["effective_error"], control["normal_error"], atol=0.03)
+    assert rows["5x epochs"]["epochs"] == 5 * results["epochs"]
