@@ -376,6 +376,8 @@ def test_studies_leave_the_model_untouched_even_when_they_fail(monkeypatch):
         "reorder": lambda: studies.reordering(model, (x, y), [1], samples=2, progress=False),
         "gradient": lambda: studies.gradient_per_path_length(
             model, (x, y), [1, 2], samples=1, progress=False),
+        "gradient_batch": lambda: studies.gradient_per_path_length(
+            model, (x, y), [1, 2], samples=2, batch_size=8, mode="batch", progress=False),
     }
     before = _snapshot(model)
     for run in runs.values():
@@ -396,9 +398,11 @@ def test_studies_leave_the_model_untouched_even_when_they_fail(monkeypatch):
     monkeypatch.setattr(deletion, "evaluate", failing)
     monkeypatch.setattr(order, "evaluate", failing)
     monkeypatch.setattr(gradient_paths, "input_gradient", lambda fn, x: failing())
+    monkeypatch.setattr(gradient_paths, "input_gradient_function",
+                        lambda fn: lambda *args: failing())
     for name, run in runs.items():
         calls.clear()
-        if name == "gradient":
+        if name.startswith("gradient"):
             calls.append(1)
         with pytest.raises(RuntimeError):
             run()
