@@ -42,16 +42,17 @@ def _kernel_manager(tmp_path) -> KernelManager:
     return KernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=specs)
 
 
-#: Cells appended to each notebook, run in its kernel after its own cells.
+#: Check cells per notebook: `(anchor, code)` runs `code` right after the first code cell
+#: whose source contains `anchor` (before later cells change the models), None at the end.
 CHECKS = {
-    "quickstart.ipynb": """
+    "quickstart.ipynb": [(None, """
 import numpy as np
 predicted = model.predict(data.x_test, verbose=0).argmax(-1)
 assert abs(accuracy - np.mean(predicted == data.y_test)) < 1e-3, accuracy
 assert accuracy > 0.4, accuracy  # 24 steps on 768 digits; chance is 0.10
 assert lesioned < accuracy - 0.1, (lesioned, accuracy)  # block1's branch carries the features
-""",
-    "visualization.ipynb": """
+""")],
+    "visualization.ipynb": [("top = top_activations(", """
 import numpy as np
 predicted = model.predict(data.x_test, verbose=0).argmax(-1)
 assert np.mean(predicted == data.y_test) > 0.6
@@ -70,12 +71,13 @@ for path in blocks:
 x_in, y_out = (keras.Model(model.inputs, model.get_layer(p).output).predict(digit[None], verbose=0)
                for p in ("pool", "block1"))
 np.testing.assert_allclose(diffs["block1"], (y_out - x_in)[0], rtol=1e-4, atol=1e-5)
+"""), (None, """
 assert sorted(events.Tags()["tensors"]) == sorted(
     [f"activations/{p}" for p in ("block1", "block2", "block3", "stem")] + ["filters/stem"]
     + ["refinement/correlation/block2", "refinement/overlap/block2"]
     + [f"residual/block{i}" for i in (1, 2, 3)] + ["topk/guided"])
-""",
-    "papers.ipynb": """
+""")],
+    "papers.ipynb": [(None, """
 from keras_residual.experiments import published
 errors = degradation["final_train_error"]
 depths = sorted(errors["plain"], key=int)
@@ -87,19 +89,34 @@ for name, row in identity["table1"].items():
     assert row["published_test_error"] == published.SHORTCUT_VARIANTS_RESNET110[name]
 for row in cardinality["table3"].values():
     assert row["published_test_error"] == published.CARDINALITY_RESNEXT50[row["cardinality"]]
-""",
-    "lesion.ipynb": """
+""")],
+    "lesion.ipynb": [("single = lesion.single_block_deletion(", """
 import numpy as np
-from scipy import stats
 # Veit et al. 2016, Fig. 3: deleting one block hurts the plain net far more than the ResNet.
 assert single.errors.mean() < single_plain.errors.min(), (single.errors, single_plain.errors)
 assert abs(single.intact_error - np.mean(residual.predict(x_test, verbose=0).argmax(-1) != y_test)) < 1e-6
+"""), (None, """
+import numpy as np
+from scipy import stats
 # Fig. 5a: the error grows smoothly with the number of deleted blocks.
 assert np.all(np.diff(k_result.mean) > 0), k_result.mean
 # Fig. 6a: 95% of the paths of a 54-block network, from SciPy's binomial.
 assert lesion.path_length_interval(54) == tuple(int(v) for v in stats.binom(54, 0.5).interval(0.95))
-""",
+""")],
 }
+
+
+def _with_checks(notebook, checks):
+    """`notebook` with each check cell inserted after its anchor cell (the file is unchanged)."""
+    for anchor, code in checks:
+        cell = nbformat.v4.new_code_cell(code)
+        if anchor is None:
+            notebook.cells.append(cell)
+            continue
+        (index,) = [i for i, c in enumerate(notebook.cells)
+                    if c.cell_type == "code" and anchor in c.source][:1]
+        notebook.cells.insert(index + 1, cell)
+    return notebook
 
 
 @pytest.mark.backends("tensorflow", reason="lists files; no backend runs")
@@ -123,7 +140,7 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
         timeout=TIMEOUT_PER_NOTEBOOK,
         resources={"metadata": {"path": str(tmp_path)}},
     )
-    notebook.cells.append(nbformat.v4.new_code_cell(CHECKS[os.path.basename(path)]))
+    notebook = _with_checks(notebook, CHECKS[os.path.basename(path)])
     # Raises CellExecutionError (with the cell and its traceback) on the first failing cell,
     # the checks included.
     client.execute()
