@@ -8,8 +8,12 @@
   parses the command line (`--quick` presets included), dispatches to child
   processes or measures here, and prints the table (`table_printer`).
 - Checks: a script first checks that the variants it times compute the same
-  outputs, on non-degenerate data (`randomize_batchnorm`), and exits 1
-  through `require_agreement` when they do not.
+  outputs (`compare_outputs`, `relative_difference`), on non-degenerate data
+  (`randomize_batchnorm`: every BatchNorm scale, offset and statistic random;
+  `degenerate`: outputs that would agree trivially count as a failure), and,
+  for variants that are models, that one training step gives the same weights
+  (`training_step_problems`, `named_weights`, `positional_weights`); it exits
+  1 through `require_agreement` when they do not.
 - Timing: `paired_timing` times several variants in interleaved repetitions
   and gives medians and paired ratios with their quartiles.
 
