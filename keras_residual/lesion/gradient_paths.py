@@ -81,15 +81,23 @@ class GradientPathResult:
     def decay_per_block(self) -> float:
         """exp of the slope of log(mean_norm) against the length: the factor per block (Fig. 6b).
 
+        Fitted over the measured lengths whose mean norm is positive: a
+        gradient that underflowed float32 to 0 (a long path through a deep
+        trained network) says nothing about the rate.
+
         Example:
-            >>> r = GradientPathResult(np.array([0, 1, 2]), np.ones((3, 1)),
-            ...     np.array([1.0, 0.5, 0.25]), 2, np.ones(3), np.ones(3), np.ones(3),
+            >>> r = GradientPathResult(np.array([0, 1, 2, 3]), np.ones((4, 1)),
+            ...     np.array([1.0, 0.5, 0.25, 0.0]), 3, np.ones(4), np.ones(4), np.ones(4),
             ...     np.array([0, 2]))
             >>> round(r.decay_per_block, 6)
             0.5
         """
-        logs = np.log(np.maximum(np.asarray(self.mean_norm, dtype="float64"), 1e-30))
-        return float(np.exp(np.polyfit(np.asarray(self.lengths, dtype="float64"), logs, 1)[0]))
+        norms = np.asarray(self.mean_norm, dtype="float64")
+        fit = np.isfinite(norms) & (norms > 0)
+        if fit.sum() < 2:
+            return float("nan")
+        lengths = np.asarray(self.lengths, dtype="float64")[fit]
+        return float(np.exp(np.polyfit(lengths, np.log(norms[fit]), 1)[0]))
 
     @property
     def samples_per_length(self) -> int:
