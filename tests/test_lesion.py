@@ -126,7 +126,34 @@ def test_reordering_equals_the_hand_built_net_in_that_order():
     np.testing.assert_allclose(
         reordered.predict(x, verbose=0), _predict(expected, x), rtol=1e-5, atol=1e-6
     )
-    assert {id(w) for w in reordered.weights} == {id(w) for w in model.weights}
+    assert not {id(w) for w in reordered.weights} & {id(w) for w in model.weights}
+    shared = surgery.reorder_blocks(model, [1, 0, 2, 4, 3], share_weights=True)
+    np.testing.assert_allclose(
+        shared.predict(x, verbose=0), _predict(expected, x), rtol=1e-5, atol=1e-6
+    )
+    assert {id(w) for w in shared.weights} == {id(w) for w in model.weights}
+
+
+@pytest.mark.multibackend
+def test_training_a_surgery_result_leaves_the_original_unchanged():
+    model, _ = _chain()
+    x, y = _data(16)
+    before = _predict(model, x)
+    results = {
+        "delete_blocks": surgery.delete_blocks(model, [0]),
+        "reorder_blocks": surgery.reorder_blocks(model, [1, 0, 2, 4, 3]),
+        "insert_blocks": surgery.insert_blocks(model, after="b0", check_data=x),
+        "remove_layers": surgery.remove_layers(model, ["b4"]),
+    }
+    for name, result in results.items():
+        start = _predict(result, x)
+        result.compile(
+            optimizer=keras.optimizers.SGD(0.5), loss="sparse_categorical_crossentropy",
+            run_eagerly=True,
+        )
+        result.fit(x, y, epochs=1, batch_size=8, verbose=0)
+        assert not np.allclose(_predict(result, x), start), f"{name}: the fit changed nothing"
+        np.testing.assert_array_equal(_predict(model, x), before, err_msg=name)
 
 
 @pytest.mark.multibackend

@@ -163,7 +163,8 @@ def reordering(
                 taus_all[row, s] = stats.kendalltau(np.arange(n), order).statistic
                 errors[row, s] = (
                     intact if order == list(range(n))
-                    else evaluate(reorder_blocks(model, order), x, y, batch_size, compiled=False)
+                    else evaluate(reorder_blocks(model, order, share_weights=True), x, y, batch_size,
+                                  compiled=False)
                 )
                 bar.update()
     return ReorderingResult(ks, taus, errors, orders, intact, taus_all)

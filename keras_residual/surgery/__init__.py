@@ -3,8 +3,11 @@
 - `insert_blocks`: grow a trained network with residual blocks that start as
   the identity (`identity_block`).
 - `delete_blocks`, `reorder_blocks`, `remove_layers`: the lesions of Veit et
-  al. (2016), Sec. 4, as new models (`delete_blocks` an independent copy;
-  the other two over the same layer instances).
+  al. (2016), Sec. 4, as new models. Every function here that returns a
+  model returns an independent one with copies of the weights (training it
+  leaves the original unchanged), except `rebuild` and `reorder_blocks` /
+  `remove_layers` with `share_weights=True`, which run over the original's
+  own layer instances: training those trains the original.
 - `deleted_blocks`, `routed_gradients`, `preserved_lesion_state`: the same
   lesions in place, inside a `with` body, undone on exit.
 - `residual_blocks`, `resolve_blocks`, `removable_layers`, `swappable`,

@@ -4,9 +4,12 @@ Veit et al., "Residual Networks Behave Like Ensembles of Relatively Shallow
 Networks" (2016), Sec. 4: a trained residual network keeps working when a
 block's branch is deleted (`y_i = act(merge(h(y_{i-1}), 0))`: the shortcut,
 a projection too, stays) or when blocks are reordered, while deleting one
-layer of a plain network (VGG) breaks it. `delete_blocks` returns an
-independent copy; `reorder_blocks` and `remove_layers` build a new
-functional model over the same layer instances (`graph.rebuild`).
+layer of a plain network (VGG) breaks it. Every function returns an
+independent model with copies of the weights, so training it leaves `model`
+unchanged; `reorder_blocks` and `remove_layers` take `share_weights=True` to
+build the new model over `model`'s own layer instances instead (no copy:
+faster for a study that only evaluates, but training the result trains
+`model`).
 """
 
 from __future__ import annotations
@@ -82,8 +85,20 @@ def _check_order(blocks: list, order: list[int]) -> None:
             )
 
 
-def reorder_blocks(model: keras.Model, order: Sequence[int]) -> keras.Model:
-    """A new model that runs the blocks in another order (same layer instances).
+def _working_model(model: keras.Model, share_weights: bool) -> keras.Model:
+    """`model` itself when sharing its layers, else an independent copy with its weights."""
+    if share_weights:
+        return model
+    return graph.clone(
+        model, instead="pass share_weights=True to edit it over its own layers (training "
+        "the result then trains it too)."
+    )
+
+
+def reorder_blocks(
+    model: keras.Model, order: Sequence[int], share_weights: bool = False
+) -> keras.Model:
+    """A new model that runs the blocks in another order.
 
     Veit et al. 2016, Sec. 4.3, Fig. 5b. Position `p` of the chain of blocks
     (network order) runs block `order[p]`. Only blocks that are `swappable`
@@ -92,9 +107,13 @@ def reorder_blocks(model: keras.Model, order: Sequence[int]) -> keras.Model:
     Args:
         model: keras.Model. A Functional or Sequential model.
         order: a permutation of `range(len(residual_blocks(model)))`.
+        share_weights: bool. False (the default): the new model has its own
+            copies of the weights, and `model` is not changed by anything done
+            to it. True: it is built over `model`'s own layer instances (no
+            copy, faster to make); training it then trains `model` too.
 
     Returns:
-        A functional keras.Model sharing all weights with `model`.
+        A functional keras.Model.
 
     Raises:
         ValueError: if `order` is not a permutation or moves an incompatible block.
@@ -104,12 +123,16 @@ def reorder_blocks(model: keras.Model, order: Sequence[int]) -> keras.Model:
         >>> model = keras.Sequential([keras.Input((2,)), Residual(keras.layers.Dense(2)),
         ...                           Residual(keras.layers.Dense(2))])
         >>> swapped = reorder_blocks(model, [1, 0])
-        >>> len(swapped.weights) == len(model.weights)
+        >>> any(w is v for w in swapped.weights for v in model.weights)
+        False
+        >>> shared = reorder_blocks(model, [1, 0], share_weights=True)
+        >>> {id(w) for w in shared.weights} == {id(w) for w in model.weights}
         True
     """
-    blocks = residual_blocks(model)
     order = [int(i) for i in order]
-    _check_order(blocks, order)
+    _check_order(residual_blocks(model), order)
+    working = _working_model(model, share_weights)
+    blocks = residual_blocks(working)
     substitute = {id(blocks[p]): blocks[i] for p, i in enumerate(order) if p != i}
 
     def replace(layer, args, kwargs):
@@ -117,13 +140,15 @@ def reorder_blocks(model: keras.Model, order: Sequence[int]) -> keras.Model:
             return substitute[id(layer)](*args, **kwargs)
         return None
 
-    return graph.rebuild(model, replace)
+    return graph.rebuild(working, replace)
 
 
 def remove_layers(
-    model: keras.Model, targets: Sequence[int | str | layers.Layer] | int | str | layers.Layer
+    model: keras.Model,
+    targets: Sequence[int | str | layers.Layer] | int | str | layers.Layer,
+    share_weights: bool = False,
 ) -> keras.Model:
-    """A new model (same layer instances) with plain layers replaced by the identity.
+    """A new model with plain layers replaced by the identity.
 
     The plain-network lesion of Veit et al. 2016, Fig. 3 (VGG). Works on
     Residual blocks too (the identity replaces the whole block).
@@ -131,9 +156,14 @@ def remove_layers(
     Args:
         model: keras.Model. A Functional or Sequential model.
         targets: indices into `removable_layers(model)`, layer names, or layers.
+        share_weights: bool. False (the default): the new model has its own
+            copies of the remaining weights, and `model` is not changed by
+            anything done to it. True: it is built over `model`'s own layer
+            instances (no copy, faster to make); training it then trains
+            `model` too.
 
     Returns:
-        A functional keras.Model sharing all remaining weights with `model`.
+        A functional keras.Model.
 
     Raises:
         ValueError: if a target changes the shape of its input.
@@ -153,9 +183,12 @@ def remove_layers(
                 f"{layer_shape(layer, 'output')}: only layers with equal input and output "
                 "shape can be replaced by the identity."
             )
-    removed_ids = {id(layer) for layer in removed}
+    positions = [next(i for i, unit in enumerate(candidates) if unit is layer) for layer in removed]
+    working = _working_model(model, share_weights)
+    working_candidates = graph.unique(removable_layers(working) + graph.network_layers(working))
+    removed_ids = {id(working_candidates[i]) for i in positions}
 
     def replace(layer, args, kwargs):
         return args[0] if id(layer) in removed_ids else None
 
-    return graph.rebuild(model, replace)
+    return graph.rebuild(working, replace)
