@@ -14,7 +14,7 @@ from keras import layers
 
 from keras_residual import Residual, lesion, list_paths, probe, resolve_path, viz
 from keras_residual.lesion import paths as lesion_paths
-from keras_residual.viz import guided, images
+from keras_residual.viz import gradcam, guided, images
 
 pytestmark = pytest.mark.multibackend
 
@@ -262,3 +262,39 @@ def test_unknown_path_segments_suggest_and_point_to_list_paths(model):
     with pytest.raises(ValueError, match=r"no shortcut layer \(its shortcut is the identity\)"
                                          r".*list_paths"):
         resolve_path(model, "b1/shortcut/x")
+
+
+GRAD_CAM = {
+    "grad_cam": lambda m, x: viz.grad_cam(m, "b1", None, x),
+    "guided_grad_cam": lambda m, x: viz.guided_grad_cam(m, "b1", None, x),
+    "GradCam": lambda m, x: gradcam.GradCam(m)("b1", 0, x),
+    "GradCam.guided": lambda m, x: gradcam.GradCam(m).guided("b1", 0, x),
+    "GradCam.gradients": lambda m, x: gradcam.GradCam(m).gradients("b1", 0, x),
+}
+
+
+@pytest.mark.parametrize(
+    "shape, fix",
+    [
+        ((8, 8, 1), "Add the batch axis: pass x[None] for a single sample."),
+        ((5, 8, 8), "Add the channel axis: pass x[..., None]."),
+        ((5, 8, 8, 3), "Resize or crop the inputs to that shape, or build the model for this "
+                       "input size (e.g. input_shape=(8, 8, 3))."),
+        ((5, 10, 10, 1), "Resize or crop the inputs to that shape, or build the model for this "
+                         "input size (e.g. input_shape=(10, 10, 1))."),
+        ((5, 1, 8, 8), "The axes look permuted: the model reads channels_last inputs"),
+    ],
+    ids=["no batch axis", "no channel axis", "3 channels", "10x10", "channels_first"],
+)
+@pytest.mark.parametrize("function", list(GRAD_CAM))
+def test_grad_cam_checks_the_input_shape_first(model, function, shape, fix, monkeypatch):
+    never_run(monkeypatch)
+    for name in ("input_gradient_function", "probe", "rectified_copy"):  # nothing is traced
+        monkeypatch.setattr(gradcam, name, lambda *args, **kwargs: pytest.fail("traced"))
+    with pytest.raises(ValueError) as error:
+        GRAD_CAM[function](model, RNG.random(shape, dtype="float32"))
+    assert str(error.value).startswith(
+        f"Model 'chain' takes inputs of shape (None, 8, 8, 1) (batch axis first), but "
+        f"`images` has shape {shape}. {fix}"
+    )
+    assert str(error.value).endswith(f"Received: images.shape={shape}")

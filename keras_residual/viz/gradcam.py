@@ -35,6 +35,7 @@ from keras_residual import graph
 from keras_residual.gradients import input_gradient_function
 from keras_residual.graph import INPUT, resolve_path, split_path
 from keras_residual.probe import probe
+from keras_residual.validation import check_model_input
 from keras_residual.viz.guided import rectified_copy
 
 
@@ -250,7 +251,7 @@ class GradCam:
             (activations, gradients): float32 arrays of the layer's output
             shape (N, ...).
         """
-        images = np.asarray(images, dtype="float32")
+        images = self._checked(images)
         classes = self.class_indices(class_index, len(images))
         gradient = self._gradient(path)
         features = self.features(path)
@@ -292,6 +293,7 @@ class GradCam:
             float32 array (N, *spatial): the layer's spatial size, or the
             input's with `upsample=True`. Values are not normalized.
         """
+        images = self._checked(images)
         rank = len(self.features(path).output.shape)
         if rank < 3:
             raise ValueError(
@@ -320,7 +322,7 @@ class GradCam:
         Returns:
             float32 array shaped like `images`.
         """
-        images = np.asarray(images, dtype="float32")
+        images = self._checked(images)
         maps = self(path, class_index, images, upsample=True, batch_size=batch_size)
         classes = self.class_indices(class_index, len(images))
         gradient = self._guided_gradient()
@@ -330,6 +332,16 @@ class GradCam:
             for start in range(0, len(images), int(batch_size))
         ])
         return (guided * np.expand_dims(maps, _channel_axis(images.ndim))).astype("float32")
+
+    def _checked(self, images: Any) -> np.ndarray:
+        """`images` as float32, or the ValueError that names the fix for a wrong shape.
+
+        Checked before anything is traced, so a wrong batch or channel axis, size
+        or layout never reaches a backend as a compiled-function traceback.
+        """
+        images = np.asarray(images, dtype="float32")
+        check_model_input(self.model, images, "images")
+        return images
 
     def _tap(self, path: str) -> tuple[keras.layers.Layer, bool]:
         """The layer whose output (or input, for ".../input") the path names."""
@@ -419,6 +431,10 @@ def grad_cam(
         float32 array (N, *spatial), unnormalized. Use `GradCam` to make maps
         of one model repeatedly without tracing it again.
 
+    Raises:
+        ValueError: if `images` is not a batch of the model's input (no batch
+            or channel axis, another size or layout); the message names the fix.
+
     Example:
         >>> import keras, numpy as np
         >>> inputs = keras.Input((8, 8, 1))
@@ -449,6 +465,9 @@ def guided_grad_cam(
 
     Returns:
         float32 array shaped like `images`.
+
+    Raises:
+        ValueError: if `images` is not a batch of the model's input (see `grad_cam`).
 
     Example:
         >>> import keras, numpy as np
