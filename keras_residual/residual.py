@@ -102,6 +102,35 @@ def _accepts(layer: layers.Layer, arg: str) -> bool:
         return False
 
 
+# Branch call arguments the block sets itself: self-attention's query, value
+# and masks come from `x` and its mask, and the block needs one output tensor.
+_SET_BY_BLOCK = ("training", "mask", "query", "value", "key", "query_mask", "value_mask",
+                 "return_attention_scores")
+
+
+def branch_call_arguments(layer: layers.Layer) -> tuple[str, ...] | None:
+    """The call arguments a `Residual` passes on to `layer`; None where it takes any.
+
+    The keyword arguments of `layer.call` after its input, except those the
+    block sets itself (`training`, `mask`; self-attention's `query`, `value`,
+    `key`, `query_mask`, `value_mask` and `return_attention_scores`). None
+    where `call` takes `**kwargs`.
+
+    Example:
+        >>> branch_call_arguments(keras.layers.GRU(2, return_sequences=True))
+        ('initial_state',)
+        >>> branch_call_arguments(keras.layers.MultiHeadAttention(2, 4))
+        ('attention_mask', 'key_mask', 'use_causal_mask')
+    """
+    parameters = list(inspect.signature(layer.call).parameters.values())
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    return tuple(sorted(
+        p.name for p in parameters[1:]
+        if p.kind is not inspect.Parameter.VAR_POSITIONAL and p.name not in _SET_BY_BLOCK
+    ))
+
+
 def output_shape(layer: layers.Layer, input_shape: Shape, dtype: str = "float32") -> tuple:
     """The output shape of `layer` on `input_shape`, from its shape or spec inference.
 
@@ -249,6 +278,14 @@ class Residual(layers.Wrapper):
         lesion_ready: bool. Own the lesion-state variable from the start
             (saved and restored with the model). Defaults to False.
         **kwargs: base Layer arguments (name, dtype, ...).
+
+    Call arguments:
+        inputs: the block input `x`.
+        training, mask: passed on to the parts whose `call` takes them.
+        **kwargs: passed on to the branch where its `call` takes them
+            (`branch_call_arguments`): `attention_mask` and `use_causal_mask`
+            for `MultiHeadAttention`, `initial_state` for an RNN. Any other
+            raises a ValueError that lists the ones the branch takes.
 
     Example:
         >>> import keras
@@ -553,7 +590,7 @@ class Residual(layers.Wrapper):
 
     def run_part(
         self, part: BlockPart, inputs: Sequence[Any], training: bool | None = None,
-        mask: Any = None,
+        mask: Any = None, call_kwargs: dict | None = None,
     ) -> Any:
         """Run one part of `parts()` on its input values, exactly as `call` does.
 
@@ -563,6 +600,8 @@ class Residual(layers.Wrapper):
                 (eager or symbolic).
             training: bool or None. Passed to parts that take it.
             mask: the sequence mask of the block input, for the branch.
+            call_kwargs: dict or None. Further call arguments of the branch
+                (`branch_call_arguments`), e.g. `{"use_causal_mask": True}`.
 
         Returns:
             The part's output tensor.
@@ -581,7 +620,7 @@ class Residual(layers.Wrapper):
         if part.role == "preactivation":
             return part.layer(inputs[0], training=training)
         if part.role == "branch":
-            return self._call_branch(inputs[0], training, mask)
+            return self._call_branch(inputs[0], training, mask, call_kwargs)
         if part.role == "shortcut":
             kwargs = {"training": training} if self._shortcut_accepts_training else {}
             return part.layer(inputs[0], **kwargs)
@@ -622,16 +661,26 @@ class Residual(layers.Wrapper):
 
     # ------------------------------------------------------------------- call
 
-    def call(self, inputs, training=None, mask=None):
+    def call(self, inputs, training=None, mask=None, attention_mask=None, use_causal_mask=None,
+             initial_state=None, **kwargs):
+        # The branch arguments of Keras' attention layers and RNNs are named
+        # here, not left to **kwargs: Keras binds each named argument on its
+        # own, while one **kwargs dict may not mix tensors and flags.
+        named = {"attention_mask": attention_mask, "use_causal_mask": use_causal_mask,
+                 "initial_state": initial_state}
+        kwargs = {**{n: v for n, v in named.items() if v is not None}, **kwargs}
         self._check_input_shape(inputs.shape)
+        self._check_call_kwargs(kwargs)
         dropping = self.drop_rate > 0.0 and bool(training)
         if not self._lesion_ready and not dropping:
             # The default: exactly act(merge(h(x), F(x))), nothing else traced.
             return self.wire(inputs, functools.partial(
-                self._passed_on, state=None, training=training, mask=mask, dropping=False))
+                self._passed_on, state=None, training=training, mask=mask, dropping=False,
+                call_kwargs=kwargs))
         state = self._state_slot.variable.value if self._lesion_ready else None
         run = functools.partial(
-            self._passed_on, state=state, training=training, mask=mask, dropping=dropping)
+            self._passed_on, state=state, training=training, mask=mask, dropping=dropping,
+            call_kwargs=kwargs)
         shared = {"x": inputs}
         for part in self.parts():  # computed once, read by both alternatives
             if part.role in ("preactivation", "shortcut"):
@@ -662,6 +711,7 @@ class Residual(layers.Wrapper):
     def passed_on(
         self, part: BlockPart, inputs: Sequence[Any], training: bool | None = None,
         mask: Any = None, route: tuple[Callable, Callable] | None = None,
+        call_kwargs: dict | None = None,
     ) -> Any:
         """What the intact block passes on from one part: `run_part` and the block's own scaling.
 
@@ -676,6 +726,7 @@ class Residual(layers.Wrapper):
         value (per-sample masks, Veit et al. 2016, Sec. 5): `branch` is
         applied to the branch output and to the block input a merge reads (a
         gate belongs to the residual module), `shortcut` to the shortcut output.
+        `call_kwargs` go to the branch (see `run_part`).
 
         Example:
             >>> block = Residual(keras.layers.Dense(2, kernel_initializer="ones"),
@@ -686,9 +737,11 @@ class Residual(layers.Wrapper):
             >>> keras.ops.convert_to_numpy(block.passed_on(branch, [x], training=False)).tolist()
             [[1.0, 1.0]]
         """
-        return self._passed_on(part, inputs, None, training, mask, dropping=False, route=route)
+        return self._passed_on(part, inputs, None, training, mask, dropping=False, route=route,
+                               call_kwargs=call_kwargs)
 
-    def _passed_on(self, part, inputs, state, training, mask, dropping, route=None):
+    def _passed_on(self, part, inputs, state, training, mask, dropping, route=None,
+                   call_kwargs=None):
         """`run_part`, plus what the block applies around it: drop scaling, routes, lesion state.
 
         The branch value is scaled by its survival probability at test time
@@ -703,7 +756,7 @@ class Residual(layers.Wrapper):
         branch_route, shortcut_route = route or (None, None)
         if branch_route is not None and part.role == "merge" and self.merge_layer.reads_inputs:
             inputs = [*inputs[:-1], branch_route(inputs[-1])]
-        value = self.run_part(part, inputs, training, mask)
+        value = self.run_part(part, inputs, training, mask, call_kwargs)
         if part.role == "shortcut" and shortcut_route is not None:
             return shortcut_route(value)
         if part.role != "branch":
@@ -725,8 +778,21 @@ class Residual(layers.Wrapper):
             return ops.cast(y, self.compute_dtype)
         return y
 
-    def _call_branch(self, pre, training, mask):
-        kwargs = {}
+    def _check_call_kwargs(self, kwargs: dict) -> None:
+        """A ValueError naming the branch's call arguments for any the branch does not take."""
+        accepted = branch_call_arguments(self.layer)
+        refused = sorted(set(kwargs) - set(accepted)) if accepted is not None else []
+        if refused:
+            own = [n for n in _SET_BY_BLOCK if _accepts(self.layer, n)]
+            raise ValueError(
+                f"Residual {self.name!r} passes call arguments on to its branch "
+                f"{self.layer.name!r} ({type(self.layer).__name__}), whose call takes "
+                f"{', '.join(accepted) or 'no further arguments'} (the block itself sets "
+                f"{', '.join(own) or 'none'}). Received: call arguments {refused}"
+            )
+
+    def _call_branch(self, pre, training, mask, call_kwargs=None):
+        kwargs = dict(call_kwargs or {})
         if self._branch_accepts_training:
             kwargs["training"] = training
         if self._is_attention:

@@ -700,3 +700,66 @@ def test_jit_compile_training_matches_graph_training():
         losses.append(history.history["loss"])
     assert np.all(np.isfinite(losses))
     np.testing.assert_allclose(losses[1], losses[0], rtol=1e-4)
+
+
+# ------------------------------------------------- call arguments of the branch
+
+STEPS, DIM = 5, 8
+
+
+def _attention_causal():
+    mha = layers.MultiHeadAttention(2, 4, name="mha")
+    inputs = [keras.Input((STEPS, DIM))]
+    outputs = Residual(mha, name="block")(inputs[0], use_causal_mask=True)
+    return mha, inputs, outputs, lambda x, _: mha(x, x, use_causal_mask=True)
+
+
+def _attention_mask():
+    mha = layers.MultiHeadAttention(2, 4, name="mha")
+    inputs = [keras.Input((STEPS, DIM)), keras.Input((STEPS, STEPS), dtype="bool")]
+    outputs = Residual(mha, name="block")(inputs[0], attention_mask=inputs[1])
+    return mha, inputs, outputs, lambda x, extra: mha(x, x, attention_mask=extra)
+
+
+def _gru_initial_state():
+    gru = layers.GRU(DIM, return_sequences=True, name="gru")
+    inputs = [keras.Input((STEPS, DIM)), keras.Input((DIM,))]
+    outputs = Residual(gru, name="block")(inputs[0], initial_state=[inputs[1]])
+    return gru, inputs, outputs, lambda x, extra: gru(x, initial_state=[extra])
+
+
+CALL_ARGUMENTS = {"use_causal_mask": _attention_causal, "attention_mask": _attention_mask,
+                  "initial_state": _gru_initial_state}
+
+
+@pytest.mark.parametrize("argument", list(CALL_ARGUMENTS))
+def test_call_arguments_reach_the_wrapped_layer_and_survive_saving(argument, tmp_path):
+    layer, inputs, outputs, unwrapped = CALL_ARGUMENTS[argument]()
+    model = keras.Model(inputs, outputs)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, STEPS, DIM)).astype("float32")
+    extra = {"use_causal_mask": None,
+             "attention_mask": rng.random((3, STEPS, STEPS)) < 0.6,
+             "initial_state": rng.normal(size=(3, DIM)).astype("float32")}[argument]
+    data = [x] if extra is None else [x, extra]
+    # The unwrapped layer plus x, called with the argument and without it.
+    tensor = None if extra is None else keras.ops.convert_to_tensor(extra)
+    expected = to_numpy(unwrapped(keras.ops.convert_to_tensor(x), tensor)) + x
+    plain = to_numpy(layer(x, x) if argument != "initial_state" else layer(x)) + x
+    assert not np.allclose(expected, plain, atol=1e-4)  # the argument changes the output
+    np.testing.assert_allclose(model.predict(data, verbose=0), expected, rtol=1e-5, atol=1e-5)
+    model.save(tmp_path / "model.keras")
+    loaded = keras.models.load_model(tmp_path / "model.keras")
+    np.testing.assert_allclose(loaded.predict(data, verbose=0), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_call_arguments_the_wrapped_layer_does_not_take_are_refused_by_name():
+    x = np.zeros((2, STEPS, DIM), "float32")
+    with pytest.raises(ValueError, match=r"branch 'fc' \(Dense\), whose call takes no further "
+                                         r"arguments .*Received: call arguments "
+                                         r"\['use_causal_mask'\]"):
+        Residual(layers.Dense(DIM, name="fc"))(x, use_causal_mask=True)
+    with pytest.raises(ValueError, match=r"whose call takes attention_mask, key_mask, "
+                                         r"use_causal_mask .*Received: call arguments "
+                                         r"\['initial_state'\]"):
+        Residual(layers.MultiHeadAttention(2, 4))(x, initial_state=[x[:, 0]])
