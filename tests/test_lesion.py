@@ -166,6 +166,38 @@ def test_reordering_incompatible_blocks_is_a_value_error():
             surgery.reorder_blocks(model, order)
 
 
+@pytest.mark.multibackend
+def test_the_reorder_error_names_the_block_that_cannot_move_and_why():
+    def model(**second):
+        inputs = keras.Input((WIDTH,))
+        x = Residual(layers.Dense(WIDTH), name="first")(inputs)
+        x = Residual(layers.Dense(WIDTH), name="second", **second)(x)
+        return keras.Model(inputs, Residual(layers.Dense(WIDTH), name="third")(x))
+
+    cases = [
+        ({"shortcut": ProjectionShortcut(name="proj")},
+         "block 'second' has a ProjectionShortcut shortcut ('proj'), not the identity"),
+        ({"preactivation": "relu", "shortcut_from": "preactivated"},
+         "the shortcut of block 'second' passes on its pre-activated input"),
+    ]
+    for second, why in cases:
+        with pytest.raises(ValueError) as error:
+            surgery.reorder_blocks(model(**second), [0, 2, 1])
+        assert str(error.value).startswith(
+            f"Block 'third' (block 2) cannot take the place of 'second' (block 1): {why}"
+        )
+    chain = _chain()[0]
+    for order, why in [
+        ([2, 1, 0, 3, 4], "Block 'b2' (block 2) cannot take the place of 'b0' (block 0): block "
+                          "'b2' maps (None, 4) to (None, 6) (a downsampling block)."),
+        ([3, 1, 2, 0, 4], "Block 'b3' (block 3) cannot take the place of 'b0' (block 0): block "
+                          "'b3' takes inputs of shape (None, 6), block 'b0' of shape (None, 4)."),
+    ]:
+        with pytest.raises(ValueError) as error:
+            surgery.reorder_blocks(chain, order)
+        assert str(error.value).startswith(why)
+
+
 def _plain():
     parts = {name: layers.Dense(WIDTH, activation="relu", name=name) for name in "abcd"}
     parts["head"] = layers.Dense(3, activation="softmax", name="head")

@@ -21,14 +21,15 @@ from keras import layers
 
 from keras_residual import graph
 from keras_residual.lesion_state import set_lesion_ready
+from keras_residual.residual import Residual
 from keras_residual.surgery.select import (
     BlockRef,
+    identity_shortcut,
     layer_shape,
     removable_layers,
     residual_blocks,
     resolve_blocks,
     resolve_units,
-    swappable,
 )
 
 
@@ -64,7 +65,22 @@ def delete_blocks(model: keras.Model, blocks: Sequence[BlockRef] | BlockRef) -> 
     return clone
 
 
-def _check_order(blocks: list, order: list[int]) -> None:
+def _why_fixed(block: Residual) -> str | None:
+    """Why `block` cannot move (Veit et al. 2016, Sec. 4.3), or None where it can."""
+    shape_in, shape_out = layer_shape(block, "input"), layer_shape(block, "output")
+    if shape_in[1:] != shape_out[1:]:
+        return f"block {block.name!r} maps {shape_in} to {shape_out} (a downsampling block)"
+    if identity_shortcut(block):
+        return None
+    part = block.part("shortcut")
+    if part.passes_input:
+        return (f"the shortcut of block {block.name!r} passes on its pre-activated input "
+                "(shortcut_from='preactivated'), not the block input")
+    return (f"block {block.name!r} has a {type(part.layer).__name__} shortcut "
+            f"({part.layer.name!r}), not the identity")
+
+
+def _check_order(blocks: list[Residual], order: list[int]) -> None:
     if sorted(order) != list(range(len(blocks))):
         raise ValueError(
             f"`order` must be a permutation of range({len(blocks)}) (one entry per block). "
@@ -74,14 +90,16 @@ def _check_order(blocks: list, order: list[int]) -> None:
         if position == index:
             continue
         moved, slot = blocks[index], blocks[position]
-        if not (swappable(moved) and swappable(slot)) or (
-            layer_shape(moved, "input")[1:] != layer_shape(slot, "input")[1:]
-        ):
+        why = _why_fixed(moved) or _why_fixed(slot)
+        if why is None and layer_shape(moved, "input")[1:] != layer_shape(slot, "input")[1:]:
+            why = (f"block {moved.name!r} takes inputs of shape {layer_shape(moved, 'input')}, "
+                   f"block {slot.name!r} of shape {layer_shape(slot, 'input')}")
+        if why is not None:
             raise ValueError(
-                f"Block {moved.name!r} cannot take the place of {slot.name!r}: only blocks "
-                "with identity shortcuts and equal input and output shapes can be "
-                f"reordered ({layer_shape(moved, 'input')} vs {layer_shape(slot, 'input')}). "
-                f"Received: order={order}"
+                f"Block {moved.name!r} (block {index}) cannot take the place of {slot.name!r} "
+                f"(block {position}): {why}. Only blocks with identity shortcuts and equal "
+                "input and output shapes can be reordered (Veit et al. 2016, Sec. 4.3); "
+                f"keep this one in place. Received: order={order}"
             )
 
 
