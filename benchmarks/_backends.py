@@ -80,7 +80,7 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
         default="current",
         choices=("current", "all") + BACKENDS,
         help="backend to measure: 'all' runs each in its own process; 'current' uses "
-        "KERAS_BACKEND (default tensorflow)",
+        "KERAS_BACKEND (tensorflow when unset)",
     )
     parser.add_argument("--rows-out", default=None, help=argparse.SUPPRESS)
 

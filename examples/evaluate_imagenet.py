@@ -57,7 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
              "to --out/quick_data/val",
     )
     parser.add_argument("--out", default=".",
-                        help="where --quick writes its random images (default: current folder)")
+                        help="where --quick writes its random images")
     args = parser.parse_args(argv)
     if args.data is None and not args.quick:
         parser.error("--data is required (or pass --quick to evaluate on random images)")

@@ -58,7 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     add_common_arguments(parser)
     parser.add_argument("--depth", type=int, default=None,
-                        help="6n+2; default 20 on MNIST, 110 on CIFAR-10 (the paper)")
+                        help="6n+2 (None: 20 on MNIST, 110 on CIFAR-10 as in the paper)")
     parser.add_argument("--table", default="both", choices=TABLES,
                         help="Table 1 (shortcuts), Table 2 (placements) or both")
     return parser.parse_args(argv)

@@ -169,15 +169,15 @@ QUICK = {"epochs": 2, "max_train": 1024, "batch_size": 32, "widths": (8, 16)}
 def main(argv: list[str] | None = None) -> dict[str, float]:
     """Command line: train both CNNs and print their test accuracy."""
     parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter, description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=3, help="training epochs (default: 3)")
-    parser.add_argument("--batch-size", type=int, default=64, help="batch size (default: 64)")
+    parser.add_argument("--epochs", type=int, default=3, help="training epochs")
+    parser.add_argument("--batch-size", type=int, default=64, help="batch size")
     parser.add_argument("--quick", action="store_true",
                         help="2 epochs on 1,024 images with narrow blocks (a smoke test)")
     parser.add_argument("--allow-download", action="store_true",
                         help="download full MNIST when it is not in the Keras cache")
     parser.add_argument("--out", default=None,
                         help="folder to save both trained models in, as mnist_residual.keras "
-                             "and mnist_plain.keras (default: save nothing)")
+                             "and mnist_plain.keras (None: save nothing)")
     args = parser.parse_args(argv)
     data = load_mnist(allow_download=args.allow_download)
     if args.quick:

@@ -146,6 +146,19 @@ def _known_names(models) -> list[str]:
     return sorted(models.BUILDERS) + list(_DEPTH_NAMES)
 
 
+def _closest(name: str, names: list[str]) -> list[str]:
+    """Every name as similar to `name` as the most similar one, longest shared prefix first.
+
+    One suggestion would hide a tie: "resnet35" is as close to resnet34 as to resnet50.
+    """
+    ratios = {other: difflib.SequenceMatcher(None, name, other).ratio() for other in names}
+    best = max(ratios.values(), default=0.0)
+    if best < 0.6:
+        return []
+    tied = [other for other, ratio in ratios.items() if ratio >= best - 1e-9]
+    return sorted(tied, key=lambda other: (-len(os.path.commonprefix([name, other])), other))
+
+
 def _check_name(parser: argparse.ArgumentParser, models, name: str) -> None:
     """A usage error, with the closest names, for a name `get_model` does not know."""
     if name in models.BUILDERS:
@@ -156,8 +169,8 @@ def _check_name(parser: argparse.ArgumentParser, models, name: str) -> None:
     examples = sorted(models.BUILDERS) + [
         f"{prefix}{depth}" for prefix, depths in _DEPTH_NAMES.values() for depth in depths
     ]
-    close = difflib.get_close_matches(name, examples, n=1, cutoff=0.6)
-    hint = f"; did you mean {close[0]}?" if close else ";"
+    close = _closest(name, examples)
+    hint = f"; did you mean {' or '.join(close)}?" if close else ";"
     parser.error(f"unknown model {name!r}{hint} see `{PROG} models` for the list")
 
 

@@ -52,7 +52,8 @@ def test_unknown_model_is_a_usage_error_with_a_suggestion():
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]
     assert last == (
-        "keras-residual summary: error: unknown model 'resnet51'; did you mean resnet50? "
+        "keras-residual summary: error: unknown model 'resnet51'; did you mean resnet50 or "
+        "resnet18? "
         "see `keras-residual models` for the list"
     )
     assert "Traceback" not in result.stderr and "I0000" not in result.stderr
@@ -100,6 +101,8 @@ def test_models_lists_every_builder(capsys):
         (["summary", "mnist_resnet", "--classes", "-3"],
          "argument --classes: expected a positive integer. Received: '-3'"),
         (["summary", "cifar_resnet_20"], "did you mean cifar_resnet20?"),
+        # Ties: difflib's similarity is 0.875 for both (2 * 7 matching characters / 16).
+        (["summary", "resnet35"], "did you mean resnet34 or resnet50?"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
     ],
 )

@@ -126,3 +126,37 @@ def test_demo_runs_sections_reports_failures_and_writes_index(tmp_path, monkeypa
     (examples / "lesion_study.py").unlink()
     sections, failures = demo.run_sections(1, 2, 3, str(out_dir))
     assert failures == [] and "lesion_study.py is not there" in capsys.readouterr().out
+
+
+def _help_strings(path):
+    """(line, help text) of every add_argument call in a script, read from its syntax tree."""
+    import ast
+
+    with open(path) as file:
+        tree = ast.parse(file.read())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "add_argument":
+            for keyword in node.keywords:
+                if keyword.arg == "help" and isinstance(keyword.value, ast.Constant):
+                    yield node.lineno, keyword.value.value
+
+
+@pytest.mark.backends("tensorflow", reason="reads the scripts' source; no backend runs")
+def test_help_strings_leave_the_default_to_argparse():
+    # ArgumentDefaultsHelpFormatter appends "(default: ...)" to every help
+    # string without "%(default)": one that says its default itself prints it twice.
+    scripts = [os.path.join(ROOT, "keras_residual", "cli.py")] + [
+        os.path.join(folder, name)
+        for folder in (EXAMPLES, os.path.join(ROOT, "benchmarks"))
+        for name in sorted(os.listdir(folder)) if name.endswith(".py")
+    ]
+    checked, repeated = 0, []
+    for path in scripts:
+        with open(path) as file:
+            if "ArgumentDefaultsHelpFormatter" not in file.read():
+                continue
+        checked += 1
+        repeated += [f"{os.path.relpath(path, ROOT)}:{line}: {text!r}"
+                     for line, text in _help_strings(path)
+                     if re.search("default", text, re.I) and "%(default)" not in text]
+    assert checked >= 10 and not repeated, repeated
