@@ -801,6 +801,22 @@ class Residual(layers.Wrapper):
             kwargs["mask"] = mask
         return self.layer(pre, **kwargs)
 
+    def _with_zero_gradients(self, y):
+        """`y`, with a zero gradient for every trainable variable of the branch and merge.
+
+        A skipped branch gets zero gradients, as under `tf.cond` in a compiled
+        step and on JAX, not none: an eager cond (PyTorch) left its variables
+        out of the backward pass, and Keras' optimizer warned "Gradients do not
+        exist for variables" once per skipped block per step.
+        """
+        touched = [
+            ops.multiply(ops.sum(ops.cast(v, "float32")), 0.0)
+            for v in (*self.layer.trainable_variables, *self.merge_layer.trainable_variables)
+        ]
+        if not touched:
+            return y
+        return ops.add(y, ops.cast(ops.sum(ops.stack(touched)), y.dtype))
+
     def _select(self, keep, with_branch, without_branch, training):
         """`with_branch()` where `keep` else `without_branch()`, computing only one.
 
@@ -808,8 +824,10 @@ class Residual(layers.Wrapper):
         statistics, seed states), so in training both are computed and the
         state updates of the discarded one are undone.
         """
-        if keras.backend.backend() != "jax" or not training:
+        if not training:
             return ops.cond(keep, with_branch, without_branch)
+        if keras.backend.backend() != "jax":
+            return ops.cond(keep, with_branch, lambda: self._with_zero_gradients(without_branch()))
         stateful = [
             v for part in (self.layer, self.merge_layer) for v in part.variables if not v.trainable
         ]

@@ -763,3 +763,19 @@ def test_call_arguments_the_wrapped_layer_does_not_take_are_refused_by_name():
                                          r"use_causal_mask .*Received: call arguments "
                                          r"\['initial_state'\]"):
         Residual(layers.MultiHeadAttention(2, 4))(x, initial_state=[x[:, 0]])
+
+
+def test_a_skipped_branch_gets_zero_gradients_and_no_warning(recwarn):
+    # drop_rate 0.999: every step of this fit skips the branch (seeded draws).
+    inputs = keras.Input((4,))
+    block = Residual(layers.Dense(4), drop_rate=0.999, seed=1, name="block")
+    model = keras.Model(inputs, layers.Dense(2, name="head")(block(layers.Dense(4)(inputs))))
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    branch = [to_numpy(v) for v in block.layer.weights]
+    head = to_numpy(model.get_layer("head").kernel)
+    model.fit(np.ones((16, 4), "float32"), np.ones((16, 2), "float32"), batch_size=4, verbose=0)
+    assert not [w for w in recwarn if "Gradients do not exist" in str(w.message)]
+    # Plain SGD moves a weight only by its gradient: zero for the skipped branch.
+    for before, variable in zip(branch, block.layer.weights, strict=True):
+        np.testing.assert_array_equal(to_numpy(variable), before)
+    assert not np.array_equal(to_numpy(model.get_layer("head").kernel), head)
