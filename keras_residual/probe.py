@@ -110,6 +110,9 @@ class _Prober:
                 f"{_join(prefix + ('shortcut',))!r} names nothing."
             )
         found = {}
+        # The branch's own call arguments (use_causal_mask, initial_state, ...), as the block
+        # passes them on.
+        branch_kwargs = {k: v for k, v in kwargs.items() if k not in ("training", "mask")}
 
         def apply(part, inputs):
             if part.role in ("merge", "activation"):
@@ -123,7 +126,8 @@ class _Prober:
                 out, inner = self.call(part.layer, (inputs[0],), {}, deeper, prefix + (part.role,))
                 found.update({(part.role,) + key: value for key, value in inner.items()})
             else:
-                out = block.run_part(part, inputs, training=kwargs.get("training"))
+                out = block.run_part(part, inputs, training=kwargs.get("training"),
+                                     mask=kwargs.get("mask"), call_kwargs=branch_kwargs)
             if () in sub:
                 found[(part.role,)] = out
             return out

@@ -201,3 +201,13 @@ def test_built_resnet50_block_and_branch():
     np.testing.assert_allclose(
         bn, (conv - mean) / np.sqrt(var + layer.epsilon) * gamma + beta, rtol=1e-4, atol=1e-4
     )
+
+
+def test_a_branch_probe_sees_the_call_arguments_the_block_passes_on():
+    mha = layers.MultiHeadAttention(2, 4, name="mha")
+    inputs = keras.Input((5, 8))
+    model = keras.Model(inputs, Residual(mha, name="block")(inputs, use_causal_mask=True))
+    x = np.random.default_rng(0).normal(size=(2, 5, 8)).astype("float32")
+    expected = keras.ops.convert_to_numpy(mha(x, x, use_causal_mask=True))  # the unwrapped layer
+    np.testing.assert_allclose(probe(model, "block/branch").predict(x, verbose=0), expected,
+                               rtol=1e-5, atol=1e-5)
