@@ -15,7 +15,7 @@ degradation problem), while ResNet-56 trains better than ResNet-20.
 
 By default it runs a reduced setting on the offline MNIST digits (4,000
 training / 1,000 test images, pooled to 14x14, stage widths 8/16/32, 12
-epochs); `--dataset cifar10` is the paper's setting (164 epochs = 64k
+epochs, learning rate 0.02: see `DEFAULTS`); `--dataset cifar10` is the paper's setting (164 epochs = 64k
 iterations). Writes `results.json` (final training and test error per family
 and depth, per-epoch curves, parameters) and `degradation.png` in the form
 of Fig. 6 to `--out`; rerunning the command resumes.
@@ -39,6 +39,11 @@ from keras_residual.experiments.runner import (
 FAMILIES = tables.FAMILIES
 DEPTHS = (20, 32, 44, 56)
 QUICK_DEPTHS = (8, 14)
+#: The reduced MNIST setting trains at 0.02, not He et al.'s 0.1: its 12 epochs of 4,000 digits
+#: are 384 iterations (the paper: 64k), and at 0.1 ResNet-56 had not finished fitting (0.54 +-
+#: 0.57% training error vs 0.02 +- 0.03% for ResNet-20, 3 seeds); at 0.02 the deeper ResNet trains
+#: at least as well (0.03 +- 0.06% vs 0.10 +- 0.04%), as in Fig. 6. CIFAR-10 keeps 0.1.
+DEFAULTS = {"mnist": {"learning_rate": 0.02}}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -87,7 +92,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     depths = depths_of(args)
     start = time.time()
-    data, recipe, settings = prepare(args)
+    data, recipe, settings = prepare(args, DEFAULTS)
     print(f"Data: {data.name}, {data.source}, {data.input_shape}; {settings['distribution']}; "
           f"mixed precision {'on' if settings['mixed_precision'] else 'off'}")
     print(f"Recipe: {recipe}; widths {settings['widths']}, BN momentum {settings['bn_momentum']}")
