@@ -785,3 +785,27 @@ def test_ensemble54_quick_writes_results_json(tmp_path):
     # Every block in every batch at scale 1 is normal training: same seeds, same result.
     np.testing.assert_allclose(control["effective_error"], control["normal_error"], atol=0.03)
     assert rows["5x epochs"]["epochs"] == 5 * results["epochs"]
+
+
+@pytest.mark.multibackend
+def test_precise_batchnorm_records_inside_a_lesion_ready_block():
+    """A lesion-ready block gates its branch with `ops.cond` (which JAX traces even eagerly):
+    the statistics of a BN layer inside the branch are still the NumPy moments of its inputs."""
+    from keras_residual.lesion import precise_batchnorm
+
+    inputs = keras.Input((3,))
+    dense = layers.Dense(3)
+    block = Residual(keras.Sequential([dense, layers.BatchNormalization()]))
+    model = keras.Model(inputs, block(inputs))
+    from keras_residual import set_lesion_ready
+
+    set_lesion_ready(model)
+    x = np.random.default_rng(0).normal(size=(16, 3)).astype("float32")
+    precise_batchnorm(model, x, batches=1, batch_size=16, shuffle=False)
+    kernel, bias = (keras.ops.convert_to_numpy(w) for w in (dense.kernel, dense.bias))
+    h = x.astype("float64") @ kernel + bias
+    bn = block.layer.layers[1]
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(bn.moving_mean), h.mean(0), rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(bn.moving_variance), h.var(0),
+                               rtol=1e-5, atol=1e-6)

@@ -83,6 +83,17 @@ def _recording(bns: list[layers.BatchNormalization]) -> Iterator[list[_Moments]]
             del layer.call
 
 
+def _concrete_control_flow() -> contextlib.AbstractContextManager:
+    """JAX traces both branches of `ops.cond` even when called eagerly, which a lesion-ready
+    block's gate uses: a recorded input would then be a tracer. Without jit, JAX runs the
+    branch the (concrete) predicate picks. Other backends run eagerly as they are."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.disable_jit()
+    return contextlib.nullcontext()
+
+
 def _batches(data: Any, batches: int, batch_size: int, shuffle: bool, seed: int) -> Iterator[Any]:
     if isinstance(data, (tuple, list)) and len(data) == 2 and not np.isscalar(data[0]):
         data = data[0]
@@ -142,7 +153,7 @@ def precise_batchnorm(
     if not bns:
         return []
     seen = 0
-    with _recording(bns) as moments:
+    with _recording(bns) as moments, _concrete_control_flow():
         for x in _batches(data, batches, batch_size, shuffle, seed):
             model(keras.ops.convert_to_tensor(np.asarray(x, dtype="float32")), training=False)
             seen += 1
