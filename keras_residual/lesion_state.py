@@ -40,7 +40,8 @@ class LesionState:
 
     Attributes:
         branch_enabled: bool. False deletes the branch: the block outputs
-            `activation(merge(h(x), 0))`. Defaults to True.
+            `activation(merge.without_branch(h(x)))`: `merge(h(x), 0)` for
+            sums and gates, `h(x)` for a product. Defaults to True.
         gradient_route: str. "both", "branch" or "shortcut": the forward value
             is unchanged, the backward pass flows only through the chosen
             path (Sec. 4.2, gradient per path length). Defaults to "both".

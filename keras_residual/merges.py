@@ -67,13 +67,14 @@ class Merge(layers.Layer):
         return tuple(branch_shape if branch_shape is not None else shortcut_shape)
 
     def without_branch(self, shortcut, inputs=None, **kwargs):
-        """The merge with the branch deleted: `merge(h(x), 0)`.
+        """The merge with the branch deleted: `merge(h(x), 0)` here, `h(x)` for a product.
 
         What a residual block passes on when its branch is removed (Veit et
         al. 2016, Sec. 4.1: the residual module goes, the rest of the block
         stays; Huang et al. 2016, Eq. 2, for a dropped branch). The default
         calls the merge with a zero branch; merges whose "no branch" value
-        is cheaper or different override it.
+        is cheaper or different override it (`MultiplyMerge` returns `h(x)`,
+        the value of a product without its factor, not `h(x) * 0`).
 
         Args:
             shortcut: tensor. The shortcut output `h(x)`.

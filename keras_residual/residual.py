@@ -509,7 +509,7 @@ class Residual(layers.Wrapper):
     def deletable(self) -> bool:
         """Whether deleting the branch leaves a network: False only for a shape-changing plain layer.
 
-        A block with a shortcut outputs `act(merge(h(x), 0))` without its
+        A block with a shortcut outputs `act(merge.without_branch(h(x)))` without its
         branch; a plain layer (`shortcut="none"`) becomes the identity, which
         exists only where its output shape equals its input shape (Veit et al.
         2016, Fig. 3, the VGG comparison).
@@ -942,7 +942,8 @@ class Residual(layers.Wrapper):
 
     @property
     def branch_enabled(self) -> bool:
-        """Whether the branch contributes (False: `y = act(merge(h(x), 0))`; Veit et al. 2016, Sec. 4)."""
+        """Whether the branch contributes (False: `y = act(merge.without_branch(h(x)))`, which is
+        `act(merge(h(x), 0))` for a sum; Veit et al. 2016, Sec. 4)."""
         return self.get_lesion_state().branch_enabled
 
     @branch_enabled.setter

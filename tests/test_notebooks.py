@@ -15,11 +15,10 @@ import json
 import os
 import sys
 
-import pytest
-
 import ipykernel  # noqa: E402, F401  (the test extra has all three: missing, the suite fails)
 import nbclient  # noqa: E402
 import nbformat  # noqa: E402
+import pytest
 from jupyter_client.kernelspec import KernelSpecManager  # noqa: E402
 from jupyter_client.manager import KernelManager  # noqa: E402
 
