@@ -118,19 +118,20 @@ def main(argv: list[str] | None = None) -> keras.callbacks.History:
             metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
             jit_compile=True if args.xla else "auto",
         )
-    print(
-        f"Model {args.model}-{args.depth}: {model.count_params():,} parameters, weight decay "
-        f"{args.weight_decay} on {len(decayed)} kernels; learning rate {args.learning_rate:g} "
-        f"divided by 10 at iterations {schedule.boundaries}, stop at {args.iterations}"
-    )
-    history = model.fit(
-        train,
-        epochs=math.ceil(args.iterations / steps_per_epoch),
-        steps_per_epoch=steps_per_epoch,
-        validation_data=test,
-        callbacks=[training.StopAtStep(args.iterations), *training.training_callbacks(args.out)],
-        verbose=1,
-    )
+        print(
+            f"Model {args.model}-{args.depth}: {model.count_params():,} parameters, weight decay "
+            f"{args.weight_decay} on {len(decayed)} kernels; learning rate {args.learning_rate:g} "
+            f"divided by 10 at iterations {schedule.boundaries}, stop at {args.iterations}"
+        )
+        # fit inside the scope too: on JAX it shards batches by the current distribution.
+        history = model.fit(
+            train,
+            epochs=math.ceil(args.iterations / steps_per_epoch),
+            steps_per_epoch=steps_per_epoch,
+            validation_data=test,
+            callbacks=[training.StopAtStep(args.iterations), *training.training_callbacks(args.out)],
+            verbose=1,
+        )
     error = 100.0 * (1.0 - history.history["val_accuracy"][-1])
     print(f"Test error after {int(model.optimizer.iterations)} iterations: {error:.2f}%")
     if training.is_chief(os.environ.get("TF_CONFIG")):

@@ -178,21 +178,22 @@ def main(argv: list[str] | None = None) -> keras.callbacks.History:
             ],
             jit_compile=True if args.xla else "auto",
         )
-    print(
-        f"Model {args.model}: {model.count_params():,} parameters, weight decay "
-        f"{args.weight_decay} on {len(decayed)} kernels; peak learning rate "
-        f"{schedule.peak_learning_rate:g}, {schedule.warmup_steps} warm-up steps, "
-        f"{args.decay} decay over {schedule.total_steps} steps"
-    )
-    history = model.fit(
-        train.dataset.map(one_hot),
-        epochs=args.epochs,
-        steps_per_epoch=steps_per_epoch,
-        validation_data=validation,
-        validation_steps=args.validation_steps,
-        callbacks=training.training_callbacks(args.out),
-        verbose=1,
-    )
+        print(
+            f"Model {args.model}: {model.count_params():,} parameters, weight decay "
+            f"{args.weight_decay} on {len(decayed)} kernels; peak learning rate "
+            f"{schedule.peak_learning_rate:g}, {schedule.warmup_steps} warm-up steps, "
+            f"{args.decay} decay over {schedule.total_steps} steps"
+        )
+        # fit inside the scope too: on JAX it shards batches by the current distribution.
+        history = model.fit(
+            train.dataset.map(one_hot),
+            epochs=args.epochs,
+            steps_per_epoch=steps_per_epoch,
+            validation_data=validation,
+            validation_steps=args.validation_steps,
+            callbacks=training.training_callbacks(args.out),
+            verbose=1,
+        )
     if training.is_chief(os.environ.get("TF_CONFIG")):
         path = os.path.join(args.out, "model.keras")
         model.save(path)

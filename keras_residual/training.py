@@ -301,15 +301,19 @@ def strategy_kind(tf_config: str | None, num_gpus: int) -> str:
 
 
 def distribution_scope() -> tuple[contextlib.AbstractContextManager, str]:
-    """A scope to build and compile a model in, spreading training over all local devices.
+    """A scope to build, compile and fit a model in, spreading training over all local devices.
 
     TensorFlow: a `tf.distribute` strategy chosen by `strategy_kind` from
     TF_CONFIG and the visible GPUs. JAX: `keras.distribution.DataParallel`
-    over all devices when there are several. PyTorch: one device.
+    over all devices when there are several, made current only while the
+    scope is entered (and the previous distribution restored on exit), so
+    calling this function changes nothing global. PyTorch: one device.
 
     Returns:
-        `(scope, description)`: enter `scope` around model building and
-        `compile`; `description` says what was chosen.
+        `(scope, description)`: enter `scope` around model building,
+        `compile` and `fit` (on JAX `fit` shards its batches by the current
+        distribution); `description` says what was chosen.
+        `distribution_description()` gives the description alone.
 
     Example:
         >>> from keras_residual.training import distribution_scope
@@ -319,35 +323,48 @@ def distribution_scope() -> tuple[contextlib.AbstractContextManager, str]:
     """
     backend = keras.backend.backend()
     if backend == "tensorflow":
-        return _tensorflow_scope()
+        scope = _tensorflow_scope()
+    elif backend == "jax" and len(keras.distribution.list_devices()) > 1:
+        # Distribution.scope() makes it current on entry and restores the previous one on exit.
+        devices = keras.distribution.list_devices()
+        scope = keras.distribution.DataParallel(devices=devices).scope()
+    else:
+        scope = contextlib.nullcontext()
+    return scope, distribution_description()
+
+
+def distribution_description() -> str:
+    """What `distribution_scope` would choose, without creating or setting anything.
+
+    Example:
+        >>> from keras_residual.training import distribution_description
+        >>> distribution_description().split(":")[0] in ("tensorflow", "jax", "torch")
+        True
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = len(tf.config.list_logical_devices("GPU"))
+        strategy = {"multi_worker": "MultiWorkerMirroredStrategy", "mirrored": "MirroredStrategy",
+                    "default": "the default strategy"}[strategy_kind(os.environ.get("TF_CONFIG"), gpus)]
+        return f"tensorflow: {strategy} over {max(gpus, 1)} local device(s)"
     if backend == "jax":
-        return _jax_scope()
-    return contextlib.nullcontext(), f"{backend}: one device"
+        devices = len(keras.distribution.list_devices())
+        return f"jax: DataParallel over {devices} devices" if devices > 1 else "jax: one device"
+    return f"{backend}: one device"
 
 
-def _tensorflow_scope() -> tuple[contextlib.AbstractContextManager, str]:
+def _tensorflow_scope() -> contextlib.AbstractContextManager:
     import tensorflow as tf
 
     gpus = tf.config.list_logical_devices("GPU")
     kind = strategy_kind(os.environ.get("TF_CONFIG"), len(gpus))
     if kind == "multi_worker":
-        strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    elif kind == "mirrored":
-        strategy = tf.distribute.MirroredStrategy()
-    else:
-        strategy = tf.distribute.get_strategy()
-    description = (
-        f"tensorflow: {type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s)"
-    )
-    return strategy.scope(), description
-
-
-def _jax_scope() -> tuple[contextlib.AbstractContextManager, str]:
-    devices = keras.distribution.list_devices()
-    if len(devices) > 1:
-        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
-        return contextlib.nullcontext(), f"jax: DataParallel over {len(devices)} devices"
-    return contextlib.nullcontext(), "jax: one device"
+        return tf.distribute.MultiWorkerMirroredStrategy().scope()
+    if kind == "mirrored":
+        return tf.distribute.MirroredStrategy().scope()
+    return tf.distribute.get_strategy().scope()
 
 
 class StopAtStep(keras.callbacks.Callback):

@@ -101,3 +101,23 @@ def test_mirrored_and_mixed_precision_training_match_single_device():
     assert np.all(np.isfinite(mixed["loss"]))
     # float16 activations: the same trajectory within half-precision round-off.
     np.testing.assert_allclose(mixed["loss"], single["loss"], rtol=2e-2)
+
+
+@pytest.mark.backends("jax", reason="keras.distribution.DataParallel is JAX's")
+def test_jax_distribution_is_set_only_inside_the_scope(monkeypatch):
+    import keras
+
+    from keras_residual import training
+
+    # Two entries for the one CPU: enough for DataParallel's mesh, no device flags needed.
+    monkeypatch.setattr(keras.distribution, "list_devices", lambda: ["cpu:0", "cpu:0"])
+    assert keras.distribution.distribution() is None
+    assert training.distribution_description() == "jax: DataParallel over 2 devices"
+    scope, description = training.distribution_scope()
+    assert description == "jax: DataParallel over 2 devices"
+    assert keras.distribution.distribution() is None  # calling it sets nothing
+    with scope:
+        current = keras.distribution.distribution()
+        assert isinstance(current, keras.distribution.DataParallel)
+        assert current.device_mesh.shape == (2,)
+    assert keras.distribution.distribution() is None  # restored on exit

@@ -313,6 +313,37 @@ def test_finished_run_is_reused(tmp_path):
     first = runner.train_run(build, data, recipe, 0, str(tmp_path / "run"))
     assert keras.config.dtype_policy().name == "mixed_float16"  # kept across clear_session
     second = runner.train_run(build, data, recipe, 0, str(tmp_path / "run"))
-    assert calls == ["mixed_float16"] and first == second
+    # Built twice (the second time only to check the saved settings), trained once.
+    assert calls == ["mixed_float16"] * 2 and first == second
     assert len(first["curves"]["test_error"]) == 2
     assert first["params"] == 7 * 7 * 10 + 10
+
+
+@pytest.mark.multibackend
+def test_resume_checks_the_saved_settings(tmp_path):
+    data = runner.load_data("mnist", image_size=7, train_size=16, test_size=8)
+    units = [10]
+
+    def build():
+        inputs = keras.Input(data.input_shape)
+        x = keras.layers.Dense(units[0])(keras.layers.Flatten()(inputs))
+        return keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x))
+
+    run_dir = str(tmp_path / "run")
+    first = runner.train_run(build, data, runner.Recipe(epochs=1, batch_size=16), 0, run_dir)
+    with pytest.raises(ValueError, match=r"recipe\.epochs: saved 1, now 2"):
+        runner.train_run(build, data, runner.Recipe(epochs=2, batch_size=16), 0, run_dir)
+    units[0] = 12  # another width: same recipe, another network
+    with pytest.raises(ValueError, match=r"network\.params: saved 610, now 730"):
+        runner.train_run(build, data, runner.Recipe(epochs=1, batch_size=16), 0, run_dir)
+    with pytest.raises(ValueError, match=r"seed: saved 0, now 1"):
+        units[0] = 10
+        runner.train_run(build, data, runner.Recipe(epochs=1, batch_size=16), 1, run_dir)
+    rerun = runner.train_run(build, data, runner.Recipe(epochs=2, batch_size=16), 0, run_dir,
+                             on_mismatch="rerun")
+    assert len(first["curves"]["test_error"]) == 1 and len(rerun["curves"]["test_error"]) == 2
+    with open(os.path.join(run_dir, "settings.json")) as f:
+        assert json.load(f)["recipe"]["epochs"] == 2
+    os.remove(os.path.join(run_dir, "settings.json"))  # a folder from before settings were saved
+    with pytest.raises(ValueError, match="no settings.json"):
+        runner.train_run(build, data, runner.Recipe(epochs=2, batch_size=16), 0, run_dir)

@@ -13,8 +13,11 @@ Curves follow the papers' figures: the training error of an epoch is the
 running error of the mini-batches during that epoch (training mode), the
 test error is measured on the test set after it. Each (variant, seed) run
 lives in `out/runs/<variant>/seed<k>/` with Keras' `BackupAndRestore` backup,
-per-epoch weights, TensorBoard logs and a CSV log: an interrupted command,
-rerun, resumes from the last finished epoch and skips finished runs.
+per-epoch weights, TensorBoard logs, a CSV log and the run's settings: an
+interrupted command, rerun, resumes from the last finished epoch and skips
+finished runs, after checking that they were saved with the same recipe,
+data, seed and network (`run_settings`); a run saved with other settings is
+refused with the differences named, or retrained with `on_mismatch="rerun"`.
 """
 
 from __future__ import annotations
@@ -22,10 +25,12 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import hashlib
 import json
 import math
 import os
 import re
+import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -392,7 +397,7 @@ def prepare(
     mixed = args.mixed_precision == "on" or (args.mixed_precision == "auto" and gpus > 0)
     if mixed:
         keras.config.set_dtype_policy("mixed_float16")
-    _, distribution = training.distribution_scope()
+    distribution = training.distribution_description()
     settings.update(
         source=data.source, train_images=len(data.x_train), test_images=len(data.x_test),
         input_shape=list(data.input_shape), backend=keras.backend.backend(), gpus=gpus,
@@ -445,6 +450,67 @@ def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9.\-]+", "_", name).strip("_")
 
 
+def run_settings(model: keras.Model, data: ExperimentData, recipe: Recipe, seed: int) -> dict:
+    """What decides one run's numbers, as saved in `run_dir/settings.json` and checked on resume.
+
+    The recipe, the data (source, split sizes, image shape), the seed, the
+    network's parameter count and a digest of its config (widths, depth,
+    BatchNorm momentum, merges: anything `get_config` records).
+
+    Example:
+        >>> import keras
+        >>> data = ExperimentData("mnist", "toy", np.zeros((4, 2, 2, 1)), np.zeros(4),
+        ...                       np.zeros((2, 2, 2, 1)), np.zeros(2))
+        >>> net = keras.Sequential([keras.Input((2, 2, 1)), keras.layers.Flatten(),
+        ...                         keras.layers.Dense(10)])
+        >>> s = run_settings(net, data, Recipe(epochs=3), seed=0)
+        >>> s["recipe"]["epochs"], s["data"]["train_images"], s["network"]["params"]
+        (3, 4, 50)
+    """
+    config = json.dumps(model.get_config(), sort_keys=True, default=lambda o: type(o).__name__)
+    return {
+        "recipe": dataclasses.asdict(recipe),
+        "data": {"name": data.name, "source": data.source, "train_images": len(data.x_train),
+                 "test_images": len(data.x_test), "input_shape": list(data.input_shape)},
+        "seed": seed,
+        "network": {"params": int(model.count_params()),
+                    "config_sha1": hashlib.sha1(config.encode()).hexdigest()},
+    }
+
+
+def _differences(saved: Any, now: Any, prefix: str = "") -> list[str]:
+    """`key: saved X, now Y` for every leaf where two settings dicts differ."""
+    if isinstance(saved, dict) and isinstance(now, dict):
+        return [line for key in sorted(set(saved) | set(now))
+                for line in _differences(saved.get(key), now.get(key), f"{prefix}{key}.")]
+    if saved == now:
+        return []
+    return [f"{prefix.rstrip('.')}: saved {saved!r}, now {now!r}"]
+
+
+def _check_saved_run(run_dir: str, settings: dict, on_mismatch: str) -> None:
+    """Refuses (or clears, for `on_mismatch="rerun"`) a run folder saved with other settings."""
+    saved_path = os.path.join(run_dir, "settings.json")
+    if os.path.exists(saved_path):
+        with open(saved_path) as f:
+            differences = _differences(json.load(f), settings)
+    elif os.path.isdir(run_dir) and os.listdir(run_dir):
+        differences = ["the folder has no settings.json (written before runs recorded settings)"]
+    else:
+        return
+    if not differences:
+        return
+    if on_mismatch == "rerun":
+        print(f"Rerunning {run_dir}: its saved run had other settings ({'; '.join(differences)})")
+        shutil.rmtree(run_dir)
+        return
+    raise ValueError(
+        f"{run_dir} holds a run with other settings, so its result would not be this run's: "
+        f"{'; '.join(differences)}. Use another --out, delete that folder, or pass "
+        f"on_mismatch='rerun' to train it again. Received: on_mismatch={on_mismatch!r}"
+    )
+
+
 def train_run(
     build: Callable[[], keras.Model],
     data: ExperimentData,
@@ -453,8 +519,14 @@ def train_run(
     run_dir: str,
     bar: Any = None,
     label: str = "",
+    on_mismatch: str = "error",
 ) -> dict:
     """Trains one network with `recipe` and `seed`; resumes or reuses what `run_dir` holds.
+
+    A finished or interrupted run in `run_dir` is reused or resumed only if
+    it was saved with the same `run_settings` (recipe, data, seed, network);
+    otherwise `on_mismatch="error"` raises a ValueError that lists each
+    difference, and `on_mismatch="rerun"` deletes the folder and trains again.
 
     Returns:
         `{"seed", "params", "final_train_error", "final_test_error",
@@ -462,13 +534,8 @@ def train_run(
         "train_loss"}}`, errors in percent, also written to
         `run_dir/result.json`.
     """
-    done = os.path.join(run_dir, "result.json")
-    if os.path.exists(done):
-        with open(done) as f:
-            result = json.load(f)
-        if bar is not None:
-            bar.update(len(result["curves"]["test_error"]))
-        return result
+    if on_mismatch not in ("error", "rerun"):
+        raise ValueError(f"`on_mismatch` must be 'error' or 'rerun'. Received: {on_mismatch!r}")
     start = time.time()
     # A fresh graph per run; clear_session also resets the dtype policy (mixed precision).
     policy = keras.config.dtype_policy()
@@ -478,6 +545,18 @@ def train_run(
     scope, _ = training.distribution_scope()
     with scope:
         model = build()
+        settings = run_settings(model, data, recipe, seed)
+        _check_saved_run(run_dir, settings, on_mismatch)
+        done = os.path.join(run_dir, "result.json")
+        if os.path.exists(done):
+            with open(done) as f:
+                result = json.load(f)
+            if bar is not None:
+                bar.update(len(result["curves"]["test_error"]))
+            return result
+        os.makedirs(run_dir, exist_ok=True)
+        with open(os.path.join(run_dir, "settings.json"), "w") as f:
+            json.dump(settings, f, indent=1)
         training.add_weight_decay(model, recipe.weight_decay)
         blocks = len(graph.blocks(model, nested=True))
         model.compile(
@@ -488,11 +567,13 @@ def train_run(
             loss=keras.losses.SparseCategoricalCrossentropy(),
             metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         )
-    log = os.path.join(run_dir, "log.csv")
-    callbacks = [*training.training_callbacks(run_dir), keras.callbacks.CSVLogger(log, append=True)]
-    if bar is not None:
-        callbacks.append(_EpochProgress(bar, label))
-    model.fit(**data.fit_arguments(recipe.batch_size, seed), epochs=recipe.epochs, callbacks=callbacks, verbose=0)
+        log = os.path.join(run_dir, "log.csv")
+        callbacks = [*training.training_callbacks(run_dir),
+                     keras.callbacks.CSVLogger(log, append=True)]
+        if bar is not None:
+            callbacks.append(_EpochProgress(bar, label))
+        model.fit(**data.fit_arguments(recipe.batch_size, seed), epochs=recipe.epochs,
+                  callbacks=callbacks, verbose=0)
     curves = _read_curves(log)
     result = {
         "seed": seed,
@@ -546,6 +627,7 @@ def run_variants(
     seeds: Sequence[int],
     out_dir: str,
     progress: bool = True,
+    on_mismatch: str = "error",
 ) -> dict[str, dict]:
     """Trains every variant for every seed with one recipe; returns `summarize` per variant.
 
@@ -557,6 +639,9 @@ def run_variants(
         seeds: random seeds (weights, shuffling, augmentation).
         out_dir: runs go to `out_dir/runs/<variant>/seed<k>/`.
         progress: show one tqdm bar over all epochs of all runs.
+        on_mismatch: what to do with a saved run whose settings differ from
+            this one's: "error" (raise, naming each difference) or "rerun"
+            (delete it and train again); see `train_run`.
 
     Returns:
         `{variant: summary}`, in the order of `variants`.
@@ -570,7 +655,7 @@ def run_variants(
             runs = [
                 train_run(build, data, recipe, seed,
                           os.path.join(out_dir, "runs", slug(name), f"seed{seed}"),
-                          bar, label=f"{name} seed {seed}")
+                          bar, label=f"{name} seed {seed}", on_mismatch=on_mismatch)
                 for seed in seeds
             ]
             results[name] = summarize(runs)
