@@ -177,3 +177,58 @@ def test_compare_layers_purity_and_twins_against_numpy_top_k_sets():
     assert purity["b2"] == pytest.approx(expected_purity["b2"])
     twins = compare_twins(*results)
     assert [twins[k][0]["matched_fraction"] for k in ("residual", "plain")] == expected_matched
+
+
+def test_empirical_nulls_against_numpy_on_a_hand_made_activation_table():
+    """Two 'layers' that output a hand-made (12 images, 4 channels) table each; NumPy and set
+    arithmetic give the within-layer null and the exact permutation null (all 24 permutations)."""
+    import itertools
+
+    from keras_residual.viz.refinement import compare_layers
+
+    # Image 0 is a hub (high in every channel of both layers); channel c of b follows channel c
+    # of a with noise, so the same-channel overlap is high but not k.
+    table_a = np.array([
+        [9.0, 9.1, 9.2, 9.3], [8.0, 0.1, 0.2, 1.0], [7.0, 0.3, 6.0, 0.4], [0.5, 8.5, 0.6, 0.7],
+        [0.8, 7.5, 0.9, 5.0], [1.1, 1.2, 8.2, 1.3], [1.4, 1.5, 7.2, 1.6], [1.7, 1.8, 1.9, 8.8],
+        [2.0, 6.5, 2.1, 7.8], [6.1, 2.2, 2.3, 2.4], [2.5, 2.6, 2.7, 2.8], [2.9, 3.0, 3.1, 3.2],
+    ], "float32")
+    noise = np.random.default_rng(4).uniform(-3.0, 3.0, table_a.shape).astype("float32")
+    table_b = table_a + noise
+    images = np.concatenate([table_a, table_b], axis=1)[:, None, None, :]  # (12, 1, 1, 8)
+
+    inputs = keras.Input((1, 1, 8))
+    a = layers.Dense(4, use_bias=False, name="a")(inputs)
+    b = layers.Dense(4, use_bias=False, name="b")(inputs)
+    model = keras.Model(inputs, [a, b])
+    select = np.eye(8, dtype="float32")
+    model.get_layer("a").set_weights([select[:, :4]])
+    model.get_layer("b").set_weights([select[:, 4:]])
+    k = 3
+    comparison = compare_layers(model, ["a", "b"], images, k=k, progress=False,
+                                batch_size=5).comparisons[0]
+
+    top_a = [set(np.argsort(-table_a[:, c])[:k]) for c in range(4)]
+    top_b = [set(np.argsort(-table_b[:, c])[:k]) for c in range(4)]
+    pairs = [(i, j) for i in range(4) for j in range(4) if i != j]
+    within = {(i, j): len(top_b[i] & top_b[j]) for i, j in pairs}
+    assert comparison.null_overlap() == pytest.approx(np.mean(list(within.values())))
+    matched = [max(within[i, j] for j in range(4) if j != i) >= 2 for i in range(4)]
+    assert comparison.null_matched_fraction(2) == pytest.approx(np.mean(matched))
+    # The hub image makes the empirical chance overlap exceed the closed form k^2/N = 0.75.
+    assert comparison.null_overlap() > comparison.chance_overlap() == pytest.approx(9 / 12)
+
+    observed = np.mean([len(top_b[c] & top_a[c]) for c in range(4)])
+    stats = [np.mean([len(top_b[c] & top_a[p[c]]) for c in range(4)])
+             for p in itertools.permutations(range(4))]
+    null = comparison.permutation_null(draws=4000, seed=1)
+    assert null["observed"] == pytest.approx(observed)
+    assert null["mean"] == pytest.approx(np.mean(stats))
+    assert null["std"] == pytest.approx(np.std(stats), abs=0.05)
+    assert null["p_value"] == pytest.approx(np.mean(np.array(stats) >= observed), abs=0.03)
+    summary = comparison.summary(2)
+    assert summary["null_overlap"] == comparison.null_overlap()
+    assert summary["permutation_p"] == comparison.permutation_null()["p_value"]
+    assert summary["null_matched_fraction"] == comparison.null_matched_fraction(2)
+    with pytest.raises(ValueError, match="empirical nulls"):
+        LayerComparison("a", "b", 3, np.zeros((2, 2), int), np.eye(2), images=12).null_overlap()

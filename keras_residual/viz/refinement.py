@@ -13,6 +13,15 @@ images with each new channel.
 of layers, the number of top-k images shared by each pair of channels and
 the Pearson correlation, over the dataset, of the channels' per-image
 maxima.
+
+Chance levels come in two kinds. The closed forms (k^2/N for an overlap, a
+hypergeometric tail for a match) assume independent, uniformly random
+top-k sets; real channels favour the same high-contrast images, so their
+chance overlap is higher. The empirical nulls measure that from the data:
+the overlap of *different* channels of the later layer with each other
+(`null_overlap`, `null_matched_fraction`), and the same-channel overlap
+after a random permutation of the later layer's channels
+(`permutation_null`).
 """
 
 from __future__ import annotations
@@ -94,6 +103,10 @@ class LayerComparison:
             is constant).
         images: int. Number of images the top-k sets were drawn from (0:
             unknown; the chance baselines then raise).
+        shared_within: int64 array (C_b, C_b) or None. Top-k images shared
+            by each pair of channels of layer b (`shared_topk(b, b)`; the
+            diagonal is k): the empirical null. None: not measured (the
+            empirical nulls then raise).
 
     Example:
         >>> import numpy as np
@@ -108,6 +121,7 @@ class LayerComparison:
     shared: np.ndarray
     correlation: np.ndarray
     images: int = 0
+    shared_within: np.ndarray | None = None
 
     def _require_images(self) -> int:
         if self.images < self.k:
@@ -136,22 +150,116 @@ class LayerComparison:
         p = float(stats.hypergeom(n, self.k, self.k).sf(min_shared - 1))
         return 1.0 - (1.0 - p) ** self.shared.shape[1]
 
+    def _require_within(self) -> np.ndarray:
+        within = self.shared_within
+        if within is None or within.shape[0] < 2:
+            raise ValueError(
+                f"The empirical nulls need the top-k images shared between channels of "
+                f"{self.path_b!r} (at least two channels; `compare_layers` measures them). "
+                f"Received: shared_within={None if within is None else within.shape}"
+            )
+        return within
+
+    def null_overlap(self) -> float:
+        """Mean top-k overlap of two *different* channels of layer b: the empirical chance overlap.
+
+        The counterpart of `chance_overlap()` that keeps what the closed
+        form drops: images that many channels of the layer rank high.
+
+        Example:
+            >>> import numpy as np
+            >>> within = np.array([[3, 2, 0], [2, 3, 1], [0, 1, 3]])
+            >>> c = LayerComparison("a", "b", 3, np.zeros((3, 3), int), np.eye(3), 10, within)
+            >>> c.null_overlap()
+            1.0
+        """
+        within = self._require_within()
+        off = ~np.eye(within.shape[0], dtype=bool)
+        return float(within[off].mean())
+
+    def null_matched_fraction(self, min_shared: int = 2) -> float:
+        """Fraction of b's channels that share at least `min_shared` top-k images with another channel of b.
+
+        The empirical counterpart of `chance_matched_fraction()`; each
+        channel is compared with the C_b - 1 other channels of its own
+        layer (not with the C_a channels of a).
+
+        Example:
+            >>> import numpy as np
+            >>> within = np.array([[3, 2, 0], [2, 3, 1], [0, 1, 3]])
+            >>> c = LayerComparison("a", "b", 3, np.zeros((3, 3), int), np.eye(3), 10, within)
+            >>> c.null_matched_fraction(min_shared=2)
+            0.6666666666666666
+        """
+        within = self._require_within().copy()
+        np.fill_diagonal(within, -1)
+        return float(np.mean(within.max(axis=1) >= min_shared))
+
+    def permutation_null(self, draws: int = 1000, seed: int = 0) -> dict:
+        """The mean same-channel overlap against randomly permuted channels of b.
+
+        Channel c of b is paired with channel pi(c) of a for `draws` uniform
+        random permutations pi; the p-value is the share of permutations
+        (the observed pairing counted once) whose mean overlap is at least
+        the observed one.
+
+        Args:
+            draws: int. Random permutations. Defaults to 1000.
+            seed: int. Seed of NumPy's generator. Defaults to 0.
+
+        Returns:
+            dict with `observed` (mean same-channel overlap), `mean` (its
+            expectation under permutation: the mean of all entries of
+            `shared`), `std` (over the draws), `p_value` and `draws`.
+
+        Example:
+            >>> import numpy as np
+            >>> c = LayerComparison("a", "b", 2, np.array([[2, 0], [0, 2]]), np.eye(2))
+            >>> c.permutation_null(draws=99)["mean"]
+            1.0
+        """
+        self._require_square()
+        if draws < 1:
+            raise ValueError(f"`draws` must be a positive integer. Received: draws={draws}")
+        channels = self.shared.shape[0]
+        observed = float(np.diagonal(self.shared).mean())
+        rng = np.random.default_rng(seed)
+        rows = np.arange(channels)
+        null = np.array([self.shared[rows, rng.permutation(channels)].mean()
+                         for _ in range(draws)])
+        return {
+            "observed": observed,
+            "mean": float(self.shared.mean()),
+            "std": float(null.std()),
+            "p_value": float((1 + np.sum(null >= observed)) / (draws + 1)),
+            "draws": int(draws),
+        }
+
     def summary(self, min_shared: int = 2) -> dict:
-        """Every overlap statistic beside its chance baseline, as one dict.
+        """Every overlap statistic beside its closed-form and empirical chance levels, as one dict.
 
         Keys: `same_channel_overlap` (mean over channels; None where the
-        layers differ in width), `chance_overlap`, `matched_fraction`,
-        `chance_matched_fraction`, `k`, `images`.
+        layers differ in width), `chance_overlap` (k^2/N), `null_overlap`
+        (different channels of b), `permutation_p` (p-value of the
+        same-channel overlap against permuted channels, 1,000 draws; None
+        where the widths differ), `matched_fraction`,
+        `chance_matched_fraction` (hypergeometric), `null_matched_fraction`
+        (within b), `k`, `images`. The empirical keys are None where
+        `shared_within` was not measured.
         """
         square = self.shared.shape[0] == self.shared.shape[1]
+        empirical = self.shared_within is not None and self.shared_within.shape[0] > 1
         return {
             "pair": (self.path_a, self.path_b),
             "k": self.k,
             "images": self.images,
             "same_channel_overlap": float(self.same_channel_overlap().mean()) if square else None,
             "chance_overlap": self.chance_overlap(),
+            "null_overlap": self.null_overlap() if empirical else None,
+            "permutation_p": self.permutation_null()["p_value"] if square else None,
             "matched_fraction": self.matched_fraction(min_shared),
             "chance_matched_fraction": self.chance_matched_fraction(min_shared),
+            "null_matched_fraction": self.null_matched_fraction(min_shared) if empirical else None,
         }
 
     def _require_square(self) -> None:
@@ -288,7 +396,9 @@ def compare_layers(
         data_format: str or None. Layout of the layers' outputs.
 
     Returns:
-        Refinement with the top-k of each path and one LayerComparison per pair.
+        Refinement with the top-k of each path and one LayerComparison per
+        pair, which also holds the overlaps between the later layer's own
+        channels (`shared_within`) for the empirical nulls.
 
     Example:
         >>> import keras, numpy as np
@@ -326,7 +436,8 @@ def compare_layers(
             correlation.update(maxima[a], maxima[b])
     topk = {path: acc.result() for path, acc in accumulators.items()}
     comparisons = [
-        LayerComparison(a, b, k, shared_topk(topk[a], topk[b]), correlation.result(), images)
+        LayerComparison(a, b, k, shared_topk(topk[a], topk[b]), correlation.result(), images,
+                        shared_within=shared_topk(topk[b], topk[b]))
         for correlation, (a, b) in zip(correlations, pairs, strict=True)
     ]
     return Refinement(topk=topk, comparisons=comparisons)
