@@ -400,9 +400,16 @@ def bottleneck_block(
             and keras.applications ResNet50; "3x3": on the 3x3 conv ("ResNet
             v1.5", torchvision), more multiply-adds and better accuracy.
         expansion: int. Output channels over `filters`. Defaults to 4.
-        placement, shortcut, shortcut_from, use_bias, bn_momentum, bn_epsilon,
-        kernel_initializer, zero_init_last, drop_rate, data_format: as in
-            `basic_block`.
+        placement: As in `basic_block`.
+        shortcut: As in `basic_block`.
+        shortcut_from: As in `basic_block`.
+        use_bias: As in `basic_block`.
+        bn_momentum: As in `basic_block`.
+        bn_epsilon: As in `basic_block`.
+        kernel_initializer: As in `basic_block`.
+        zero_init_last: As in `basic_block`.
+        drop_rate: As in `basic_block`.
+        data_format: As in `basic_block`.
         name: str or None. Block name; None picks "bottleneck_block_N".
 
     Returns:
@@ -456,9 +463,16 @@ def resnext_block(
         stride: int. Defaults to 1.
         stride_on: str. "3x3" (default, as Xie et al.) or "1x1".
         expansion: int. Output channels over `filters`. Defaults to 4.
-        placement, shortcut, shortcut_from, use_bias, bn_momentum, bn_epsilon,
-        kernel_initializer, zero_init_last, drop_rate, data_format: as in
-            `basic_block`.
+        placement: As in `basic_block`.
+        shortcut: As in `basic_block`.
+        shortcut_from: As in `basic_block`.
+        use_bias: As in `basic_block`.
+        bn_momentum: As in `basic_block`.
+        bn_epsilon: As in `basic_block`.
+        kernel_initializer: As in `basic_block`.
+        zero_init_last: As in `basic_block`.
+        drop_rate: As in `basic_block`.
+        data_format: As in `basic_block`.
         name: str or None. Block name; None picks "resnext_block_N".
 
     Returns:

@@ -293,8 +293,7 @@ class AvgDownShortcut(ProjectionShortcut):
     (and optional BatchNormalization), so that the projection sees every
     input position instead of one in four.
 
-    Args:
-        Same as `ProjectionShortcut`.
+    It takes the arguments of `ProjectionShortcut`.
 
     Example:
         >>> import keras

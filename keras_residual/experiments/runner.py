@@ -238,8 +238,9 @@ def load_data(
             Keras' cache. Unused for MNIST.
         image_size: int or None. MNIST only: average-pool the 28x28 digits to
             14x14 or 7x7. None keeps 28x28.
-        train_size, test_size: int or None. Keep only the first images of
-            each split (quick runs).
+        train_size: int or None. Keep only the first training images (quick
+            runs). None keeps them all.
+        test_size: int or None. The same for the test images.
 
     Returns:
         An `ExperimentData`.

@@ -115,8 +115,11 @@ def vgg_plain(
         depth: int. Weighted layers, >= 5. Defaults to 15.
         filters: int. Channels of every conv layer. Defaults to 128.
         bn_momentum: float. Defaults to 0.9.
-        include_top, weights, pooling, classifier_activation, name: as
-            keras.applications (`weights` is None or a checkpoint path).
+        include_top: bool. As in keras.applications.
+        weights: None or the path of a checkpoint to load.
+        pooling: As in keras.applications.
+        classifier_activation: As in keras.applications.
+        name: str. The model's name.
 
     Returns:
         A `keras.Model`; its middle layers are `Residual(shortcut="none")`
@@ -172,8 +175,11 @@ def alexnet(
         filters: tuple. The five conv widths. Defaults to (96, 256, 384, 384, 256).
         fc_units: int. Width of fc6 and fc7. Defaults to 4096.
         dropout: float. Dropout rate after fc6 and after fc7. Defaults to 0.5.
-        include_top, weights, pooling, classifier_activation, name: as
-            keras.applications (`weights` is None or a checkpoint path).
+        include_top: bool. As in keras.applications.
+        weights: None or the path of a checkpoint to load.
+        pooling: As in keras.applications.
+        classifier_activation: As in keras.applications.
+        name: str. The model's name.
 
     Returns:
         A `keras.Model`.
