@@ -99,3 +99,41 @@ def test_checkpoint_files(tmp_path):
         M.resnet50(weights=str(tmp_path / "missing.h5"))
     with pytest.raises(ValueError, match="No checkpoint file"):
         load_keras_applications_weights(other, str(tmp_path / "missing.h5"))
+
+
+@ON_ALL_BACKENDS
+def test_own_architecture_weights_file_honours_strict(tmp_path):
+    # A .weights.h5 from a model with no keras.applications twin: Keras matches it by position.
+    def net(*widths):
+        inputs = keras.Input((3,))
+        x = inputs
+        for i, width in enumerate(widths):
+            x = keras.layers.Dense(width, name=f"d{i}")(x)
+        return keras.Model(inputs, x)
+
+    source = net(4, 4, 4)
+    path = str(tmp_path / "source.weights.h5")
+    source.save_weights(path)
+    short = net(4, 4)  # the file has one layer more than the model
+    before = [w.copy() for w in short.get_weights()]
+    with pytest.raises(ValueError, match=r"no place for: \['layers/dense_2/vars/0'"):
+        load_keras_applications_weights(short, path)
+    for got, kept in zip(short.get_weights(), before):
+        np.testing.assert_array_equal(got, kept)  # strict: nothing loaded
+
+    report = load_keras_applications_weights(short, path, strict=False)
+    assert sorted(report.loaded) == ["d0", "d1"] and not report.missing_in_source
+    assert report.unused_in_source == ["layers/dense_2/vars/0", "layers/dense_2/vars/1"]
+    for name in ("d0", "d1"):
+        for got, saved in zip(short.get_layer(name).get_weights(),
+                              source.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(got, saved)
+
+    wider = net(4, 5)  # d1 has another shape: reported missing, its weights kept
+    kept = [w.copy() for w in wider.get_layer("d1").get_weights()]
+    report = load_keras_applications_weights(wider, path, strict=False)
+    assert report.loaded == ["d0"] and report.missing_in_source == ["d1"]
+    for got, old in zip(wider.get_layer("d1").get_weights(), kept):
+        np.testing.assert_array_equal(got, old)
+    np.testing.assert_array_equal(wider.get_layer("d0").get_weights()[0],
+                                  source.get_layer("d0").get_weights()[0])

@@ -14,6 +14,8 @@ layout, or, for other models, straight into the model).
 from __future__ import annotations
 
 import os
+import tempfile
+import warnings
 from dataclasses import dataclass, field
 
 import h5py
@@ -48,7 +50,8 @@ class WeightTransfer:
         missing_in_source: weighted layers of the model with no layer of the
             same name in the source.
         unused_in_source: weighted layers of the source with no layer of the
-            same name in the model.
+            same name in the model (for a `.weights.h5` file of the model's
+            own architecture: the file's array paths the model has no place for).
     """
 
     loaded: list[str] = field(default_factory=list)
@@ -160,10 +163,14 @@ def load_keras_applications_weights(
             keras.applications publishes), a `.keras` archive or a
             `.weights.h5` file: one saved from keras.applications
             ResNet50/101/152(V2) when `model` has that layout, else one saved
-            from a model of `model`'s own architecture.
+            from a model of `model`'s own architecture (Keras matches those by
+            position; the file's arrays are checked against the ones `model`
+            saves).
         strict: bool. True (default): raise if any weighted layer of either
-            side has no partner, before anything is copied. False: copy what
-            matches and report the rest.
+            side has no partner (for a `.weights.h5` of the model's own
+            architecture: if any array is missing, extra or of another
+            shape), before anything is copied. False: copy what matches and
+            report the rest; a layer that received nothing keeps its weights.
 
     Returns:
         A `WeightTransfer` listing loaded and unmatched layer names.
@@ -190,8 +197,7 @@ def load_keras_applications_weights(
             # read them into keras.applications' twin, or into the model itself.
             source = _keras_applications_twin(model)
             if source is None:
-                model.load_weights(path)
-                return WeightTransfer(loaded=list(_weight_units(model)))
+                return _load_own_weights_file(model, path, strict)
             source.load_weights(path)
         elif not (path.endswith(".h5") and _is_legacy_h5(path)):
             raise ValueError(
@@ -227,6 +233,66 @@ def load_keras_applications_weights(
             )
     for name in report.loaded:
         targets[name].set_weights(arrays[name])
+    return report
+
+
+def _saved_arrays(path: str) -> dict[str, tuple[int, ...]]:
+    """Shape of every array a `.weights.h5` file holds for a model (optimizer state left out)."""
+    found = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, item: found.__setitem__(name, item.shape)
+                     if isinstance(item, h5py.Dataset) and not name.startswith("optimizer")
+                     else None)
+    return found
+
+
+def _load_own_weights_file(model: keras.Model, path: str, strict: bool) -> WeightTransfer:
+    """Loads a `.weights.h5` file saved from `model`'s architecture and reports truthfully.
+
+    Keras matches such a file to the model by position, not by name, and
+    ignores arrays the model has no place for. The file's arrays are compared
+    with those `model` itself would save; the layers that received weights
+    are the ones whose sentinel (NaN) values were overwritten.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        own = os.path.join(tmp, "own.weights.h5")
+        model.save_weights(own)
+        expected = _saved_arrays(own)
+    received = _saved_arrays(path)
+    missing = [k for k in expected if received.get(k) != expected[k]]
+    unused = [k for k in received if k not in expected]
+    if strict and (missing or unused):
+        raise ValueError(
+            f"{path!r} was not saved from a model of {model.name!r}'s architecture: arrays the "
+            f"model expects and the file lacks or shapes differently: {missing[:10]}"
+            f"{' ...' if len(missing) > 10 else ''}; arrays the model has no place for: "
+            f"{unused[:10]}{' ...' if len(unused) > 10 else ''}. Nothing was loaded. Pass "
+            "strict=False to load what matches by position."
+        )
+    units = _weight_units(model)
+    before = {name: unit.get_weights() for name, unit in units.items()}
+    for unit in units.values():
+        unit.set_weights([np.full_like(w, np.nan) if np.issubdtype(w.dtype, np.floating) else w
+                          for w in unit.get_weights()])
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # strict=False: Keras warns per skipped object
+            model.load_weights(path, skip_mismatch=not strict)
+    except Exception:
+        for name, unit in units.items():
+            unit.set_weights(before[name])
+        raise
+
+    def overwritten(unit):
+        return all(not np.isnan(w).any() for w in unit.get_weights()
+                   if np.issubdtype(w.dtype, np.floating))
+
+    report = WeightTransfer(loaded=[n for n, u in units.items() if overwritten(u)],
+                            unused_in_source=unused)
+    for name, unit in units.items():
+        if name not in report.loaded:
+            unit.set_weights(before[name])  # a layer the file did not fill keeps its weights
+            report.missing_in_source.append(name)
     return report
 
 
