@@ -230,6 +230,16 @@ def test_preprocess_matches_keras_applications():
 
 
 @multibackend
+def test_vd_models_get_paddleclas_normalization():
+    # keras-hub's resnet_vd presets come from PaddleClas: RGB / 255, ImageNet mean and std.
+    x = np.random.default_rng(0).uniform(0, 255, (2, 3, 3, 3)).astype("float32")
+    want = (x / 255.0 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+    for name in ("resnet18_vd", "resnet50_vd", "resnet200_vd"):
+        got = images.preprocess(tf.constant(x), images.preprocessing_mode(name)).numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+@multibackend
 def test_center_crop_equals_slicing():
     # Shorter side already 64 = 56 / 0.875: no resize, just the central 56x56.
     x = np.random.default_rng(1).uniform(0, 255, (64, 80, 3)).astype("float32")

@@ -50,18 +50,27 @@ class ImageFolder:
 
 
 def preprocessing_mode(model_name: str) -> str:
-    """The input convention of a builder: "tf" for the pre-activation (v2) models, else "caffe".
+    """The input convention of a builder's published weights: "tf", "torch" or "caffe".
 
-    keras.applications ResNet50/101/152 expect caffe-style inputs and
-    ResNet50V2/101V2/152V2 inputs in [-1, 1]; the builders that load their
-    weights inherit the convention.
+    keras.applications ResNet50/101/152 expect caffe-style inputs (BGR, ImageNet
+    mean subtracted) and ResNet50V2/101V2/152V2 inputs in [-1, 1]; the
+    builders that load their weights inherit the convention. The ResNet-vd
+    models (`resnet50_vd`, ...) load keras-hub's `resnet_vd_*_imagenet`
+    presets, converted from PaddleClas, which scale RGB to [0, 1] and
+    normalize by the ImageNet mean (0.485, 0.456, 0.406) and standard
+    deviation (0.229, 0.224, 0.225): "torch". Other names get "caffe".
 
     Example:
         >>> from keras_residual.datasets.images import preprocessing_mode
         >>> preprocessing_mode("resnet50"), preprocessing_mode("resnet50_v2")
         ('caffe', 'tf')
+        >>> preprocessing_mode("resnet50_vd")
+        'torch'
     """
-    return "tf" if model_name.lower().rstrip("_").endswith("v2") else "caffe"
+    name = model_name.lower().rstrip("_")
+    if name.endswith("v2"):
+        return "tf"
+    return "torch" if name.endswith("_vd") else "caffe"
 
 
 def preprocess(images: tf.Tensor, mode: str) -> tf.Tensor:
