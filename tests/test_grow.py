@@ -139,3 +139,56 @@ def test_grow_example_quick(tmp_path, capsys):
     assert results[0]["accuracy_at_insertion"] == results[0]["accuracy_shallow"]
     assert results[0]["params_deep"] > results[0]["params_shallow"]
     assert "grown" in capsys.readouterr().out
+
+
+@multibackend
+def test_carry_optimizer_keeps_adam_moments_and_the_next_step_of_the_old_weights():
+    from keras import layers
+
+    from keras_residual.graph import variable_paths
+    from keras_residual.surgery import carry_optimizer
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6,))
+    hidden = layers.Dense(6, activation="relu", name="fc1")(inputs)
+    model = keras.Model(inputs, layers.Dense(3, name="out")(hidden))
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(keras.optimizers.Adam(0.01), loss=loss, run_eagerly=True)  # tiny: no tracing
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(16, 6)).astype("float32"), rng.integers(0, 3, 16)
+    x2, y2 = rng.normal(size=(16, 6)).astype("float32"), rng.integers(0, 3, 16)
+    for _ in range(3):
+        model.train_on_batch(x, y)
+    before = {v.name: _numpy(v).copy() for v in model.optimizer.variables}
+
+    grown = insert_blocks(model, after=["fc1"])
+    optimizer = carry_optimizer(model.optimizer, model, grown)
+    # Keras names an Adam slot "{variable.path, '/' -> '_'}_{momentum|velocity}".
+    after = {v.name: _numpy(v) for v in optimizer.variables}
+    old_paths, new_paths = variable_paths(model), variable_paths(grown)
+    assert int(optimizer.iterations) == int(before["iteration"][()]) == 3
+    for path, new in new_paths.items():
+        if not new.trainable:
+            continue
+        for slot in ("momentum", "velocity"):
+            got = after[f"{new.path.replace('/', '_')}_{slot}"]
+            if path in old_paths:
+                want = before[f"{old_paths[path].path.replace('/', '_')}_{slot}"]
+                assert np.abs(want).max() > 0
+                np.testing.assert_array_equal(got, want)
+            else:  # an inserted block's variable: a fresh slot
+                np.testing.assert_array_equal(got, np.zeros(new.shape))
+
+    # At insertion the new block is the identity with a zero last layer, so the old weights'
+    # gradients are the ungrown model's: with the carried state they take the ungrown step.
+    fresh = insert_blocks(model, after=["fc1"])
+    grown.compile(optimizer, loss=loss, run_eagerly=True)
+    fresh.compile(keras.optimizers.Adam(0.01), loss=loss, run_eagerly=True)
+    grown.train_on_batch(x2, y2)
+    fresh.train_on_batch(x2, y2)
+    model.train_on_batch(x2, y2)
+    moved = {p: _numpy(v) for p, v in variable_paths(model).items()}
+    grown_after, fresh_after = variable_paths(grown), variable_paths(fresh)
+    for path, want in moved.items():
+        np.testing.assert_allclose(_numpy(grown_after[path]), want, atol=1e-6)
+    assert max(np.abs(_numpy(fresh_after[p]) - w).max() for p, w in moved.items()) > 1e-3

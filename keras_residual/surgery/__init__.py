@@ -1,7 +1,8 @@
 """Editing a model's residual structure.
 
 - `insert_blocks`: grow a trained network with residual blocks that start as
-  the identity (`identity_block`).
+  the identity (`identity_block`); `carry_optimizer` continues its optimizer
+  state on the grown network.
 - `delete_blocks`, `reorder_blocks`, `remove_layers`: the lesions of Veit et
   al. (2016), Sec. 4, as new models. Every function here that returns a
   model returns an independent one with copies of the weights (training it
@@ -24,7 +25,7 @@ imports nothing from `keras_residual.lesion`.
 from keras_residual.graph import clone, rebuild
 from keras_residual.surgery.contexts import deleted_blocks, preserved_lesion_state, routed_gradients
 from keras_residual.surgery.edit import delete_blocks, remove_layers, reorder_blocks
-from keras_residual.surgery.grow import identity_block, insert_blocks
+from keras_residual.surgery.grow import carry_optimizer, identity_block, insert_blocks
 from keras_residual.surgery.select import (
     downsampling,
     passes_input_when_deleted,
@@ -35,6 +36,7 @@ from keras_residual.surgery.select import (
 )
 
 __all__ = [
+    "carry_optimizer",
     "clone",
     "delete_blocks",
     "deleted_blocks",

@@ -11,7 +11,10 @@ future work. Zero-initializing the last layer of each branch is Goyal et al.
 
 `insert_blocks` copies the model (same weights), rebuilds its graph with
 `keras_residual.graph.rebuild`, and checks on a batch that the
-predictions did not move.
+predictions did not move. `carry_optimizer` continues the trained
+network's optimizer on the grown one: the old variables keep their slots
+(Adam's moments, SGD's momentum) and the step count, the new ones start
+with fresh slots.
 """
 
 from __future__ import annotations
@@ -219,3 +222,91 @@ def insert_blocks(
             f"its last layer, or use merge='rezero'). Received: make_block={make_block!r}"
         )
     return grown
+
+
+def _slots_by_path(optimizer: keras.optimizers.Optimizer,
+                   model: keras.Model) -> dict[tuple[str, str], keras.Variable]:
+    """(variable path, slot name) -> optimizer variable, for the trainable weights of `model`.
+
+    Keras names the slot of a model variable `v` "{v.path with '/' replaced
+    by '_'}_{slot}" (`Optimizer.add_variable_from_reference`); the path on
+    the left is `graph.variable_paths`', which a grown copy shares with the
+    original.
+    """
+    prefixes: dict[str, str] = {}
+    for path, variable in graph.variable_paths(model).items():
+        if variable.trainable:
+            prefixes[variable.path.replace("/", "_") + "_"] = path
+    slots: dict[tuple[str, str], keras.Variable] = {}
+    for slot in optimizer.variables:
+        matches = [prefix for prefix in prefixes if slot.name.startswith(prefix)]
+        if not matches:
+            continue  # the step count, the learning rate, ...
+        prefix = max(matches, key=len)
+        key = (prefixes[prefix], slot.name[len(prefix):])
+        if key in slots:
+            raise ValueError(
+                f"Two optimizer variables are named for {key[0]!r} ({key[1]!r}): "
+                f"{slots[key].path!r} and {slot.path!r}. Received: model={model.name!r}"
+            )
+        slots[key] = slot
+    return slots
+
+
+def carry_optimizer(
+    optimizer: keras.optimizers.Optimizer, model: keras.Model, grown: keras.Model
+) -> keras.optimizers.Optimizer:
+    """A new optimizer for `grown` that continues `optimizer`'s state from training `model`.
+
+    Growing returns new variables, so the trained optimizer cannot step them;
+    a fresh optimizer restarts Adam's moments and bias correction for every
+    weight. This one has `optimizer`'s configuration and step count, the
+    slots of every variable of `model` (matched by
+    `keras_residual.graph.variable_paths`) with their trained values, and
+    fresh (zero) slots for the inserted blocks. Right after growth the
+    inserted blocks are the identity with a zero last layer, so the old
+    weights then move exactly as they would have in `model`.
+
+    Args:
+        optimizer: keras.optimizers.Optimizer. Built by training `model`.
+        model: keras.Model. The network `optimizer` trained.
+        grown: keras.Model. `insert_blocks(model, ...)`.
+
+    Returns:
+        A built optimizer of `optimizer`'s class, to pass to `grown.compile`.
+
+    Raises:
+        ValueError: if `optimizer` is not built, or a trained variable of
+            `model` has no counterpart in `grown`.
+
+    Example:
+        >>> import keras, numpy as np
+        >>> inputs = keras.Input((4,))
+        >>> model = keras.Model(inputs, keras.layers.Dense(2, name="fc")(inputs))
+        >>> model.compile(keras.optimizers.Adam(0.01), loss="mse")
+        >>> _ = model.train_on_batch(np.ones((2, 4)), np.zeros((2, 2)))
+        >>> grown = insert_blocks(model, after=["fc"])
+        >>> optimizer = carry_optimizer(model.optimizer, model, grown)
+        >>> int(optimizer.iterations)
+        1
+    """
+    if not optimizer.built:
+        raise ValueError(
+            "`optimizer` has no state to carry: it is not built (train `model` first). "
+            f"Received: optimizer={optimizer.name!r}"
+        )
+    old = _slots_by_path(optimizer, model)
+    carried = type(optimizer).from_config(optimizer.get_config())
+    carried.build(grown.trainable_variables)
+    new = _slots_by_path(carried, grown)
+    missing = sorted({path for path, _ in old} - {path for path, _ in new})
+    if missing:
+        raise ValueError(
+            f"The trained variables {missing[:5]} of {model.name!r} are not trainable variables "
+            f"of {grown.name!r}. Received: model={model.name!r}, grown={grown.name!r}"
+        )
+    for key, slot in new.items():
+        if key in old:
+            slot.assign(keras.ops.convert_to_numpy(old[key]))
+    carried.iterations.assign(keras.ops.convert_to_numpy(optimizer.iterations))
+    return carried
