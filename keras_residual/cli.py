@@ -39,10 +39,12 @@ _NATIVE_LOG = re.compile(
     r"|To enable the following instructions:)"
 )
 
-#: Builder families whose names carry the depth (`get_model`): (pattern, example names).
+#: Builder families whose names carry the depth (`models.DEPTH_BUILDERS`, not imported before
+#: parsing): pattern -> (builder, example depths).
 _DEPTH_NAMES = {
     "cifar_resnet{depth}": ("cifar_resnet", (20, 32, 44, 56, 110, 1202)),
     "cifar_preact_resnet{depth}": ("cifar_preact_resnet", (110, 164, 1001)),
+    "resnet{depth}_v2_paper": ("resnet_v2_paper", (50, 101, 152, 200)),
 }
 
 
@@ -163,11 +165,12 @@ def _check_name(parser: argparse.ArgumentParser, models, name: str) -> None:
     """A usage error, with the closest names, for a name `get_model` does not know."""
     if name in models.BUILDERS:
         return
-    for prefix, _ in _DEPTH_NAMES.values():
-        if re.fullmatch(rf"{prefix}\d+", name):
+    for pattern in _DEPTH_NAMES:
+        if re.fullmatch(re.escape(pattern).replace(r"\{depth\}", r"\d+"), name):
             return
     examples = sorted(models.BUILDERS) + [
-        f"{prefix}{depth}" for prefix, depths in _DEPTH_NAMES.values() for depth in depths
+        pattern.format(depth=depth) for pattern, (_, depths) in _DEPTH_NAMES.items()
+        for depth in depths
     ]
     close = _closest(name, examples)
     hint = f"; did you mean {' or '.join(close)}?" if close else ";"
@@ -180,8 +183,8 @@ def _models(args: argparse.Namespace) -> int:
     for name in models.BUILDERS:  # the registry's order: families together
         doc = (models.BUILDERS[name].__doc__ or "").strip()
         rows.append((name, doc.splitlines()[0] if doc else ""))
-    for pattern, (prefix, depths) in _DEPTH_NAMES.items():
-        builder = getattr(models, prefix)
+    for pattern, (builder_name, depths) in _DEPTH_NAMES.items():
+        builder = getattr(models, builder_name)
         first = (builder.__doc__ or "").strip().splitlines()[0]
         rows.append((pattern, f"{first} Depths: {', '.join(map(str, depths))}, ..."))
     width = max(len(name) for name, _ in rows)

@@ -87,7 +87,9 @@ def test_models_lists_every_builder(capsys):
     assert cli.main(["models"]) == 0
     lines = capsys.readouterr().out.splitlines()
     listed = [line.split()[0] for line in lines if line and not line.startswith("`")]
-    assert listed == [*models.BUILDERS, "cifar_resnet{depth}", "cifar_preact_resnet{depth}"]
+    assert listed == [*models.BUILDERS, *models.DEPTH_BUILDERS]
+    assert list(models.DEPTH_BUILDERS) == [
+        "cifar_resnet{depth}", "cifar_preact_resnet{depth}", "resnet{depth}_v2_paper"]
     assert any(line.startswith("resnet50 ") and "He et al. 2015" in line for line in lines)
 
 
@@ -101,6 +103,7 @@ def test_models_lists_every_builder(capsys):
         (["summary", "mnist_resnet", "--classes", "-3"],
          "argument --classes: expected a positive integer. Received: '-3'"),
         (["summary", "cifar_resnet_20"], "did you mean cifar_resnet20?"),
+        (["summary", "resnet50_v2_papr"], "did you mean resnet50_v2_paper?"),
         # Ties: difflib's similarity is 0.875 for both (2 * 7 matching characters / 16).
         (["summary", "resnet35"], "did you mean resnet34 or resnet50?"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),

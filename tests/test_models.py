@@ -291,5 +291,13 @@ def test_table_needs_fixed_sizes():
 @ON_ALL_BACKENDS
 def test_get_model_names():
     assert M.get_model("cifar_preact_resnet20", input_shape=(8, 8, 3)).name == "cifar_preact_resnet20"
+    # He et al. 2016's ImageNet layout by name: projections only in the first block of a stage.
+    paper = M.get_model("resnet50_v2_paper", input_shape=(32, 32, 3), classes=3)
+    projected = [lyr.name for lyr in paper.layers
+                 if isinstance(lyr, Residual) and lyr.shortcut != "identity"]
+    assert paper.name == "resnet50_v2_paper" and M.resnet_v2_paper is M.cifar.resnet_v2_paper
+    assert projected == ["conv2_block1", "conv3_block1", "conv4_block1", "conv5_block1"]
+    # Same weights as keras.applications ResNet50V2 (25,613,800 with 1000 classes), other strides.
+    assert paper.count_params() == 25_613_800 - (2048 * 1000 + 1000) + (2048 * 3 + 3)
     with pytest.raises(ValueError, match="Unknown model"):
         M.get_model("resnet19")

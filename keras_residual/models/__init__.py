@@ -15,7 +15,7 @@ from typing import Any
 
 import keras
 
-from keras_residual.models.cifar import cifar_preact_resnet, cifar_resnet
+from keras_residual.models.cifar import cifar_preact_resnet, cifar_resnet, resnet_v2_paper
 from keras_residual.models.hub import from_keras_hub, load_keras_hub_classifier, to_keras_hub
 from keras_residual.models.imagenet import (
     build_resnet,
@@ -65,12 +65,21 @@ BUILDERS: dict[str, Callable[..., keras.Model]] = {
         plain18, plain34, mnist_resnet, vgg_plain, alexnet,
     )
 }
-_CIFAR_NAME = re.compile(r"^(cifar_resnet|cifar_preact_resnet)(\d+)$")
+#: Builders whose names carry the depth: a name pattern and its builder (see `get_model`).
+DEPTH_BUILDERS: dict[str, Callable[..., keras.Model]] = {
+    "cifar_resnet{depth}": cifar_resnet,
+    "cifar_preact_resnet{depth}": cifar_preact_resnet,
+    "resnet{depth}_v2_paper": resnet_v2_paper,
+}
 
 
 def get_model(name: str, **kwargs: Any) -> keras.Model:
-    """Build a model by name: a key of `BUILDERS`, or "cifar_resnet{depth}" /
-    "cifar_preact_resnet{depth}" (e.g. "cifar_resnet110").
+    """Build a model by name: a key of `BUILDERS`, or a `DEPTH_BUILDERS` pattern with a depth.
+
+    The depth patterns are "cifar_resnet{depth}" and "cifar_preact_resnet{depth}"
+    (He et al. 2015, Sec. 4.2; He et al. 2016, Fig. 4e), e.g. "cifar_resnet110",
+    and "resnet{depth}_v2_paper" (He et al. 2016's ImageNet layout,
+    `resnet_v2_paper`), e.g. "resnet200_v2_paper".
 
     Args:
         name: str. The builder's name.
@@ -82,15 +91,16 @@ def get_model(name: str, **kwargs: Any) -> keras.Model:
     Example:
         >>> get_model("cifar_resnet20").name
         'cifar_resnet20'
+        >>> get_model("resnet50_v2_paper", input_shape=(32, 32, 3), classes=2).name
+        'resnet50_v2_paper'
     """
-    match = _CIFAR_NAME.match(name)
-    if match:
-        builder = cifar_resnet if match.group(1) == "cifar_resnet" else cifar_preact_resnet
-        return builder(int(match.group(2)), **kwargs)
+    for pattern, builder in DEPTH_BUILDERS.items():
+        match = re.fullmatch(re.escape(pattern).replace(r"\{depth\}", r"(\d+)"), name)
+        if match:
+            return builder(int(match.group(1)), **kwargs)
     if name not in BUILDERS:
         raise ValueError(
-            f"Unknown model {name!r}. Known: {sorted(BUILDERS)}, cifar_resnet{{depth}} and "
-            "cifar_preact_resnet{depth}."
+            f"Unknown model {name!r}. Known: {sorted(BUILDERS)} and {list(DEPTH_BUILDERS)}."
         )
     return BUILDERS[name](**kwargs)
 
@@ -98,6 +108,7 @@ def get_model(name: str, **kwargs: Any) -> keras.Model:
 __all__ = [
     "ArchitectureTable",
     "BUILDERS",
+    "DEPTH_BUILDERS",
     "CIFAR_SPECS",
     "IMAGENET_SPECS",
     "StageRow",
@@ -127,6 +138,7 @@ __all__ = [
     "resnet101_vd",
     "resnet152_vd",
     "resnet200_vd",
+    "resnet_v2_paper",
     "resnet200_v2",
     "resnet34",
     "resnet50",
