@@ -7,6 +7,7 @@ import pytest
 from keras_residual import Residual
 from keras_residual.models import build_resnet
 from keras_residual.surgery import identity_block, insert_blocks
+from keras_residual.surgery.grow import block_placement
 
 multibackend = pytest.mark.multibackend
 
@@ -35,10 +36,12 @@ def test_inside_a_residual_stage_predictions_unchanged_and_original_untouched():
     x = _images()
     np.testing.assert_allclose(_numpy(grown(x, training=False)), _numpy(model(x, training=False)),
                                atol=1e-6)
-    # A full pre-activation basic block of C channels: BN (4C), 3x3 conv (9C^2), BN (4C),
-    # 3x3 conv with bias (9C^2 + C).
-    expected = sum(18 * c * c + 9 * c for c in (8, 16))
+    # The host's placement (ResNet-18: original, ReLU after the addition): a basic block of C
+    # channels is two bias-free 3x3 convs (9C^2 each) and two BNs (4C each).
+    expected = sum(18 * c * c + 8 * c for c in (8, 16))
     assert grown.count_params() - model.count_params() == expected
+    new = grown.get_layer("conv2_block1_grown")
+    assert new.part("preactivation") is None and new.activation is keras.activations.relu
     # Fine-tuning the grown model trains the new blocks and leaves the original alone.
     grown.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
     grown.fit(x, np.arange(4) % 5, epochs=1, batch_size=4, verbose=0)
@@ -48,6 +51,29 @@ def test_inside_a_residual_stage_predictions_unchanged_and_original_untouched():
     for a, b in zip(before_weights, model.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
     assert len(model.layers) == len(grown.layers) - 2
+
+
+@multibackend
+def test_inserted_blocks_follow_the_host_placement_or_say_why_not():
+    x = _images(2)
+    preact = build_resnet("resnet18", blocks=(1, 1), filters=(4, 8), strides=(1, 2),
+                          placement="full_preact", input_shape=(16, 16, 3), classes=3)
+    grown = insert_blocks(preact, after="conv2_block1")
+    assert block_placement(grown.get_layer("conv2_block1_grown")) == "full_preact"
+    # A post-activation host, but after the stem conv (negative outputs): relu(x + 0) != x.
+    model = _small_resnet()
+    with pytest.warns(UserWarning, match="'conv1_conv' outputs negative values"):
+        grown = insert_blocks(model, after="conv1_conv")
+    assert block_placement(grown.get_layer("conv1_conv_grown")) == "full_preact"
+    np.testing.assert_allclose(_numpy(grown(x, training=False)), _numpy(model(x, training=False)),
+                               atol=1e-5)
+    grown = insert_blocks(model, after="conv2_block1", placement="relu_before_add")
+    new = grown.get_layer("conv2_block1_grown")
+    assert new.part("preactivation") is None and new.activation is keras.activations.linear
+    np.testing.assert_allclose(_numpy(grown(x, training=False)), _numpy(model(x, training=False)),
+                               atol=1e-5)
+    with pytest.raises(ValueError, match="'bn_after_add'"):
+        identity_block((4, 4, 2), placement="bn_after_add")
 
 
 @multibackend

@@ -19,6 +19,7 @@ with fresh slots.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 
 import keras
@@ -28,26 +29,35 @@ from keras import layers
 from keras_residual import blocks as blocks_lib
 from keras_residual import graph
 from keras_residual.graph import is_container, rebuild, resolve_path, split_path
+from keras_residual.merges import BatchNormAddMerge
 from keras_residual.residual import Residual
 
 MakeBlock = Callable[[tuple], layers.Layer]
+#: Placements (He et al. 2016, Fig. 4) whose zero-initialized block outputs its input.
+IDENTITY_PLACEMENTS = ("original", "relu_before_add", "relu_preact", "full_preact")
 _CONVS = {2: layers.Conv1D, 4: layers.Conv3D}
 
 
-def identity_block(shape: Sequence[int | None], name: str | None = None) -> Residual:
+def identity_block(
+    shape: Sequence[int | None], name: str | None = None, placement: str = "full_preact"
+) -> Residual:
     """A residual block for inputs of `shape` (no batch axis) that starts as the identity.
 
-    Vectors get `dense_block` (two Dense layers), images a full
-    pre-activation `basic_block` (He et al. 2016, Fig. 4e: no activation
-    after the addition, so `y = x` exactly), sequences and volumes two
-    `Conv1D` / `Conv3D` with a ReLU between. The last layer of the branch
-    starts at zero (kernel and bias), so the block outputs its input and
-    every new weight still receives a gradient once the last layer moves.
+    Vectors get `dense_block` (two Dense layers), images a `basic_block`
+    with `placement` (He et al. 2016, Fig. 4; full pre-activation, Fig. 4e,
+    by default: no activation after the addition, so `y = x` exactly),
+    sequences and volumes two `Conv1D` / `Conv3D` with a ReLU between. The
+    last layer of the branch starts at zero (kernel and bias, or the last
+    BN's scale), so the block outputs its input (for the post-activation
+    "original" placement, `relu(x)`: its input when that is non-negative)
+    and every new weight receives a gradient once the last layer moves.
 
     Args:
         shape: tuple. The input shape without the batch axis; the channel
             axis follows `keras.config.image_data_format()`.
         name: str or None. Block name; inner layers are named from it.
+        placement: str. Images only: "original", "relu_before_add",
+            "relu_preact" or "full_preact" (`IDENTITY_PLACEMENTS`).
 
     Returns:
         A `Residual` layer, not yet built.
@@ -67,8 +77,13 @@ def identity_block(shape: Sequence[int | None], name: str | None = None) -> Resi
     if len(shape) == 1:
         return blocks_lib.dense_block(channels, zero_init_last=True, name=name)
     if len(shape) == 3:
-        return blocks_lib.basic_block(channels, placement="full_preact", zero_init_last=True,
-                                      name=name)
+        if placement not in IDENTITY_PLACEMENTS:
+            raise ValueError(
+                f"`placement` must be one of {IDENTITY_PLACEMENTS}: a block with a BatchNorm after "
+                f"the addition ('bn_after_add') normalizes x, so it cannot start as the identity. "
+                f"Received: placement={placement!r}"
+            )
+        return blocks_lib.basic_block(channels, placement=placement, zero_init_last=True, name=name)
     if len(shape) not in _CONVS:
         raise ValueError(
             f"identity_block supports inputs of rank 1 to 4 (no batch axis). Received: shape={shape}"
@@ -83,6 +98,68 @@ def identity_block(shape: Sequence[int | None], name: str | None = None) -> Resi
              name=f"{prefix}_2_conv"),
     ], name=f"{prefix}_branch")
     return Residual(branch, data_format=data_format, name=prefix)
+
+
+def block_placement(block: Residual) -> str:
+    """Which of He et al. (2016)'s placements (Fig. 4) a block's description shows.
+
+    Read from its parts: a pre-activation with a BatchNorm is "full_preact",
+    one without "relu_preact"; otherwise an activation after the merge is
+    "bn_after_add" when the merge normalizes, else "original"; no activation
+    around the merge is "relu_before_add".
+
+    Example:
+        >>> from keras_residual import blocks
+        >>> block_placement(blocks.basic_block(4, placement="relu_preact"))
+        'relu_preact'
+    """
+    pre = block.part("preactivation")
+    if pre is not None:
+        inner = graph.sublayers(pre.layer) if isinstance(pre.layer, layers.Layer) else []
+        normalizes = any(isinstance(lyr, layers.BatchNormalization) for lyr in inner)
+        return "full_preact" if normalizes else "relu_preact"
+    activation = block.part("activation")
+    if activation is None or activation.layer in (None, keras.activations.linear):
+        return "relu_before_add"
+    merge = block.part("merge")
+    normalizes = merge is not None and isinstance(merge.layer, BatchNormAddMerge)
+    return "bn_after_add" if normalizes else "original"
+
+
+def _non_negative(layer: layers.Layer) -> bool:
+    """Whether `layer`'s output is a ReLU's (so a post-activation identity block keeps it)."""
+    if isinstance(layer, Residual):
+        part = layer.part("activation")
+        return part is not None and part.layer is keras.activations.relu
+    if isinstance(layer, layers.ReLU):
+        return True
+    return getattr(layer, "activation", None) is keras.activations.relu
+
+
+def _placement_for(model: keras.Model, layer: layers.Layer, placement: str) -> str:
+    """The placement of the block inserted after `layer`: `placement`, or the host's ("auto")."""
+    if placement != "auto":
+        return placement
+    host = layer if isinstance(layer, Residual) else None
+    found = graph.blocks(model, nested=True)
+    if host is None and found:
+        host = found[0]
+    if host is None:
+        return "full_preact"  # a plain network: nothing to follow
+    wanted = block_placement(host)
+    if wanted in ("original", "bn_after_add") and not _non_negative(layer):
+        reason = f"{layer.name!r} outputs negative values, where relu(x + 0) is not x"
+    elif wanted == "bn_after_add":
+        reason = "a BatchNorm after the addition normalizes x, so such a block is not the identity"
+    else:
+        return wanted
+    warnings.warn(
+        f"insert_blocks: the host's blocks use the {wanted!r} placement, but a block after "
+        f"{layer.name!r} cannot start as the identity with it ({reason}); inserting a "
+        "'full_preact' block instead (He et al. 2016, Fig. 4e). Pass placement= to choose.",
+        stacklevel=3,
+    )
+    return "full_preact"
 
 
 def _targets(model: keras.Model, after: Sequence[str]) -> dict[int, layers.Layer]:
@@ -133,6 +210,7 @@ def insert_blocks(
     make_block: MakeBlock | None = None,
     check_data: np.ndarray | Sequence[np.ndarray] | None = None,
     name: str | None = None,
+    placement: str = "auto",
 ) -> keras.Model:
     """A copy of `model` with an identity-initialized residual block after each named layer.
 
@@ -150,11 +228,19 @@ def insert_blocks(
             The block receives that layer's output, so its shape is kept.
         make_block: callable or None. `make_block(shape)` returns the layer to
             insert for an output of `shape` (no batch axis); it must start as
-            the identity. None: `identity_block(shape)`, named
+            the identity. None: `identity_block(shape, placement=...)`, named
             `{layer name}_grown`.
         check_data: array, list of arrays or None. A batch to check that the
             predictions are unchanged; None: a random batch.
         name: str or None. The new model's name; None: "{model.name}_grown".
+        placement: str. Where the default image blocks put BN and ReLU (He et
+            al. 2016, Fig. 4). "auto" (default) follows the host: the block
+            inserted after, else the model's first block (`block_placement`),
+            else "full_preact" for a plain network. Where the host's
+            placement cannot start as the identity (a BatchNorm after the
+            addition, or a post-addition ReLU after a layer with negative
+            outputs) a warning says why and a "full_preact" block goes in.
+            Or one of `IDENTITY_PLACEMENTS`.
 
     Returns:
         A new functional keras.Model.
@@ -195,7 +281,8 @@ def insert_blocks(
         outputs = layer(*args, **kwargs)
         shape = tuple(outputs.shape[1:])
         block = make_block(shape) if make_block is not None else identity_block(
-            shape, name=block_name(layer.name))
+            shape, name=block_name(layer.name),
+            placement=_placement_for(model, layer, placement) if len(shape) == 3 else "full_preact")
         if not isinstance(block, layers.Layer):
             raise TypeError(
                 f"`make_block(shape)` must return a Keras layer. Received: {type(block).__name__}"
