@@ -161,10 +161,30 @@ def test_grow_example_quick(tmp_path, capsys):
     spec.loader.exec_module(module)
     results = module.main(["--quick", "--out", str(tmp_path)])
     saved = json.loads((tmp_path / "grow_results.json").read_text())
-    assert saved["results"] == results and len(results) == 1
-    assert results[0]["accuracy_at_insertion"] == results[0]["accuracy_shallow"]
-    assert results[0]["params_deep"] > results[0]["params_shallow"]
-    assert "grown" in capsys.readouterr().out
+    assert saved["results"] == json.loads(json.dumps(results)) and len(results) == 1
+    r = results[0]
+    assert r["accuracy_at_insertion"] == r["accuracy_shallow"]
+    assert r["params_deep"] > r["params_shallow"]
+    # Compute per step: 3 passes x 64 images x multiply-adds. The two inserted blocks are two
+    # 3x3 convs each, 4 -> 4 channels on 28x28 and 8 -> 8 on 14x14 (quick widths), counted by hand.
+    per_image = 2 * 28 * 28 * 9 * 4 * 4 + 2 * 14 * 14 * 9 * 8 * 8
+    cost = r["mult_adds_per_step"]
+    assert cost["deep"] - cost["shallow"] == 3 * 64 * per_image
+    steps = saved["steps_each"]
+    assert r["equal_compute_steps"] == round(steps * (cost["shallow"] + cost["deep"]) / cost["deep"])
+    for route in ("grown", "grown_carried"):  # the shallow phase, then the grown one
+        curve = r["curves"][route]
+        assert curve["steps"] == [steps, 2 * steps]
+        assert curve["mult_adds"] == [steps * cost["shallow"], steps * (cost["shallow"] + cost["deep"])]
+        assert curve["accuracy"][0] == r["accuracy_shallow"]
+        assert r["equal_compute"][route] == curve["accuracy"][-1] == r[f"accuracy_{route}"]
+    for route in ("scratch", "scratch_standard"):
+        curve = r["curves"][route]
+        assert curve["steps"] == [steps, r["equal_compute_steps"], 2 * steps]
+        assert curve["mult_adds"] == [s * cost["deep"] for s in curve["steps"]]
+        assert r["equal_compute"][route] == curve["accuracy"][1]
+    assert (tmp_path / "grow.png").is_file()
+    assert "equal compute" in capsys.readouterr().out
 
 
 @multibackend
