@@ -526,6 +526,16 @@ def test_stochastic_depth_copy_has_linear_rates_and_the_same_function():
     np.testing.assert_allclose(copy.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
 
 
+@pytest.mark.multibackend
+def test_stochastic_depth_on_a_plain_twin_names_the_blocks_without_shortcut():
+    inputs = keras.Input((3,))
+    x = Residual(keras.layers.Dense(3), name="res")(inputs)
+    x = Residual(keras.layers.Dense(3), shortcut="none", name="plain1")(x)
+    model = keras.Model(inputs, Residual(keras.layers.Dense(3), shortcut="none", name="plain2")(x))
+    with pytest.raises(ValueError, match=r"2 of the 3 blocks .* no shortcut .*\['plain1', 'plain2'\]"):
+        schedules.with_stochastic_depth(model)
+
+
 @pytest.mark.backends("tensorflow", reason="a tf.data pipeline feeds the TensorFlow backend; "
                       "JAX and PyTorch read NumPy arrays in the tests above")
 def test_single_block_deletion_reads_a_tf_data_dataset():

@@ -57,6 +57,15 @@ def with_stochastic_depth(
     blocks = residual_blocks(model)
     if not blocks:
         raise ValueError(f"Model {model.name!r} has no Residual blocks.")
+    plain = [block.name for block in blocks if not block.has_shortcut]
+    if plain:
+        raise ValueError(
+            f"Stochastic depth drops a block's branch and passes its shortcut on (Huang et al. "
+            f"2016, Eq. 2), but {len(plain)} of the {len(blocks)} blocks of {model.name!r} have "
+            f"no shortcut (shortcut='none', a plain network): {plain[:5]}"
+            f"{' ...' if len(plain) > 5 else ''}. Dropping one would cut the network. Use the "
+            "residual twin, or give those blocks a shortcut."
+        )
     drop_rates = linear_decay_drop_rates(len(blocks), final_survival)
     rates = {id(block): rate for block, rate in zip(blocks, drop_rates, strict=True)}
 
