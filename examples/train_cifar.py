@@ -39,7 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter, description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="cifar_resnet", choices=("cifar_resnet", "cifar_preact_resnet"),
                         help="He et al. 2015 (option A) or the pre-activation net of He et al. 2016")
-    parser.add_argument("--depth", type=int, default=20, help="6n+2 layers (9n+2 for pre-activation)")
+    parser.add_argument("--depth", type=int, default=20, help="6n+2 layers with basic blocks; cifar_preact_resnet uses bottlenecks, 9n+2, "
+                        "from depth 164")
     parser.add_argument("--model-kwargs", default="{}", help="JSON keyword arguments for the builder")
     parser.add_argument("--data", default=None, help="cifar-10-python.tar.gz, its folder, or an .npz")
     parser.add_argument("--download", action="store_true", help="allow keras.datasets to download")
@@ -50,7 +51,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "iterations (32k and 48k of 64k)")
     parser.add_argument("--weight-decay", type=float, default=1e-4, help="L2 weight decay")
     parser.add_argument("--mixed-precision", action="store_true", help="float16 compute, float32 weights")
-    parser.add_argument("--xla", action="store_true", help="compile the train step with XLA")
+    parser.add_argument("--xla", action="store_true",
+                        help="always compile the train step (XLA; torch.compile on PyTorch); "
+                        "without it Keras' jit_compile='auto' already uses XLA on JAX, and on "
+                        "TensorFlow with a GPU and no tf.distribute strategy")
     parser.add_argument("--seed", type=int, default=None, help="random seed (None: unseeded)")
     parser.add_argument("--out", default="runs/cifar", help="checkpoints, backup and logs")
     parser.add_argument(

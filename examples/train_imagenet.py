@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "without --quick)")
     parser.add_argument("--model", default="resnet50", help="a builder in keras_residual.models")
     parser.add_argument(
-        "--model-kwargs", default="{}", help='JSON keyword arguments for the builder, e.g. \'{"width": 16}\''
+        "--model-kwargs", default="{}", help='JSON keyword arguments for the builder (any build_resnet argument), e.g. \'{"drop_rate": 0.1, "zero_init_last": true}\''
     )
     parser.add_argument("--image-size", type=int, default=224, help="training crop height and width")
     parser.add_argument("--batch-size", type=int, default=256, help="global batch, all replicas")
@@ -67,7 +67,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--preprocessing", choices=PREPROCESSING_MODES, default=None, help="input preprocessing (None: the model's own)"
     )
     parser.add_argument("--mixed-precision", action="store_true", help="float16 compute, float32 weights")
-    parser.add_argument("--xla", action="store_true", help="compile the train step with XLA")
+    parser.add_argument("--xla", action="store_true",
+                        help="always compile the train step (XLA; torch.compile on PyTorch); "
+                        "without it Keras' jit_compile='auto' already uses XLA on JAX, and on "
+                        "TensorFlow with a GPU and no tf.distribute strategy")
     parser.add_argument("--seed", type=int, default=None, help="random seed (None: unseeded)")
     parser.add_argument("--out", default="runs/imagenet", help="checkpoints, backup and logs")
     parser.add_argument(

