@@ -1,9 +1,10 @@
 """Train a residual network on an image folder in ImageNet's layout.
 
 The recipe of He et al., "Deep Residual Learning for Image Recognition"
-(2015), Sec. 3.4, with the large-batch rules of Goyal et al. (2017): SGD with
-momentum 0.9, learning rate 0.1 x batch / 256 after a linear warm-up, divided
-by 10 at 30, 60 and 80 of 90 epochs (or cosine decay), weight decay 1e-4 on
+(2015), Sec. 3.4, with the schedule and large-batch rules of Goyal et al.
+(2017), Sec. 2 and 5.1: SGD with momentum 0.9, learning rate 0.1 x batch / 256
+after a linear warm-up, divided by 10 at 30, 60 and 80 of 90 epochs (Goyal et
+al.; He et al. divide when the error plateaus) or cosine decay, weight decay 1e-4 on
 kernels, random-resized crops and flips, the model's own input
 preprocessing.
 

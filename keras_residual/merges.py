@@ -36,14 +36,17 @@ MERGE_KINDS = (
 class Merge(layers.Layer):
     """Base class: `call(shortcut, branch, inputs)` returns the merged tensor.
 
-    Subclass it to write a merge that needs the block input (a gate) or
-    weights of its own; `Residual` builds it with the three shapes.
+    Subclass it to write a merge that needs the input the branch reads (a
+    gate) or weights of its own; `Residual` builds it with the three shapes.
+    That input, `inputs`, is the block input `x`, or the pre-activated `x`
+    in a block with a pre-activation (He et al. 2016, Fig. 4e), as
+    `Residual.parts` lists it.
 
     Two class attributes describe a merge to the tools that follow a block's
     description (`Residual.parts`) instead of reading its code:
 
-    - `reads_inputs`: whether `call` uses the block input `inputs` (a gate
-      does). Per-sample path routing routes it with the branch; receptive
+    - `reads_inputs`: whether `call` uses `inputs`, the input the branch
+      reads (a gate does). Per-sample path routing routes it with the branch; receptive
       fields and multiply-add counts follow it. Defaults to True, the safe
       answer for a subclass; the merges here that ignore it say False.
     - `passes_shortcut`: whether `without_branch(h)` is `h` itself, so a
@@ -78,7 +81,8 @@ class Merge(layers.Layer):
 
         Args:
             shortcut: tensor. The shortcut output `h(x)`.
-            inputs: tensor or None. The block input (for gated merges).
+            inputs: tensor or None. The input the branch reads: `x`, or the
+                pre-activated `x` in a pre-activation block (for gated merges).
             **kwargs: call arguments such as `training`.
 
         Returns:
@@ -185,8 +189,9 @@ class GatedMerge(Merge):
     """Gated merges with a learned sigmoid gate `g(x) = sigmoid(W_g x + b_g)`.
 
     `W_g` is a 1x1 convolution (Dense for vectors and for channels-last
-    sequences), with the branch's stride, from the block input `x` to the
-    branch's channels.
+    sequences), with the branch's stride, from the input the branch reads
+    (the block input `x`, or the pre-activated `x` in a block with a
+    pre-activation) to the branch's channels.
 
     - `mode="exclusive"`: `y = (1 - g(x)) * h(x) + g(x) * F(x)`. With the gate
       on the branch this is a highway layer (Srivastava et al. 2015: `T(x) *

@@ -245,9 +245,10 @@ class Residual(layers.Wrapper):
             "scaled", "shortcut_dropout", "rezero" (learned branch scale
             initialized to 0: the block starts as the identity), a `Merge`
             instance for non-default options, a Keras merge layer called on
-            `[h(x), F(x)]`, or a function `fn(h(x), F(x))` (a lambda does not
-            serialize; register a named function with
-            `keras.saving.register_keras_serializable`).
+            `[h(x), F(x)]`, or a function `fn(h(x), F(x))` (a function
+            registered with `keras.saving.register_keras_serializable` is
+            saved by name; a lambda is saved as bytecode and loads only with
+            `safe_mode=False`, from a file you trust).
         activation: str, callable or None. Applied after the merge; "relu"
             for the original ResNet. Defaults to None.
         preactivation: str, keras.layers.Layer or None. Applied to `x` before

@@ -2,9 +2,11 @@
 
 The ImageNet recipe is He et al., "Deep Residual Learning for Image
 Recognition" (2015), Sec. 3.4: SGD with momentum 0.9, weight decay 1e-4,
-learning rate 0.1 divided by 10 in steps, scaled to other batch sizes with the
-linear rule and a gradual warm-up of Goyal et al., "Accurate, Large Minibatch
-SGD: Training ImageNet in 1 Hour" (2017), Sec. 2.1-2.2. Cosine decay is
+learning rate 0.1 divided by 10 in steps (He et al. divide "when the error
+plateaus"; the fixed drops at epochs 30, 60 and 80 of 90 are Goyal et al.,
+"Accurate, Large Minibatch SGD: Training ImageNet in 1 Hour" (2017), Sec.
+5.1), scaled to other batch sizes with Goyal et al.'s linear rule and
+gradual warm-up (Sec. 2.1-2.2). Cosine decay is
 Loshchilov and Hutter, "SGDR" (2017). The CIFAR recipe is He et al. 2015,
 Sec. 4.2: batch 128, learning rate 0.1 divided by 10 at 32k and 48k
 iterations, stop at 64k.
@@ -27,7 +29,7 @@ from keras import ops
 
 DECAYS = ("step", "cosine")
 
-#: He et al. 2015's ImageNet schedule, 90 epochs with drops at 30, 60 and 80,
+#: Goyal et al. 2017's (Sec. 5.1) ImageNet schedule for He et al.'s recipe: 90 epochs, drops at 30, 60, 80,
 #: as fractions of the run so that a shorter run keeps its shape.
 IMAGENET_STEP_FRACTIONS = (30 / 90, 60 / 90, 80 / 90)
 #: He et al. 2015's CIFAR schedule: drops at 32k and 48k of 64k iterations.
@@ -154,10 +156,12 @@ def imagenet_schedule(
     warmup_epochs: float = 5.0,
     decay: str = "step",
 ) -> WarmupDecay:
-    """He et al. 2015's ImageNet schedule with Goyal et al. 2017's scaling and warm-up.
+    """He et al. 2015's ImageNet recipe with Goyal et al. 2017's schedule, scaling and warm-up.
 
     Peak rate `0.1 x batch_size / 256`; step decay divides it by 10 at 30, 60
-    and 80 of 90 epochs (the same fractions of a shorter or longer run);
+    and 80 of 90 epochs (Goyal et al. 2017, Sec. 5.1; He et al. 2015, Sec.
+    3.4, divide when the error plateaus), the same fractions of a shorter or
+    longer run;
     cosine decay runs to zero at the last step.
 
     Args:

@@ -160,3 +160,15 @@ def test_help_strings_leave_the_default_to_argparse():
                      for line, text in _help_strings(path)
                      if re.search("default", text, re.I) and "%(default)" not in text]
     assert checked >= 10 and not repeated, repeated
+
+
+@pytest.mark.multibackend
+def test_lesion_study_refuses_mnist_with_the_cifar110_preset(capsys, monkeypatch):
+    # It used to load CIFAR-10 silently whatever --dataset said.
+    spec = importlib.util.spec_from_file_location(
+        "lesion_study_cli", os.path.join(EXAMPLES, "lesion_study.py"))
+    lesion_study = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "lesion_study_cli", lesion_study)  # its dataclasses need it
+    spec.loader.exec_module(lesion_study)
+    assert lesion_study.main(["--preset", "cifar110", "--dataset", "mnist"]) == 1
+    assert "--preset cifar110 runs on CIFAR-10" in capsys.readouterr().out

@@ -436,3 +436,19 @@ def test_following_the_parts_reproduces_the_block_intact_and_deleted(make):
     block.branch_enabled = False
     np.testing.assert_allclose(followed, to_numpy(block(x)), rtol=1e-6, atol=1e-6)
     assert not np.allclose(followed, intact)
+
+
+@pytest.mark.multibackend
+def test_a_merge_reads_the_pre_activated_input():
+    # Merge.call's `inputs` is what the branch reads: relu(x) here, not x (README options table).
+    seen = []
+
+    class Gate(kr.Merge):
+        def call(self, shortcut, branch, inputs=None):
+            seen.append(to_numpy(inputs))
+            return shortcut + branch
+
+    x = np.array([[-1.0, 2.0, -3.0]], "float32")
+    block = kr.Residual(layers.Dense(3), preactivation="relu", merge=Gate())
+    block(x)
+    np.testing.assert_array_equal(seen[-1], np.maximum(x, 0.0))

@@ -507,10 +507,14 @@ def resnet152_v2(**kwargs: Any) -> keras.Model:
 
 
 def resnet200_v2(**kwargs: Any) -> keras.Model:
-    """Pre-activation ResNet-200 (He et al. 2016, Table 5): bottlenecks 3-24-36-3.
+    """Pre-activation ResNet-200 in keras.applications' ResNetV2 layout: bottlenecks 3-24-36-3.
 
-    The 66-module ImageNet network of Veit et al. (2016); same layout as
-    `resnet50_v2`. No published Keras checkpoint.
+    He et al. (2016, Table 5)'s depth and block counts, with
+    keras.applications' strides (the last block of stages 2-4 strides
+    through a max-pool shortcut, as in `resnet50_v2`), not the paper's. He
+    et al.'s own layout, the 66-module network Veit et al. (2016, Sec. 4)
+    lesion, is `resnet_v2_paper(200)` ("resnet200_v2_paper" for
+    `get_model`). No published Keras checkpoint.
 
     Example:
         >>> from keras_residual import Residual

@@ -105,7 +105,7 @@ def vgg_plain(
 
     conv1 (3x3, BN, ReLU) maps the image to `filters` channels; `depth - 2`
     more 3x3 conv-BN-ReLU layers follow in three stages separated by 2x2
-    max-pools (`pool2_pool`, `pool3_pool`); then global average pooling and
+    max-pools (`pool3_pool`, `pool4_pool`); then global average pooling and
     the classifier: 15 weighted layers by default. Deleting any middle layer
     drops accuracy to chance (Veit et al., Fig. 3).
 
@@ -130,6 +130,8 @@ def vgg_plain(
         >>> m = vgg_plain()
         >>> sum(isinstance(l, Residual) for l in m.layers)
         13
+        >>> [l.name for l in m.layers if isinstance(l, keras.layers.MaxPooling2D)]
+        ['pool3_pool', 'pool4_pool']
     """
     if depth < 5:
         raise ValueError(f"`depth` must be >= 5 (conv1, three stages, classifier). Received: {depth}")

@@ -74,7 +74,8 @@ IMAGENET_SPECS: dict[str, dict] = {
     "resnet50_v2": {**_V2, "blocks": (3, 4, 6, 3), "weights_name": "resnet50v2"},
     "resnet101_v2": {**_V2, "blocks": (3, 4, 23, 3), "weights_name": "resnet101v2"},
     "resnet152_v2": {**_V2, "blocks": (3, 8, 36, 3), "weights_name": "resnet152v2"},
-    # He et al. 2016, Sec. 5 (ImageNet ResNet-200; Veit et al.'s 66 modules).
+    # He et al. 2016's ResNet-200 depth in keras.applications' stride layout (the paper's own
+    # layout, Veit et al.'s 66 modules, is models.cifar.resnet_v2_paper).
     "resnet200_v2": {**_V2, "blocks": (3, 24, 36, 3)},
     "resnet18_vd": {**_VD, "block": "basic", "blocks": (2, 2, 2, 2)},
     "resnet34_vd": {**_VD, "block": "basic", "blocks": (3, 4, 6, 3)},
