@@ -9,9 +9,9 @@ trained Adam's state carried through growth (`surgery.carry_optimizer`:
 the old weights keep their moments and step count, the new ones start with
 fresh slots). The baselines are the same deep architecture trained from
 scratch for `2 * --steps` steps on the same batches, twice: with its inserted
-blocks identity-initialized (last layer zero), and with standard
-initialization (that layer Glorot-uniform, as Keras initializes every other
-kernel). He et al. (2015), Sec. 3.1 argue from this construction that a
+blocks identity-initialized (the branch's last BatchNormalization scale at
+zero), and with standard initialization (that scale at one, as Keras
+initializes every other one). He et al. (2015), Sec. 3.1 argue from this construction that a
 deeper network need not do worse than a shallower one; this measures what
 growing buys in a short training.
 
@@ -132,13 +132,28 @@ def _shallow(filters: tuple, seed: int) -> keras.Model:
 
 
 def standard_init(model: keras.Model, seed: int) -> keras.Model:
-    """Re-draws the zero kernels of the inserted blocks Glorot-uniform (Keras' default)."""
+    """Re-initializes what starts at zero in the inserted blocks as Keras does by default.
+
+    `identity_block` zeroes the branch's last BatchNormalization scale (Goyal et
+    al. 2017, Sec. 5.1) or, without one, its last kernel; here a zero scale
+    becomes ones and a zero kernel Glorot-uniform. Returns `model`.
+    """
     initializer = keras.initializers.GlorotUniform(seed=seed)
+    changed = 0
     for block in (layer for layer in model.layers if layer.name.endswith("_grown")):
         for layer in walk(block):
+            gamma = getattr(layer, "gamma", None) if isinstance(
+                layer, keras.layers.BatchNormalization) else None
             kernel = getattr(layer, "kernel", None)
-            if kernel is not None and not np.any(keras.ops.convert_to_numpy(kernel)):
+            if gamma is not None and not np.any(keras.ops.convert_to_numpy(gamma)):
+                gamma.assign(np.ones(tuple(gamma.shape), "float32"))
+                changed += 1
+            elif kernel is not None and not np.any(keras.ops.convert_to_numpy(kernel)):
                 kernel.assign(initializer(tuple(kernel.shape)))
+                changed += 1
+    if changed < len(GROW_AFTER):
+        raise ValueError(f"Found {changed} zero-initialized weights in the inserted blocks of "
+                         f"{model.name!r}; expected one per block ({len(GROW_AFTER)}).")
     return model
 
 

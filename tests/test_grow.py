@@ -154,6 +154,8 @@ def test_grow_example_quick(tmp_path, capsys):
     import os
     import sys
 
+    from keras_residual.graph import walk
+
     path = os.path.join(os.path.dirname(__file__), "..", "examples", "grow.py")
     spec = importlib.util.spec_from_file_location("example_grow", path)
     module = importlib.util.module_from_spec(spec)
@@ -185,6 +187,16 @@ def test_grow_example_quick(tmp_path, capsys):
         assert r["equal_compute"][route] == curve["accuracy"][1]
     assert (tmp_path / "grow.png").is_file()
     assert "equal compute" in capsys.readouterr().out
+    # The standard-initialized baseline: every BN scale of the inserted blocks at one (Keras'
+    # default), so the deep net no longer predicts what the shallow one does.
+    shallow = module.mnist_resnet(blocks=(1, 1), filters=(4, 8))
+    deep = module.standard_init(insert_blocks(shallow, after=list(module.GROW_AFTER)), seed=0)
+    gammas = [_numpy(layer.gamma) for block in module.GROW_AFTER
+              for layer in walk(deep.get_layer(f"{block}_grown"))
+              if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(gammas) == 4 and all(np.array_equal(g, np.ones_like(g)) for g in gammas)
+    x = np.random.default_rng(0).random((2, 28, 28, 1), dtype="float32")
+    assert np.abs(_numpy(deep(x)) - _numpy(shallow(x))).max() > 1e-4
 
 
 @multibackend
