@@ -76,6 +76,57 @@ def _tensor_shape(layer: keras.layers.Layer, attr: str) -> Shape:
     return tuple(tensor.shape)
 
 
+def _built_input_shape(layer: keras.layers.Layer) -> Shape:
+    """The input shape `layer` was built with (`get_build_config`), batch axis as None.
+
+    A layer called inside a subclassed model, or inside a block, has no
+    graph node to read its input from, but Keras records what it was built for.
+    """
+    try:
+        shape = (layer.get_build_config() or {}).get("input_shape")
+    except Exception:  # a layer whose build config is not a single shape
+        return None
+    if not isinstance(shape, (list, tuple)) or not shape or isinstance(shape[0], (list, tuple)):
+        return None
+    return (None, *shape[1:])
+
+
+class _PartShapes(keras.layers.Layer):
+    """Runs a block's parts (`Residual.run_part`) in a shape-only trace and records each output.
+
+    `compute_output_spec` traces `call` with the backend's symbolic tensors,
+    so the block's sub-layers get no graph nodes and nothing is computed:
+    the part shapes Keras derives, also for a branch that takes more than
+    one input (a self-attention branch reads x as query and value).
+    """
+
+    def __init__(self, run: Callable):
+        super().__init__()
+        self._run = run
+
+    def call(self, x):
+        return self._run(x)
+
+
+def _traced_part_shapes(block: Residual, in_shape: Shape) -> dict[str, Shape]:
+    """Output shape of each of `block`'s parts by value name ("branch", "merged", ...), or {}."""
+    if in_shape is None:
+        return {}
+    shapes: dict[str, Shape] = {}
+
+    def apply(part, inputs):
+        out = block.run_part(part, inputs)
+        shapes[part.output] = (None, *tuple(out.shape)[1:])
+        return out
+
+    try:
+        _PartShapes(lambda x: block.wire(x, apply)).compute_output_spec(
+            keras.KerasTensor(in_shape, dtype=block.compute_dtype))
+    except Exception:  # shapes are shown where Keras can derive them, never raised
+        return {}
+    return shapes
+
+
 def _is_container(layer: keras.layers.Layer) -> bool:
     return isinstance(layer, keras.Model) and hasattr(layer, "layers")
 
@@ -104,19 +155,31 @@ def _layer_rows(layer: keras.layers.Layer, depth: int, role: str, in_shape: Shap
 def _container_rows(model: keras.Model, depth: int) -> list[SummaryRow]:
     rows = []
     for layer in model.layers:
-        rows.extend(_layer_rows(layer, depth, "", _tensor_shape(layer, "input"),
-                                _tensor_shape(layer, "output")))
+        # A subclassed model's layers have no graph nodes: the shape they were built with.
+        in_shape = _tensor_shape(layer, "input") or _built_input_shape(layer)
+        out_shape = _tensor_shape(layer, "output") or _output_shape(layer, in_shape)
+        rows.extend(_layer_rows(layer, depth, "", in_shape, out_shape))
     return rows
 
 
 def _block_rows(block: Residual, depth: int, in_shape: Shape) -> list[SummaryRow]:
     """The parts of `block` in call order (its description), fed with input shape `in_shape`."""
     rows = []
+    traced: dict[str, Shape] | None = None
+
+    def part_shape(part, shape):
+        nonlocal traced
+        out = _output_shape(part.layer, shape)
+        if out is None and shape is not None:  # e.g. attention: query and value
+            traced = _traced_part_shapes(block, in_shape) if traced is None else traced
+            out = traced.get(part.output)
+        return out
 
     def apply(part, shapes):
         shape = shapes[0]
         if part.role == "merge":
             out = shapes[1] if "branch" in part.inputs else shape
+            out = shape if out is None else out
             rows.append(SummaryRow(depth, "merge", part.layer.name, type(part.layer).__name__,
                                    out, _params(part.layer)))
             return out
@@ -128,7 +191,7 @@ def _block_rows(block: Residual, depth: int, in_shape: Shape) -> list[SummaryRow
         if part.passes_input:
             rows.append(SummaryRow(depth, part.role, "identity", "", shape, 0))
             return shape
-        out = _output_shape(part.layer, shape)
+        out = part_shape(part, shape)
         rows.extend(_layer_rows(part.layer, depth, part.role, shape, out))
         return out
 
@@ -169,8 +232,9 @@ def summary_rows(model: keras.layers.Layer) -> list[SummaryRow]:
             f"summarizing it. Received: model={model.name!r} (built=False)"
         )
     if isinstance(model, Residual):
-        return _layer_rows(model, 0, "", _tensor_shape(model, "input"),
-                           _tensor_shape(model, "output"))
+        in_shape = _tensor_shape(model, "input") or _built_input_shape(model)
+        return _layer_rows(model, 0, "", in_shape,
+                           _tensor_shape(model, "output") or _output_shape(model, in_shape))
     if not _is_container(model):
         raise TypeError(
             "`summary` takes a functional or Sequential keras.Model or a Residual block. "

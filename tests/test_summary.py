@@ -123,3 +123,43 @@ def test_output_shapes_match_a_forward_pass():
     x = np.random.default_rng(0).random((2, 8, 8, 4)).astype("float32")
     y = keras.ops.convert_to_numpy(model(x))
     assert summary_rows(model)[-1].output_shape[1:] == y.shape[1:]
+
+
+def _shapes(model):
+    return {(row.role, row.name): row.output_shape for row in summary_rows(model)}
+
+
+def test_attention_branch_and_its_merge_show_the_shapes_keras_computes():
+    attention = layers.MultiHeadAttention(2, 4, output_shape=6, name="attn")
+    x = np.random.default_rng(0).random((2, 5, 6)).astype("float32")
+    inputs = keras.Input((5, 6))
+    model = keras.Model(inputs, Residual(attention, name="block")(inputs))
+    model(x)
+    want = (None, *keras.ops.convert_to_numpy(attention(x, x)).shape[1:])  # the layer alone
+    shapes = _shapes(model)
+    assert shapes[("branch", "attn")] == want == (None, 5, 6)
+    assert shapes[("merge", "merge")] == want and shapes[("", "block")] == want
+
+
+def test_subclassed_model_rows_show_the_shapes_its_layers_were_called_with():
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__(name="net")
+            self.conv = layers.Conv2D(4, 3, padding="same", name="conv")
+            self.block = Residual(layers.Conv2D(4, 3, strides=2, padding="same", name="inner"),
+                                  shortcut="projection", name="block")
+            self.head = layers.Dense(3, name="head")
+
+        def call(self, x):
+            return self.head(keras.ops.mean(self.block(self.conv(x)), axis=(1, 2)))
+
+    model = Net()
+    x = np.random.default_rng(0).random((2, 6, 6, 1)).astype("float32")
+    model(x)
+    # References: each layer applied on its own to what it receives in the forward pass.
+    conv = keras.ops.convert_to_numpy(model.conv(x))
+    block = keras.ops.convert_to_numpy(model.block(conv))
+    shapes = _shapes(model)
+    assert shapes[("", "conv")] == (None, *conv.shape[1:])
+    assert shapes[("", "block")] == shapes[("branch", "inner")] == (None, *block.shape[1:])
+    assert shapes[("", "head")] == (None, 3)
