@@ -17,7 +17,7 @@ DEMO_OUT ?= demo_output
 QUICK_DEMO_OUT ?= build/demo-quick
 SHARED_DEMO ?=
 
-.PHONY: demo demo-quick test test-tf test-backends lint clean
+.PHONY: demo demo-quick test test-tf test-backends docs lint clean
 
 $(CORE_VENV)/.installed: setup.cfg pyproject.toml
 	rm -rf $(CORE_VENV)
@@ -29,7 +29,7 @@ $(CORE_VENV)/.installed: setup.cfg pyproject.toml
 $(VENV)/.test: setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[test,jax,torch]"
+	$(PY) -m pip install -q -e ".[test,jax,torch,docs]"
 	touch $@
 
 demo: $(CORE_VENV)/.installed
@@ -57,6 +57,15 @@ test-tf: $(VENV)/.test
 test-backends: $(VENV)/.test
 	KERAS_BACKEND=jax $(PY) -m pytest $(PYTEST_ARGS) -m multibackend --doctest-modules keras_residual tests
 	KERAS_BACKEND=torch $(PY) -m pytest $(PYTEST_ARGS) -m multibackend --doctest-modules keras_residual tests
+
+# The API reference site in build/site (MkDocs, Material theme, mkdocstrings), strict: a broken
+# reference or an unparsable docstring fails it. Its figures come from a demo run: demo_output/
+# after `make demo`, else the quick demo (run here when missing). tests/test_docs.py builds and
+# checks it in `make test`.
+DOCS_FIGURES ?= $(if $(wildcard $(DEMO_OUT)/results.json),$(DEMO_OUT),$(QUICK_DEMO_OUT))
+docs: $(VENV)/.test
+	test -f $(DOCS_FIGURES)/results.json || $(MAKE) demo-quick
+	KERAS_RESIDUAL_DOCS_FIGURES=$(abspath $(DOCS_FIGURES)) NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
 lint: $(VENV)/.test
 	$(VENV)/bin/ruff check keras_residual keras_residual_cli.py tests examples benchmarks notebooks

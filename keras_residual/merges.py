@@ -52,6 +52,21 @@ class Merge(layers.Layer):
     - `passes_shortcut`: whether `without_branch(h)` is `h` itself, so a
       deleted block with an identity shortcut and no post-merge activation
       passes its input on (Veit et al. 2016, Sec. 4.1). Defaults to False.
+
+    Example:
+        An average of shortcut and branch (a merge that ignores the input):
+
+        >>> import numpy as np
+        >>> import keras
+        >>> from keras import layers
+        >>> from keras_residual import Merge, Residual
+        >>> class Average(Merge):
+        ...     reads_inputs = False
+        ...     def call(self, shortcut, branch, inputs=None):
+        ...         return (shortcut + branch) / 2
+        >>> block = Residual(layers.Dense(4, kernel_initializer="ones"), merge=Average())
+        >>> keras.ops.convert_to_numpy(block(np.ones((1, 4), "float32"))).tolist()
+        [[2.5, 2.5, 2.5, 2.5]]
     """
 
     reads_inputs = True

@@ -33,7 +33,19 @@ PAD = 4
 
 @dataclasses.dataclass
 class Cifar10:
-    """CIFAR-10 as NumPy arrays: uint8 images (N, 32, 32, 3), int64 labels (N,), and the source."""
+    """CIFAR-10 as NumPy arrays: uint8 images (N, 32, 32, 3), int64 labels (N,), and the source.
+
+    `load_cifar10` returns one (Krizhevsky 2009; the CIFAR experiments of He et al. 2015,
+    Sec. 4.2).
+
+    Example:
+        >>> import numpy as np
+        >>> from keras_residual.datasets import Cifar10
+        >>> data = Cifar10(np.zeros((2, 32, 32, 3), np.uint8), np.array([3, 5]),
+        ...                np.zeros((1, 32, 32, 3), np.uint8), np.array([0]), source="zeros")
+        >>> data.x_train.shape, data.y_train.tolist()
+        ((2, 32, 32, 3), [3, 5])
+    """
 
     x_train: np.ndarray
     y_train: np.ndarray

@@ -41,6 +41,20 @@ class ImageFolder:
             folders this is keras.applications' class order).
         num_images: number of image files found.
         source: where the images came from, for the scripts to print.
+
+    Example:
+        `image_folder_dataset` returns one:
+
+        >>> import os, tempfile
+        >>> import numpy as np
+        >>> import keras
+        >>> from keras_residual.datasets.images import image_folder_dataset
+        >>> root = tempfile.mkdtemp()
+        >>> os.makedirs(os.path.join(root, "cat"))
+        >>> keras.utils.save_img(os.path.join(root, "cat", "0.png"), np.zeros((8, 8, 3)))
+        >>> folder = image_folder_dataset(root, image_size=8, batch_size=1)
+        >>> folder.class_names, folder.num_images
+        (['cat'], 1)
     """
 
     dataset: tf.data.Dataset

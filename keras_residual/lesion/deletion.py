@@ -73,6 +73,17 @@ class SingleDeletionResult:
         downsampling: (n,) bool. Units whose output shape differs from their
             input shape (`surgery.downsampling`): deleting them keeps a
             shape-changing shortcut.
+
+    Example:
+        `single_block_deletion` returns one; by hand:
+
+        >>> import numpy as np
+        >>> from keras_residual.lesion import SingleDeletionResult
+        >>> result = SingleDeletionResult(
+        ...     names=np.array(["block1", "block2", "block3"]), errors=np.array([0.42, 0.09, 0.1]),
+        ...     intact_error=0.08, downsampling=np.array([True, False, False]))
+        >>> str(result.names[np.argmax(result.errors)])  # the costliest deletion
+        'block1'
     """
 
     names: np.ndarray
@@ -250,6 +261,17 @@ class KDeletionResult:
         std: (m,) float. Standard deviation over the sets.
         intact_error: float. Error of the intact network.
         n_blocks: int. Number of blocks in the network.
+
+    Example:
+        `k_block_deletion` returns one; by hand, two random sets per k:
+
+        >>> import numpy as np
+        >>> from keras_residual.lesion import KDeletionResult
+        >>> errors = np.array([[0.10, 0.12], [0.30, 0.26]])
+        >>> result = KDeletionResult(ks=np.array([1, 5]), errors=errors, mean=errors.mean(1),
+        ...                          std=errors.std(1), intact_error=0.08, n_blocks=12)
+        >>> result.mean.round(2).tolist()
+        [0.11, 0.28]
     """
 
     ks: np.ndarray

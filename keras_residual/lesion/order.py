@@ -38,6 +38,17 @@ class ReorderingResult:
         kendall_tau_all: (m, samples) float or None. Kendall's tau over all
             blocks, fixed ones included (higher: each fixed block adds
             agreeing pairs).
+
+    Example:
+        `reordering` returns one; by hand, one network per k with three blocks:
+
+        >>> import numpy as np
+        >>> from keras_residual.lesion import ReorderingResult
+        >>> result = ReorderingResult(
+        ...     ks=np.array([1]), kendall_tau=np.array([[1 / 3]]), errors=np.array([[0.2]]),
+        ...     orders=np.array([[[1, 0, 2]]]), intact_error=0.08)
+        >>> result.orders[0, 0].tolist(), result.kendall_tau_all is None
+        ([1, 0, 2], True)
     """
 
     ks: np.ndarray

@@ -246,6 +246,19 @@ class ResilienceResult:
         normal: SingleDeletionResult of the normally trained network.
         stochastic_depth: SingleDeletionResult of the stochastic-depth network.
         final_survival: float. Survival probability of the last block.
+
+    Example:
+        `stochastic_depth_resilience` returns one; by hand:
+
+        >>> import numpy as np
+        >>> from keras_residual.lesion import ResilienceResult, SingleDeletionResult
+        >>> names, down = np.array(["b1", "b2"]), np.array([True, False])
+        >>> result = ResilienceResult(
+        ...     normal=SingleDeletionResult(names, np.array([0.6, 0.1]), 0.08, down),
+        ...     stochastic_depth=SingleDeletionResult(names, np.array([0.3, 0.1]), 0.09, down),
+        ...     final_survival=0.5)
+        >>> float(result.normal.errors[0] - result.stochastic_depth.errors[0])
+        0.3
     """
 
     normal: SingleDeletionResult

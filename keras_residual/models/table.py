@@ -33,6 +33,12 @@ class StageRow:
         block_shape: the layers, e.g. "[3x3, 64; 3x3, 64] x 3".
         params: parameters of the row's layers (as `count_params()`).
         mult_adds: multiply-adds per example.
+
+    Example:
+        >>> from keras_residual.models import StageRow
+        >>> row = StageRow("conv2_x", "56x56", "[3x3, 64; 3x3, 64] x 3", params=221952)
+        >>> row.name, row.params
+        ('conv2_x', 221952)
     """
 
     name: str
@@ -51,6 +57,21 @@ class ArchitectureTable:
         rows: the `StageRow`s, input to output.
         total_params: `model.count_params()`.
         total_mult_adds: multiply-adds per example of the whole model.
+
+    Example:
+        `architecture_table(model)` fills one from a built model; by hand:
+
+        >>> from keras_residual.models import ArchitectureTable, StageRow
+        >>> table = ArchitectureTable("tiny", [
+        ...     StageRow("conv1", "8x8", "3x3, 16", params=448, mult_adds=27648),
+        ...     StageRow("head", "1x1", "10-d fc", params=170, mult_adds=160)], 618, 27808)
+        >>> print(table.to_string())
+        layer name  output size  tiny     params  mult-adds
+        ---------------------------------------------------
+        conv1       8x8          3x3, 16     448   2.76e+04
+        head        1x1          10-d fc     170   1.60e+02
+        ---------------------------------------------------
+        total                                618   2.78e+04
     """
 
     model_name: str

@@ -52,6 +52,14 @@ class WeightTransfer:
         unused_in_source: weighted layers of the source with no layer of the
             same name in the model (for a `.weights.h5` file of the model's
             own architecture: the file's array paths the model has no place for).
+
+    Example:
+        `load_keras_applications_weights` returns one; by hand:
+
+        >>> from keras_residual.models import WeightTransfer
+        >>> transfer = WeightTransfer(loaded=["conv1_conv", "conv1_bn"], missing_in_source=["fc"])
+        >>> len(transfer.loaded), transfer.missing_in_source, transfer.unused_in_source
+        (2, ['fc'], [])
     """
 
     loaded: list[str] = field(default_factory=list)
