@@ -111,3 +111,24 @@ def test_finite_differences_catch_a_scaled_or_misplaced_gradient():
     assert guided_backprop.finite_difference_error(f, images, 1.01 * gradient) > 5e-3
     assert guided_backprop.finite_difference_error(f, images, np.roll(gradient, 1)) > 0.1
     assert guided_backprop.finite_difference_error(f, images, 0 * gradient) == float("inf")
+
+
+@pytest.mark.backends("tensorflow", reason="times loops on one backend (the script's --backend "
+                      "all runs the others); the reuse it checks is tested on every backend in "
+                      "test_guided.py")
+def test_viz_reuse_check_agrees_and_catches_a_stale_shared_copy(monkeypatch):
+    """benchmarks/viz_reuse.py's check on its --quick model (the timing is left to the script)."""
+    import viz_reuse
+
+    from keras_residual.viz.guided import UnitGradient
+
+    keras.utils.set_random_seed(0)
+    model, path = viz_reuse._model(True, 16)
+    bench.randomize_batchnorm(model)
+    images = np.random.default_rng(0).normal(size=(2, 16, 16, 1)).astype("float32")
+    pair = viz_reuse.PAIRS[:1]  # guided_backprop; Guided Grad-CAM's copy is the same class
+    assert viz_reuse.check(model, path, images, pair) == []
+    # A shared rectified copy that kept the old weights is caught after the training step.
+    monkeypatch.setattr(UnitGradient, "refresh", lambda self: None)
+    problems = viz_reuse.check(model, path, images, pair)
+    assert problems and all(p.startswith("after one SGD step") for p in problems), problems

@@ -311,3 +311,73 @@ def test_linear_projection_block_gradient_equals_finite_differences():
     for rule, grad in grads.items():  # no ReLU: the three rules agree
         np.testing.assert_allclose(grad, np.broadcast_to(expected, grad.shape), atol=2e-4,
                                    err_msg=rule)
+
+
+def _retracing_warnings(run):
+    """TensorFlow's "triggered tf.function retracing" log records while `run()` runs."""
+    import logging
+
+    records = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            records.append(record.getMessage())
+
+    handler = Collect(logging.WARNING)
+    logger = logging.getLogger("tensorflow")
+    logger.addHandler(handler)
+    try:
+        run()
+    finally:
+        logger.removeHandler(handler)
+    return [r for r in records if "retracing" in r]
+
+
+@pytest.mark.backends("tensorflow", reason="the retracing warning is tf.function's")
+def test_calls_in_a_loop_trace_once_and_do_not_warn(images, monkeypatch):
+    import tensorflow as tf
+
+    from keras_residual import gradients, viz
+
+    model = build("activation")
+    traces = []
+    tape = gradients._tape_gradient  # runs only while a gradient function is traced
+    monkeypatch.setattr(gradients, "_tape_gradient", lambda *a: traces.append(1) or tape(*a))
+
+    def call(channel):
+        viz.guided_backprop(model, "conv2", channel % 2, images)
+        viz.grad_cam(model, "conv2", channel % 4, images)
+        viz.guided_grad_cam(model, "conv2", None, images)
+
+    call(0)  # traces: guided backprop's, Grad-CAM's and Guided Grad-CAM's gradient, once each
+    assert len(traces) == 3
+    # TensorFlow warns on a trace, counting earlier tests' functions of the same code too, so
+    # the warning is checked where these calls could retrace: after the first. (In a fresh
+    # process the first call does not warn either.) The control: the capture sees the logger.
+    assert _retracing_warnings(lambda: tf.get_logger().warning("a retracing probe"))
+    assert _retracing_warnings(lambda: [call(channel) for channel in range(1, 8)]) == []
+    assert len(traces) == 3
+
+
+@pytest.mark.multibackend
+def test_shared_gradient_sees_new_weights_and_lets_the_model_go(images):
+    import gc
+    import weakref
+
+    from keras_residual.viz.guided import shared_unit_gradient
+
+    model = build("activation")
+    assert shared_unit_gradient(model) is shared_unit_gradient(model)
+    for step in range(2):  # the second time with new weights: the shared copy must follow
+        weights = [tuple(layer.get_weights()) for layer in _weighted_layers(model)]
+        for fn, rule in ((guided_backprop, "guided"), (saliency, "plain")):
+            expected = reference(weights, images.astype("float64"), "conv2", 1, rule, False)
+            np.testing.assert_allclose(fn(model, "conv2", 1, images), expected, rtol=1e-4,
+                                       atol=1e-5)
+        rng = np.random.default_rng(10 + step)
+        for layer in _weighted_layers(model):
+            layer.set_weights([0.7 * rng.normal(size=w.shape) for w in layer.get_weights()])
+    gone = weakref.ref(model)
+    del model
+    gc.collect()
+    assert gone() is None  # the cache is keyed weakly and holds no strong reference

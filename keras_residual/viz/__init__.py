@@ -21,7 +21,13 @@ with `from keras_residual.viz.receptive_field import ...`.
 """
 
 from keras_residual.viz.callbacks import FeatureImages, GradCamImages, TopKImages
-from keras_residual.viz.gradcam import GradCam, bilinear_resize, grad_cam, guided_grad_cam
+from keras_residual.viz.gradcam import (
+    GradCam,
+    bilinear_resize,
+    grad_cam,
+    guided_grad_cam,
+    shared_grad_cam,
+)
 from keras_residual.viz.guided import (
     UnitGradient,
     deconvnet,
@@ -29,6 +35,7 @@ from keras_residual.viz.guided import (
     guided_patches,
     rectified_copy,
     saliency,
+    shared_unit_gradient,
 )
 from keras_residual.viz.images import (
     activation_grid,
@@ -71,7 +78,9 @@ __all__ = [
     "residual_difference",
     "residual_differences",
     "saliency",
+    "shared_grad_cam",
     "shared_topk",
+    "shared_unit_gradient",
     "tile",
     "top_activations",
 ]

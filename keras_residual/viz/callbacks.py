@@ -28,7 +28,7 @@ from keras_residual import graph
 from keras_residual.residual import Residual
 from keras_residual.viz import plots
 from keras_residual.viz.gradcam import GradCam
-from keras_residual.viz.guided import UnitGradient, guided_patches
+from keras_residual.viz.guided import guided_patches, shared_unit_gradient
 from keras_residual.viz.images import activation_grid, kernel_map, residual_differences
 from keras_residual.viz.receptive_field import receptive_field
 from keras_residual.viz.refinement import compare_layers
@@ -262,7 +262,9 @@ class TopKImages(_SummaryCallback):
             correlation = float(np.nanmean(comparison.same_channel_correlation()))
             self._scalar(f"refinement/overlap/{comparison.path_b}", overlap, step)
             self._scalar(f"refinement/correlation/{comparison.path_b}", correlation, step)
-        gradient = UnitGradient(model, self.rule)
+        # One rectified copy and one compiled gradient per path for the whole run, with
+        # this epoch's weights copied in (a new one each epoch retraced every time).
+        gradient = shared_unit_gradient(model, self.rule)
         patches, gradients = {}, {}
         for path in self.paths:
             patches[path], gradients[path] = guided_patches(

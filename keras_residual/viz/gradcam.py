@@ -24,6 +24,7 @@ before training sees the trained weights.
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -36,7 +37,7 @@ from keras_residual.gradients import input_gradient_function
 from keras_residual.graph import INPUT, resolve_path, split_path
 from keras_residual.probe import probe
 from keras_residual.validation import check_model_input
-from keras_residual.viz.guided import rectified_copy
+from keras_residual.viz.guided import UnitGradient, shared
 
 
 @contextlib.contextmanager
@@ -195,13 +196,20 @@ class GradCam:
                 "Grad-CAM needs a built functional or Sequential model with one output of "
                 f"shape (N, classes). Received: model {model.name!r} with output shapes {shapes}"
             )
-        self.model = model
+        self._source = weakref.ref(model)
+        self._model: keras.Model | None = model
         self.logits = bool(logits)
         self.classes = int(outputs[0].shape[-1])
         self._features: dict[str, keras.Model] = {}
         self._gradients: dict[str, Callable] = {}
         self._shapes: dict[tuple, tuple[int, ...]] = {}
-        self._guided: Callable | None = None
+        self._guided: UnitGradient | None = None
+        self._guided_gradient_fn: Callable | None = None
+
+    @property
+    def model(self) -> keras.Model:
+        """The model the maps are made for."""
+        return self._model if self._model is not None else self._source()
 
     def features(self, path: str) -> keras.Model:
         """The model from the input to the tensor at `path` (`keras_residual.probe`)."""
@@ -360,7 +368,7 @@ class GradCam:
         if path not in self._gradients:
             layer, on_input = self._tap(path)
             self.features(path)  # a path the probe cannot reach fails here, before tracing
-            model, logits = self.model, self.logits
+            source, logits = self._source, self.logits  # weak: a shared GradCam keeps no model
             original = layer.call
 
             def objective(probe_tensor, x, classes):
@@ -377,7 +385,7 @@ class GradCam:
                     return a + ops.cast(probe_tensor[0], a.dtype)
 
                 with _replaced(layer, "call", tapped):
-                    scores = _class_scores(model, x, logits)
+                    scores = _class_scores(source(), x, logits)
                 if len(seen) != 1:
                     raise ValueError(
                         f"Layer {layer.name!r} (path {path!r}) runs {len(seen)} times in one "
@@ -391,14 +399,42 @@ class GradCam:
         return self._gradients[path]
 
     def _guided_gradient(self) -> Callable:
-        """`(images, classes) -> d y^c / d images` under the guided rule, made once."""
+        """`(images, classes) -> d y^c / d images` under the guided rule, made once.
+
+        The rectified copy (a `UnitGradient`'s) takes the model's current
+        weights on every call, so a model trained in between is seen.
+        """
         if self._guided is None:
-            copy = rectified_copy(self.model, "guided")
-            logits = self.logits
-            self._guided = input_gradient_function(
+            self._guided = UnitGradient(self.model, "guided")
+            copy, logits = self._guided.model, self.logits
+            self._guided_gradient_fn = input_gradient_function(
                 lambda x, classes: _chosen_score(_class_scores(copy, x, logits), classes)
             )
-        return self._guided
+        self._guided.refresh()
+        return self._guided_gradient_fn
+
+
+def shared_grad_cam(model: keras.Model) -> GradCam:
+    """The `GradCam` of `model` (logits) that `grad_cam` and `guided_grad_cam` reuse.
+
+    One per model (`keras_residual.viz.guided.shared`, dropped with the
+    model), so calls in a loop trace their gradient functions once per layer
+    path and input signature instead of on every call.
+
+    Example:
+        >>> import keras
+        >>> inputs = keras.Input((4, 4, 1))
+        >>> x = keras.layers.Conv2D(2, 3, name="conv")(inputs)
+        >>> model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(x)))
+        >>> shared_grad_cam(model) is shared_grad_cam(model)
+        True
+    """
+    def make() -> GradCam:
+        cam = GradCam(model)
+        cam._model = None  # only the weak reference: the cache must not keep the model
+        return cam
+
+    return shared(model, ("grad_cam",), make)
 
 
 def grad_cam(
@@ -428,8 +464,9 @@ def grad_cam(
             (half-pixel centers, `bilinear_resize`). Defaults to False.
 
     Returns:
-        float32 array (N, *spatial), unnormalized. Use `GradCam` to make maps
-        of one model repeatedly without tracing it again.
+        float32 array (N, *spatial), unnormalized. Calls on one model share
+        one `GradCam` (`shared_grad_cam`), so repeated maps trace each layer
+        path once.
 
     Raises:
         ValueError: if `images` is not a batch of the model's input (no batch
@@ -444,7 +481,7 @@ def grad_cam(
         >>> grad_cam(model, "conv", 2, np.ones((1, 8, 8, 1), "float32"), upsample=True).shape
         (1, 8, 8)
     """
-    return GradCam(model)(path, class_index, images, upsample=upsample)
+    return shared_grad_cam(model)(path, class_index, images, upsample=upsample)
 
 
 def guided_grad_cam(
@@ -478,4 +515,4 @@ def guided_grad_cam(
         >>> guided_grad_cam(model, "conv", None, np.ones((2, 8, 8, 1), "float32")).shape
         (2, 8, 8, 1)
     """
-    return GradCam(model).guided(path, class_index, images)
+    return shared_grad_cam(model).guided(path, class_index, images)

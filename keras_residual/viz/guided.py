@@ -26,6 +26,7 @@ never touched.
 from __future__ import annotations
 
 import copy
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -35,7 +36,7 @@ from keras import ops
 
 from keras_residual import graph
 from keras_residual.gradients import input_gradient_function
-from keras_residual.graph import copy_weights
+from keras_residual.graph import copy_weights, variable_paths
 from keras_residual.ops import _upstream
 from keras_residual.probe import probe
 from keras_residual.residual import make_preactivation
@@ -237,8 +238,58 @@ def rectified_copy(model: keras.Model, rule: str = "guided") -> keras.Model:
     return clone
 
 
+#: One gradient object per (model, kind), dropped with the model (see `shared`).
+_SHARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def shared(model: keras.Model, key: tuple, make: Callable[[], Any]) -> Any:
+    """The object `make()` built for `(model, key)` before, else a new one, kept while `model` lives.
+
+    The viz functions that take a model (`guided_backprop`, `grad_cam`,
+    `guided_grad_cam`, the `TopKImages` callback) share one `UnitGradient` or
+    `GradCam` per model this way, so the functions they compile (one per
+    layer path and input signature) are traced once, not on every call. The
+    cache is keyed weakly on the model; what `make` returns must not hold a
+    strong reference to it.
+
+    Example:
+        >>> import keras
+        >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        >>> a = shared(model, ("demo",), object)
+        >>> shared(model, ("demo",), object) is a
+        True
+    """
+    entries = _SHARED.setdefault(model, {})
+    if key not in entries:
+        entries[key] = make()
+    return entries[key]
+
+
 def _channel_first(features: keras.Model) -> bool:
     return len(features.output.shape) > 2 and keras.config.image_data_format() == "channels_first"
+
+
+def _assign_all(pairs: list) -> Callable[[], None]:
+    """A function that assigns every source variable's value to its target.
+
+    On TensorFlow one `tf.function` (one graph call instead of an eager
+    assignment per variable); elsewhere a loop of `assign`.
+    """
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        @tf.function(autograph=False)
+        def assign_graph():
+            for source, target in pairs:
+                target.assign(source.value)
+
+        return lambda: assign_graph() and None
+
+    def assign():
+        for source, target in pairs:
+            target.assign(source.value)
+
+    return assign
 
 
 class UnitGradient:
@@ -269,9 +320,31 @@ class UnitGradient:
         if rule not in RULES:
             raise ValueError(f"`rule` must be one of {RULES}. Received: rule={rule!r}")
         self.rule = rule
-        self.model = model if rule == "plain" else rectified_copy(model, rule)
+        self._source = weakref.ref(model)
+        self._model: keras.Model | None = model if rule == "plain" else rectified_copy(model, rule)
+        self._pairs: Callable[[], None] | None = None
         self._features: dict[str, keras.Model] = {}
         self._gradients: dict[str, Callable] = {}
+
+    @property
+    def model(self) -> keras.Model:
+        """The model the gradients run through: the rectified copy, or the model ("plain")."""
+        return self._model if self._model is not None else self._source()
+
+    def refresh(self) -> None:
+        """Copy the model's current weights into the rectified copy (after training it).
+
+        The copy takes the weights when it is made; the functions that share
+        a `UnitGradient` across calls refresh it first, so a model trained in
+        between is seen. Nothing to do for the "plain" rule.
+        """
+        if self.rule == "plain":
+            return
+        if self._pairs is None:  # matched by path once, then assigned in one call
+            ours = variable_paths(self._model)
+            self._pairs = _assign_all(
+                [(v, ours[p]) for p, v in variable_paths(self._source()).items()])
+        self._pairs()
 
     def features(self, path: str) -> keras.Model:
         """The model from the input to the layer at `path` (see `keras_residual.probe`)."""
@@ -354,6 +427,30 @@ class UnitGradient:
         return self._gradients[path]
 
 
+def shared_unit_gradient(model: keras.Model, rule: str = "guided") -> UnitGradient:
+    """The `UnitGradient` of `model` and `rule` that `guided_backprop` and friends reuse.
+
+    Made once per model and rule (`shared`), with the model's current
+    weights copied in (`UnitGradient.refresh`), so calls in a loop trace
+    their gradient function once per layer path and input signature.
+
+    Example:
+        >>> import keras
+        >>> model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Conv2D(2, 3)])
+        >>> shared_unit_gradient(model) is shared_unit_gradient(model)
+        True
+    """
+    def make() -> UnitGradient:
+        gradient = UnitGradient(model, rule)
+        if rule == "plain":
+            gradient._model = None  # only the weak reference: the cache must not keep the model
+        return gradient
+
+    gradient = shared(model, ("unit_gradient", rule), make)
+    gradient.refresh()
+    return gradient
+
+
 def guided_backprop(
     model: keras.Model, path: str, channel: int, images: Any, positions: Any = None
 ) -> np.ndarray:
@@ -368,8 +465,10 @@ def guided_backprop(
             channel's maximum in each image.
 
     Returns:
-        float32 array shaped like `images`. Use `UnitGradient` to visualize
-        many units of one model without copying it each time.
+        float32 array shaped like `images`. Calls on one model share one
+        rectified copy and one compiled gradient per layer path
+        (`shared_unit_gradient`; the model's current weights are copied in
+        each time), so a loop over units traces once.
 
     Example:
         >>> import keras, numpy as np
@@ -380,7 +479,7 @@ def guided_backprop(
         (1, 8, 8, 1)
     """
     check_model_input(model, np.asarray(images), "images")  # before the model is copied
-    return UnitGradient(model, "guided")(path, channel, images, positions)
+    return shared_unit_gradient(model, "guided")(path, channel, images, positions)
 
 
 def deconvnet(
@@ -400,7 +499,7 @@ def deconvnet(
         (1, 8, 8, 1)
     """
     check_model_input(model, np.asarray(images), "images")  # before the model is copied
-    return UnitGradient(model, "deconvnet")(path, channel, images, positions)
+    return shared_unit_gradient(model, "deconvnet")(path, channel, images, positions)
 
 
 def saliency(
@@ -419,7 +518,7 @@ def saliency(
         >>> saliency(model, "conv", 1, np.ones((1, 8, 8, 1), "float32")).shape
         (1, 8, 8, 1)
     """
-    return UnitGradient(model, "plain")(path, channel, images, positions)
+    return shared_unit_gradient(model, "plain")(path, channel, images, positions)
 
 
 def guided_patches(
