@@ -131,3 +131,32 @@ def test_residual_differences_nested_and_projection():
     np.testing.assert_allclose(diffs["proj"], after_outer @ w + b, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="kind='branch'"):
         residual_difference(model, "proj", x0)
+
+
+def _causal_attention_chain():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4, 6))
+    x = Residual(layers.MultiHeadAttention(2, 3, name="att0"), activation="relu",
+                 name="b0")(inputs, use_causal_mask=True)
+    x = Residual(layers.MultiHeadAttention(2, 3, name="att1"), name="b1")(x, use_causal_mask=True)
+    return keras.Model(inputs, layers.Dense(2)(layers.Flatten()(x)))
+
+
+def test_block_parts_run_with_the_call_arguments_the_block_got():
+    from keras_residual.lesion import gradient_paths
+
+    model = _causal_attention_chain()
+    x = np.random.default_rng(0).normal(size=(3, 4, 6)).astype("float32")
+    attention = model.get_layer("b0").layer
+    # Reference: the unwrapped layer with the causal mask, plus x (before the block's ReLU).
+    causal = keras.ops.convert_to_numpy(attention(x, x, use_causal_mask=True)) + x
+    unmasked = keras.ops.convert_to_numpy(attention(x, x)) + x
+    assert np.abs(causal - unmasked).max() > 0.1  # the mask matters on these inputs
+    np.testing.assert_allclose(preactivations(model, "b0", x), causal, rtol=1e-5, atol=1e-5)
+    # The per-sample routed copy of the gradient-per-path-length study, every branch on:
+    # the model's own output, masks included.
+    blocks = [model.get_layer("b0"), model.get_layer("b1")]
+    routed, context = gradient_paths._sample_routed_model(model, blocks)
+    context.routes = keras.ops.ones((3, 2))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(routed(x)),
+                               keras.ops.convert_to_numpy(model(x)), rtol=1e-5, atol=1e-5)

@@ -97,9 +97,15 @@ class _NotAChain(Exception):
 
 
 def _deleted_output(block: Residual, x, kwargs):
-    """What `block` outputs on `x` with its branch deleted: its own description, `deleted=True`."""
+    """What `block` outputs on `x` with its branch deleted: its own description, `deleted=True`.
+
+    Its parts run with the call arguments the graph gave the block (`mask`,
+    `use_causal_mask`, ...), as the block passes them on.
+    """
+    call_kwargs = {k: v for k, v in kwargs.items() if k not in ("training", "mask")}
     return block.wire(x, lambda part, inputs: block.run_part(
-        part, inputs, training=kwargs.get("training")), deleted=True)
+        part, inputs, training=kwargs.get("training"), mask=kwargs.get("mask"),
+        call_kwargs=call_kwargs), deleted=True)
 
 
 def _stacked_sweep_model(model: keras.Model, units: list, batch: int) -> tuple[keras.Model, list]:

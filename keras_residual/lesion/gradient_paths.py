@@ -119,7 +119,10 @@ def _route(x: Any, keep: Any) -> Any:
     )
 
 
-def routed_block(block: Residual, x: Any, keep: Any, training: bool = False) -> Any:
+def routed_block(
+    block: Residual, x: Any, keep: Any, training: bool = False, mask: Any = None,
+    call_kwargs: dict | None = None,
+) -> Any:
     """`block` on `x` as built, its gradient routed per sample by `keep`.
 
     The block's description run with per-sample routes
@@ -140,6 +143,10 @@ def routed_block(block: Residual, x: Any, keep: Any, training: bool = False) -> 
         training: bool. Run the block's layers in training mode (BatchNorm
             with batch statistics); stochastic depth never drops here.
             Defaults to False.
+        mask: the sequence mask of `x`, for the branch, as `Residual.call` takes it.
+        call_kwargs: dict or None. The branch's other call arguments
+            (`use_causal_mask`, `attention_mask`, `initial_state`), as the
+            block was called with them.
 
     Returns:
         The block output, equal to `block(x, training=False)` in value
@@ -156,7 +163,7 @@ def routed_block(block: Residual, x: Any, keep: Any, training: bool = False) -> 
 
     route = (lambda value: _route(value, keep), lambda value: _route(value, 1.0 - keep))
     return block.wire(x, lambda part, inputs: block.passed_on(
-        part, inputs, training=training, route=route))
+        part, inputs, training=training, mask=mask, route=route, call_kwargs=call_kwargs))
 
 
 class _RouteContext:
@@ -174,14 +181,20 @@ class _SampleRoutedBlock(keras.layers.Layer):
         super().__init__(name=f"{block.name}_routed", **kwargs)
         self.block, self.index, self.context = block, index, context
 
-    def call(self, x, training=None):
+    def call(self, x, training=None, mask=None, attention_mask=None, use_causal_mask=None,
+             initial_state=None):
+        # The block's call arguments, named as Residual.call names them, passed on as it does.
+        named = {"attention_mask": attention_mask, "use_causal_mask": use_causal_mask,
+                 "initial_state": initial_state}
+        call_kwargs = {name: value for name, value in named.items() if value is not None}
         context = self.context
         if self.index == 0 and context.offset is not None:
             x = keras.ops.add(x, keras.ops.cast(context.offset, x.dtype))
         if context.routes is None:
-            return self.block(x, training=False)
+            return self.block(x, training=False, mask=mask, **call_kwargs)
         keep = keras.ops.reshape(context.routes[:, self.index], (-1,) + (1,) * (len(x.shape) - 1))
-        return routed_block(self.block, x, keep, training=bool(training))
+        return routed_block(self.block, x, keep, training=bool(training), mask=mask,
+                            call_kwargs=call_kwargs)
 
     def compute_output_shape(self, input_shape):
         return self.block.compute_output_shape(input_shape)
@@ -210,7 +223,8 @@ def _sample_routed_model(model: keras.Model, blocks: list) -> tuple[keras.Model,
         if id(layer) not in index:
             return None
         replaced.add(id(layer))
-        return _SampleRoutedBlock(layer, index[id(layer)], context)(args[0])
+        passed = {k: v for k, v in kwargs.items() if k != "training"}
+        return _SampleRoutedBlock(layer, index[id(layer)], context)(args[0], **passed)
 
     routed = graph.rebuild(model, replace)
     if len(replaced) != len(blocks):

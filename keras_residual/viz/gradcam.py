@@ -41,8 +41,20 @@ from keras_residual.viz.guided import UnitGradient, shared
 
 
 @contextlib.contextmanager
-def _replaced(obj: Any, name: str, value: Any) -> Iterator[None]:
-    """Sets the instance attribute `obj.name` to `value`, restoring it in `finally`."""
+def replaced_attribute(obj: Any, name: str, value: Any) -> Iterator[None]:
+    """Sets the instance attribute `obj.name` to `value`, restoring it in `finally`.
+
+    The viz tools tap a layer's `call` this way for one forward pass (Grad-CAM's
+    activations and their gradient; the value before a block's activation).
+
+    Example:
+        >>> import keras
+        >>> dense = keras.layers.Dense(1)
+        >>> with replaced_attribute(dense, "call", lambda x: x):
+        ...     tapped = "call" in vars(dense)
+        >>> tapped, "call" in vars(dense)
+        (True, False)
+    """
     own = vars(obj)
     had, old = name in own, own.get(name)
     # object.__setattr__: no Keras / torch attribute tracking for a temporary function.
@@ -79,10 +91,10 @@ def _without_softmax(model: keras.Model) -> Iterator[None]:
     """While active, `model` outputs the input of its final softmax (the logits), if any."""
     layer = final_layer(model)
     if isinstance(layer, keras.layers.Softmax):
-        with _replaced(layer, "call", lambda inputs, *args, **kwargs: inputs):
+        with replaced_attribute(layer, "call", lambda inputs, *args, **kwargs: inputs):
             yield
     elif _is_softmax(getattr(layer, "activation", None)):
-        with _replaced(layer, "activation", keras.activations.linear):
+        with replaced_attribute(layer, "activation", keras.activations.linear):
             yield
     else:
         yield
@@ -384,7 +396,7 @@ class GradCam:
                     seen.append(a)
                     return a + ops.cast(probe_tensor[0], a.dtype)
 
-                with _replaced(layer, "call", tapped):
+                with replaced_attribute(layer, "call", tapped):
                     scores = _class_scores(source(), x, logits)
                 if len(seen) != 1:
                     raise ValueError(

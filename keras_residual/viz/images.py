@@ -27,6 +27,7 @@ from keras_residual.graph import resolve_path
 from keras_residual.probe import probe
 from keras_residual.residual import Residual
 from keras_residual.validation import check_model_input, check_single_input
+from keras_residual.viz.gradcam import replaced_attribute
 
 DIFFERENCE_KINDS = ("difference", "branch")
 
@@ -219,11 +220,11 @@ def preactivations(model: keras.Model, path: str, images: Any) -> np.ndarray:
     images = np.asarray(images, dtype="float32")
     check_model_input(model, images, "images")
     layer = resolve_path(model, path)
+    if isinstance(layer, Residual):
+        return _block_preactivations(model, layer, path, images)
     inputs = probe(model, f"{path}/input")(images, training=False)
     if isinstance(layer, (keras.layers.Activation, keras.layers.ReLU)):
         return keras.ops.convert_to_numpy(inputs).astype("float32")
-    if isinstance(layer, Residual):
-        return keras.ops.convert_to_numpy(_before_activation(layer, inputs)).astype("float32")
     activation = getattr(layer, "activation", None)
     if activation is None:
         raise ValueError(
@@ -239,16 +240,43 @@ def preactivations(model: keras.Model, path: str, images: Any) -> np.ndarray:
     return keras.ops.convert_to_numpy(outputs).astype("float32")
 
 
-def _before_activation(block: Residual, inputs: Any) -> Any:
-    """The value a block's post-merge activation reads, following the block's description."""
+def _before_activation(block: Residual, inputs: Any, kwargs: dict) -> Any:
+    """The value a block's post-merge activation reads, following the block's description.
+
+    The parts run with the call arguments the model gave the block (`mask`,
+    `use_causal_mask`, `attention_mask`, ...), as the block passes them on.
+    """
     values = {}
+    call_kwargs = {k: v for k, v in kwargs.items() if k not in ("training", "mask")
+                   and v is not None}
 
     def apply(part, tensors):
-        values[part.output] = block.passed_on(part, tensors, training=False)
+        values[part.output] = block.passed_on(part, tensors, training=False,
+                                              mask=kwargs.get("mask"), call_kwargs=call_kwargs)
         return values[part.output]
 
     block.wire(inputs, apply)
     return values[block.part("activation").inputs[0]]
+
+
+def _block_preactivations(model: keras.Model, block: Residual, path: str, images: Any) -> np.ndarray:
+    """`_before_activation` of `block` as `model` calls it: its input and call arguments."""
+    seen = []
+    original = block.call
+
+    def tapped(inputs, *args, **kwargs):
+        seen.append(_before_activation(block, inputs, kwargs))
+        return original(inputs, *args, **kwargs)
+
+    with replaced_attribute(block, "call", tapped):
+        model(images, training=False)
+    if len(seen) != 1:
+        raise ValueError(
+            f"Block {block.name!r} (path {path!r}) runs {len(seen)} times in one call of the "
+            f"model; its pre-activation is defined for a block that runs once. Received: "
+            f"path={path!r}"
+        )
+    return keras.ops.convert_to_numpy(seen[0]).astype("float32")
 
 
 def residual_difference(
