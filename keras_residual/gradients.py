@@ -2,7 +2,7 @@
 
 Keras 3 has no backend-neutral "gradient with respect to an input tensor", so
 this module keeps the one small function per backend that the analysis tools
-need (Veit et al. 2016, Sec. 4.2 gradient per path length; guided
+need (Veit et al. 2016, Sec. 5, gradient per path length; guided
 backpropagation). Everything else in keras_residual stays backend-neutral.
 """
 

@@ -44,7 +44,7 @@ class LesionState:
             sums and gates, `h(x)` for a product. Defaults to True.
         gradient_route: str. "both", "branch" or "shortcut": the forward value
             is unchanged, the backward pass flows only through the chosen
-            path (Sec. 4.2, gradient per path length). Defaults to "both".
+            path (Sec. 5, gradient per path length). Defaults to "both".
         branch_scale: float. Factor on `F(x)` before the merge (effective-path
             training, Sec. 5). Defaults to 1.0.
 

@@ -38,7 +38,7 @@ def scale_gradient(x: Any, scale: Any) -> Any:
     The forward value is exactly `x`; the backward pass returns
     `upstream * scale`. With `scale` read from a non-trainable variable this
     routes gradients through one path of a residual block without retracing
-    a compiled function (Veit et al. 2016, Sec. 4.2, "gradient per path").
+    a compiled function (Veit et al. 2016, Sec. 5, "gradient per path").
 
     Args:
         x: tensor. The value to pass through.
