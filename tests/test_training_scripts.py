@@ -513,3 +513,17 @@ def test_train_cifar_on_a_tiny_npz(tmp_path):
     assert "divided by 10 at iterations [2, 4], stop at 5" in log  # 1/2 and 3/4 of the run
     assert "Epoch 2/2" in log and "Test error after 5 iterations" in log
     assert (tmp_path / "run" / "model.keras").is_file()
+
+
+@multibackend
+def test_model_kwargs_help_example_is_accepted_by_the_builder():
+    import re
+
+    from keras_residual import models
+
+    text = open(os.path.join(REPO, "examples", "train_imagenet.py")).read()
+    example = re.search(r"--model-kwargs.*?e\.g\. \\'(\{.*?\})\\'", text).group(1)
+    kwargs = json.loads(example)
+    model = models.get_model("resnet18", input_shape=(32, 32, 3), classes=2, **kwargs)
+    blocks = [layer for layer in model.layers if isinstance(layer, Residual)]
+    assert kwargs["drop_rate"] > 0 and all(b.drop_rate > 0 for b in blocks)
