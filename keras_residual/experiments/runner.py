@@ -476,7 +476,11 @@ def run_settings(model: keras.Model, data: ExperimentData, recipe: Recipe, seed:
         >>> s["recipe"]["epochs"], s["data"]["train_images"], s["network"]["params"]
         (3, 4, 50)
     """
-    config = json.dumps(model.get_config(), sort_keys=True, default=lambda o: type(o).__name__)
+    try:
+        config = json.dumps(model.get_config(), sort_keys=True,
+                            default=lambda o: type(o).__name__)
+    except NotImplementedError:  # a subclassed model without get_config: its class only
+        config = type(model).__qualname__
     return {
         "recipe": dataclasses.asdict(recipe),
         "data": {"name": data.name, "source": data.source, "train_images": len(data.x_train),
