@@ -19,15 +19,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from typing import TYPE_CHECKING
 
-import keras
+if TYPE_CHECKING:
+    import keras
 
-from keras_residual import models  # importing the package registers its layers for load_model
-from keras_residual.datasets.images import (
-    PREPROCESSING_MODES,
-    image_folder_dataset,
-    preprocessing_mode,
-)
+#: keras_residual.datasets.images.PREPROCESSING_MODES, written out so that --help answers
+#: before Keras loads (tests/test_examples.py checks that they are the same).
+PREPROCESSING_MODES = ("caffe", "tf", "torch")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -70,6 +69,10 @@ def load(args: argparse.Namespace, classes: int) -> keras.Model:
     Example:
         >>> load(parse_args(["--data", "val/", "--weights", "run/model.keras"]), 1000)  # doctest: +SKIP
     """
+    import keras
+
+    from keras_residual import models  # importing the package registers its layers for load_model
+
     if args.weights == "random":
         return models.get_model(
             args.model, weights=None, input_shape=(args.image_size, args.image_size, 3),
@@ -101,6 +104,11 @@ def main(argv: list[str] | None = None) -> dict:
         >>> main(["--data", "imagenet/val", "--weights", "imagenet"])  # doctest: +SKIP
     """
     args = parse_args(argv)
+    # Keras and TensorFlow load only now: --help and usage errors answer at once.
+    import keras
+
+    from keras_residual.datasets.images import image_folder_dataset, preprocessing_mode
+
     if args.quick:
         from train_imagenet import QUICK, write_random_image_folder  # this folder's script
 

@@ -17,12 +17,12 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from typing import TYPE_CHECKING
 
-import keras
-from keras import layers
+if TYPE_CHECKING:  # imported where used, so that --help answers before Keras loads
+    import keras
 
-from keras_residual import Residual
-from keras_residual.datasets import MnistData, load_mnist
+    from keras_residual.datasets import MnistData
 
 #: BatchNormalization momentum: Keras' default 0.99 leaves the moving statistics far
 #: from the batch statistics after a few hundred steps (measured on MNIST in this project).
@@ -31,6 +31,9 @@ BN_MOMENTUM = 0.9
 
 def _branch(filters: int, strides: int, name: str) -> keras.Sequential:
     """conv-BN-ReLU-conv-BN: the basic block's branch F (He et al. 2015, Fig. 2)."""
+    import keras
+    from keras import layers
+
     return keras.Sequential(
         [
             layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False,
@@ -73,6 +76,11 @@ def build_mnist_cnn(
         >>> [layer.name for layer in model.layers if isinstance(layer, Residual)]
         ['block1', 'block2']
     """
+    import keras
+    from keras import layers
+
+    from keras_residual import Residual
+
     inputs = keras.Input(input_shape, name="image")
     x = layers.Conv2D(widths[0], 3, padding="same", use_bias=False, name="stem_conv")(inputs)
     x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="stem_bn")(x)
@@ -132,6 +140,8 @@ def train_pair(
         >>> sorted(acc)
         ['plain', 'residual']
     """
+    import keras
+
     if data.x_train.ndim != 4:
         raise ValueError(
             "train_pair needs images of shape (N, 28, 28, 1): load them with "
@@ -179,6 +189,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                         help="folder to save both trained models in, as mnist_residual.keras "
                              "and mnist_plain.keras (None: save nothing)")
     args = parser.parse_args(argv)
+    from keras_residual.datasets import load_mnist  # Keras loads only now, after --help
+
     data = load_mnist(allow_download=args.allow_download)
     if args.quick:
         models = train_pair(data, verbose=0, **QUICK)

@@ -21,11 +21,10 @@ import argparse
 import json
 import math
 import os
+from typing import TYPE_CHECKING
 
-import keras
-
-from keras_residual import models, training
-from keras_residual.datasets.cifar import cifar_dataset, load_cifar10, per_pixel_mean
+if TYPE_CHECKING:
+    import keras
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -93,6 +92,12 @@ def main(argv: list[str] | None = None) -> keras.callbacks.History:
         >>> main(["--model", "cifar_resnet", "--depth", "110"])  # doctest: +SKIP
     """
     args = parse_args(argv)
+    # Keras (and TensorFlow) load only now: --help and usage errors answer at once.
+    import keras
+
+    from keras_residual import models, training
+    from keras_residual.datasets.cifar import cifar_dataset, load_cifar10, per_pixel_mean
+
     if args.quick:
         args.depth, args.iterations, args.batch_size = 8, 5, 8
         if args.data is None and not args.download:

@@ -24,16 +24,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from typing import TYPE_CHECKING
 
-import keras
-import tensorflow as tf
+if TYPE_CHECKING:
+    import keras
 
-from keras_residual import models, training
-from keras_residual.datasets.images import (
-    PREPROCESSING_MODES,
-    image_folder_dataset,
-    preprocessing_mode,
-)
+#: The choices of --decay and --preprocessing: keras_residual.training.DECAYS and
+#: keras_residual.datasets.images.PREPROCESSING_MODES, written out so that --help answers
+#: before Keras loads (tests/test_examples.py checks that they are the same).
+DECAYS = ("step", "cosine")
+PREPROCESSING_MODES = ("caffe", "tf", "torch")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -59,7 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--validation-steps", type=int, default=None, help="None: all of val/")
     parser.add_argument("--warmup-epochs", type=float, default=5.0,
                         help="epochs of linear learning-rate warmup")
-    parser.add_argument("--decay", choices=training.DECAYS, default="step",
+    parser.add_argument("--decay", choices=DECAYS, default="step",
                         help="learning-rate decay after the warmup")
     parser.add_argument("--weight-decay", type=float, default=1e-4, help="L2 weight decay")
     parser.add_argument("--label-smoothing", type=float, default=0.0,
@@ -99,6 +99,7 @@ def write_random_image_folder(root: str, classes: int = 3, per_class: int = 4) -
         >>> write_random_image_folder("/tmp/noise")  # doctest: +SKIP
         '/tmp/noise'
     """
+    import keras
     import numpy as np
 
     rng = np.random.default_rng(0)
@@ -127,6 +128,13 @@ def main(argv: list[str] | None = None) -> keras.callbacks.History:
         >>> main(["--data", "imagenet/", "--model", "resnet50"])  # doctest: +SKIP
     """
     args = parse_args(argv)
+    # Keras and TensorFlow load only now: --help and usage errors answer at once.
+    import keras
+    import tensorflow as tf
+
+    from keras_residual import models, training
+    from keras_residual.datasets.images import image_folder_dataset, preprocessing_mode
+
     if args.quick:
         apply_quick(args)
     if args.seed is not None:

@@ -172,3 +172,47 @@ def test_lesion_study_refuses_mnist_with_the_cifar110_preset(capsys, monkeypatch
     spec.loader.exec_module(lesion_study)
     assert lesion_study.main(["--preset", "cifar110", "--dataset", "mnist"]) == 1
     assert "--preset cifar110 runs on CIFAR-10" in capsys.readouterr().out
+
+
+#: Scripts whose --help answers before Keras loads (the others still import it first).
+LIGHT_HELP = ("demo.py", "evaluate_imagenet.py", "mnist_conv.py", "train_cifar.py",
+              "train_imagenet.py")
+_HELP_PROBE = """
+import json, runpy, sys, time
+path = sys.argv[1]
+sys.argv = [path, "--help"]
+start = time.perf_counter()
+try:
+    runpy.run_path(path, run_name="__main__")
+except SystemExit:
+    pass
+seconds = time.perf_counter() - start
+heavy = [m for m in ("keras", "tensorflow", "jax", "torch", "keras_residual") if m in sys.modules]
+print(json.dumps({"seconds": seconds, "heavy": heavy}))
+"""
+
+
+@pytest.mark.backends("tensorflow", reason="runs scripts' --help in subprocesses that import "
+                      "no backend at all")
+@pytest.mark.parametrize("script", LIGHT_HELP)
+def test_help_answers_without_importing_keras(script):
+    import json
+    import time
+
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, "-c", _HELP_PROBE, os.path.join(EXAMPLES, script)],
+                            capture_output=True, text=True, timeout=60, cwd=EXAMPLES)
+    wall = time.perf_counter() - start
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["heavy"] == [], report  # the robust check: nothing heavy was imported
+    assert report["seconds"] < 1.0 and wall < 10.0, (report, wall)  # generous bounds
+
+
+@pytest.mark.multibackend
+def test_light_scripts_choices_are_the_package_constants():
+    from keras_residual import training
+    from keras_residual.datasets import images
+
+    assert _load("train_imagenet.py").DECAYS == training.DECAYS
+    for script in ("train_imagenet.py", "evaluate_imagenet.py"):
+        assert _load(script).PREPROCESSING_MODES == images.PREPROCESSING_MODES
