@@ -21,14 +21,13 @@ import argparse
 import os
 import socket
 import time
+from typing import TYPE_CHECKING
 
-import keras
-import numpy as np
-from keras import layers
+if TYPE_CHECKING:  # imported where used, so that --help answers before Keras loads
+    import keras
+    import numpy as np
 
-from keras_residual import Residual
-from keras_residual.datasets import MnistData, load_mnist
-from keras_residual.datasets.mnist import keras_cache_path
+    from keras_residual.datasets import MnistData
 
 
 def build_row_gru(residual: bool = True, units: int = 64, depth: int = 3) -> keras.Model:
@@ -47,6 +46,11 @@ def build_row_gru(residual: bool = True, units: int = 64, depth: int = 3) -> ker
         >>> tuple(model.output.shape)
         (None, 10)
     """
+    import keras
+    from keras import layers
+
+    from keras_residual import Residual
+
     inputs = keras.Input((28, 28), name="rows")
     x = layers.Dense(units, name="project")(inputs)
     for index in range(1, depth + 1):
@@ -76,6 +80,11 @@ def build_imdb_gru(
         >>> tuple(model.output.shape)
         (None, 1)
     """
+    import keras
+    from keras import layers
+
+    from keras_residual import Residual
+
     inputs = keras.Input((None,), dtype="int32", name="words")
     x = layers.Embedding(vocabulary, units, mask_zero=True, name="embedding")(inputs)
     for index in range(1, depth + 1):
@@ -87,6 +96,8 @@ def build_imdb_gru(
 
 
 def _fit_and_score(model, x_train, y_train, x_test, y_test, loss, epochs, batch_size, verbose):
+    import keras
+
     model.compile(optimizer=keras.optimizers.Adam(2e-3), loss=loss, metrics=["accuracy"])
     start = time.perf_counter()
     model.fit(x_train, y_train, batch_size=batch_size, epochs=epochs, verbose=verbose)
@@ -110,6 +121,8 @@ def run_mnist_rows(
         >>> sorted(run_mnist_rows(data, epochs=1, max_train=64, units=8, depth=1, verbose=0))
         ['plain', 'residual']
     """
+    import keras
+
     if data.x_train.shape[1:] != (28, 28):
         raise ValueError(
             "run_mnist_rows reads images as 28 rows of 28 pixels: load them with "
@@ -138,6 +151,10 @@ def load_imdb(
         >>> load_imdb() is None or len(load_imdb()[0][0]) == 25000
         True
     """
+    import keras
+
+    from keras_residual.datasets.mnist import keras_cache_path
+
     if not os.path.isfile(keras_cache_path("imdb.npz")) and not allow_download:
         print(f"IMDB: skipped, {keras_cache_path('imdb.npz')} is not cached and "
               "--allow-download was not given")
@@ -166,6 +183,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--allow-download", action="store_true",
                         help="download MNIST / IMDB when they are not in the Keras cache")
     args = parser.parse_args(argv)
+    import keras  # Keras loads only now, after --help and usage errors
+
+    from keras_residual.datasets import load_mnist
+
     data = load_mnist(layout="sequence", allow_download=args.allow_download)
     if args.quick:
         rows = run_mnist_rows(data, epochs=1, max_train=128, units=8, depth=2, verbose=0)
