@@ -20,19 +20,12 @@ import argparse
 import importlib.util
 import os
 import sys
+from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
 
-from keras_residual.datasets import load_mnist
-from keras_residual.probe import list_paths, resolve_path
-from keras_residual.residual import Residual
-from keras_residual.viz import plots
-from keras_residual.viz.gradcam import GradCam
-from keras_residual.viz.guided import UnitGradient, guided_patches
-from keras_residual.viz.images import activation_grid, kernel_map, residual_differences
-from keras_residual.viz.receptive_field import receptive_field
-from keras_residual.viz.top_activations import top_activations
+if TYPE_CHECKING:  # Keras and the package are imported where used: --help answers without them
+    import keras
 
 #: Test digits searched for the top-9 (enough for distinct patches, fast on CPU).
 TOPK_IMAGES = 600
@@ -44,6 +37,10 @@ GRAD_CAM_DIGITS = 8
 
 def first_conv(model: keras.Model) -> keras.layers.Conv2D:
     """The first Conv2D layer of `model`, nested ones included (the filters Bolte (2016) shows)."""
+    import keras
+
+    from keras_residual.probe import list_paths, resolve_path
+
     for path in list_paths(model):
         layer = resolve_path(model, path)
         if isinstance(layer, keras.layers.Conv2D):
@@ -53,6 +50,8 @@ def first_conv(model: keras.Model) -> keras.layers.Conv2D:
 
 def stages(model: keras.Model) -> list[list[str]]:
     """Top-level Residual blocks grouped by output shape, in order (res2a, res2b, ... per stage)."""
+    from keras_residual.residual import Residual
+
     groups: list[list[str]] = []
     last = None
     for layer in model.layers:
@@ -70,6 +69,12 @@ def model_figures(
     model: keras.Model, images: np.ndarray, out_dir: str, tag: str
 ) -> list[tuple[str, str]]:
     """Writes one model's four figures; returns (caption, path relative to out_dir)."""
+    from keras_residual.viz import plots
+    from keras_residual.viz.guided import UnitGradient, guided_patches
+    from keras_residual.viz.images import activation_grid, kernel_map, residual_differences
+    from keras_residual.viz.receptive_field import receptive_field
+    from keras_residual.viz.top_activations import top_activations
+
     digit = images[0]
     blocks = [name for stage in stages(model) for name in stage]
     stem = first_conv(model)
@@ -137,6 +142,11 @@ def grad_cam_figure(
     Returns:
         (caption, PNG path relative to out_dir).
     """
+    import keras
+
+    from keras_residual.viz import plots
+    from keras_residual.viz.gradcam import GradCam
+
     last = [name for stage in stages(model) for name in stage][-1]
     cam = GradCam(model)  # one trace for both calls below
     predicted = np.argmax(keras.ops.convert_to_numpy(model(images, training=False)), axis=-1)
@@ -184,6 +194,8 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str]]:
     parser.add_argument("--quick", action="store_true",
                         help="1 epoch on 512 digits with two blocks (a smoke test)")
     args = parser.parse_args(argv)
+    from keras_residual.datasets import load_mnist  # Keras loads only now, after --help
+
     data = load_mnist()
     mnist_conv = _load_mnist_conv()
     if args.quick:

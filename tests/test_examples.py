@@ -176,7 +176,7 @@ def test_lesion_study_refuses_mnist_with_the_cifar110_preset(capsys, monkeypatch
 
 #: Scripts whose --help answers before Keras loads (the others still import it first).
 LIGHT_HELP = ("demo.py", "evaluate_imagenet.py", "mnist_conv.py", "sequence_gru.py",
-              "train_cifar.py", "train_imagenet.py")
+              "train_cifar.py", "train_imagenet.py", "visualize_mnist.py")
 _HELP_PROBE = """
 import json, runpy, sys, time
 path = sys.argv[1]

@@ -170,6 +170,14 @@ class ExperimentData:
             float32 with the per-pixel mean subtracted, CIFAR-10 images uint8
             (the `tf.data` pipeline normalizes and augments them).
         mean: the per-pixel mean of CIFAR-10's training images, or None.
+
+    Example:
+        >>> data = ExperimentData("mnist", "toy", np.zeros((5, 2, 2, 1)), np.zeros(5),
+        ...                       np.zeros((2, 2, 2, 1)), np.zeros(2))
+        >>> data.input_shape, data.classes, data.steps_per_epoch(batch_size=2)
+        ((2, 2, 1), 10, 3)
+        >>> sorted(data.fit_arguments(batch_size=2, seed=0))
+        ['batch_size', 'shuffle', 'validation_data', 'x', 'y']
     """
 
     name: str
@@ -546,6 +554,18 @@ def train_run(
         "diverged", "seconds", "curves": {"train_error", "test_error",
         "train_loss"}}`, errors in percent, also written to
         `run_dir/result.json`.
+
+    Example:
+        >>> import keras, tempfile
+        >>> data = load_data("mnist", image_size=7, train_size=32, test_size=16)
+        >>> build = lambda: keras.Sequential([keras.Input(data.input_shape),
+        ...                                   keras.layers.Flatten(), keras.layers.Dense(10)])
+        >>> run_dir = tempfile.mkdtemp()
+        >>> result = train_run(build, data, Recipe(epochs=1, batch_size=16), 0, run_dir)
+        >>> len(result["curves"]["test_error"]), result["params"]
+        (1, 500)
+        >>> train_run(build, data, Recipe(epochs=1, batch_size=16), 0, run_dir) == result
+        True
     """
     if on_mismatch not in ("error", "rerun"):
         raise ValueError(f"`on_mismatch` must be 'error' or 'rerun'. Received: {on_mismatch!r}")
@@ -658,6 +678,16 @@ def run_variants(
 
     Returns:
         `{variant: summary}`, in the order of `variants`.
+
+    Example:
+        >>> import keras, tempfile
+        >>> data = load_data("mnist", image_size=7, train_size=32, test_size=16)
+        >>> linear = lambda: keras.Sequential([keras.Input(data.input_shape),
+        ...                                    keras.layers.Flatten(), keras.layers.Dense(10)])
+        >>> results = run_variants({"linear": linear}, data, Recipe(epochs=1, batch_size=16),
+        ...                        seeds=[0, 1], out_dir=tempfile.mkdtemp(), progress=False)
+        >>> [(name, s["params"], len(s["runs"])) for name, s in results.items()]
+        [('linear', 500, 2)]
     """
     from tqdm.auto import tqdm
 
