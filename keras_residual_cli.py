@@ -13,19 +13,47 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+from types import ModuleType
+
+
+def light_module(name: str) -> ModuleType:
+    """A standard-library-only module of keras_residual, imported without the package's `__init__`.
+
+    `import keras_residual.experiments.arguments` would run `keras_residual/__init__.py`
+    first, which imports Keras and TensorFlow (seconds). Loaded by path here, the
+    module is registered under its own name, so the package's later imports of it
+    get the same module object. Only modules that import nothing heavy at import
+    time may be loaded this way (`keras_residual.cli`,
+    `keras_residual.experiments.arguments`).
+
+    Args:
+        name: the module's full name, e.g. "keras_residual.experiments.arguments".
+
+    Returns:
+        The module.
+
+    Example:
+        >>> arguments = light_module("keras_residual.experiments.arguments")
+        >>> arguments.DATASETS
+        ('mnist', 'cifar10')
+    """
+    if name in sys.modules:
+        return sys.modules[name]
+    package, *parts = name.split(".")
+    spec = importlib.util.find_spec(package)  # locates it, imports nothing
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit(f"keras-residual: the {package} package is not installed")
+    path = os.path.join(list(spec.submodule_search_locations)[0], *parts[:-1], parts[-1] + ".py")
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module
+    module_spec.loader.exec_module(module)
+    return module
 
 
 def main() -> int:
     """Run `keras_residual.cli.main` on `sys.argv`; return its exit status."""
-    package = importlib.util.find_spec("keras_residual")  # locates it, imports nothing
-    if package is None or not package.submodule_search_locations:
-        raise SystemExit("keras-residual: the keras_residual package is not installed")
-    path = os.path.join(list(package.submodule_search_locations)[0], "cli.py")
-    spec = importlib.util.spec_from_file_location("keras_residual_cli_main", path)
-    cli = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = cli
-    spec.loader.exec_module(cli)
-    return cli.main()
+    return light_module("keras_residual.cli").main()
 
 
 if __name__ == "__main__":

@@ -28,15 +28,10 @@ import argparse
 import functools
 import time
 
-from keras_residual.experiments import networks, published
-from keras_residual.experiments.results import cardinality_results, cardinality_variant
-from keras_residual.experiments.runner import (
-    add_common_arguments,
-    prepare,
-    run_variants,
-    write_results,
-)
-from keras_residual.experiments.tables import cardinality_table
+from keras_residual_cli import light_module
+
+# The options load without Keras, so --help answers at once; the rest is imported where used.
+add_common_arguments = light_module("keras_residual.experiments.arguments").add_common_arguments
 
 CARDINALITIES = (1, 2, 4, 8, 32)
 DEFAULTS = {
@@ -74,6 +69,8 @@ def variant_name(cardinality: int) -> str:
         >>> variant_name(32)
         '32x4d'
     """
+    from keras_residual.experiments.results import cardinality_variant
+
     return cardinality_variant(cardinality)
 
 
@@ -84,6 +81,11 @@ def main(argv: list[str] | None = None) -> dict:
         >>> main(["--quick", "--out", "/tmp/cardinality"])  # doctest: +SKIP
     """
     args = parse_args(argv)
+    from keras_residual.experiments import networks, published
+    from keras_residual.experiments.results import cardinality_results
+    from keras_residual.experiments.runner import prepare, run_variants, write_results
+    from keras_residual.experiments.tables import cardinality_table
+
     start = time.time()
     data, recipe, settings = prepare(args, DEFAULTS)
     blocks = args.blocks or (1 if args.quick else DEFAULT_BLOCKS[args.dataset])

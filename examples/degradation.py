@@ -27,16 +27,12 @@ import argparse
 import functools
 import time
 
-from keras_residual.experiments import networks, tables
-from keras_residual.experiments.results import degradation_results
-from keras_residual.experiments.runner import (
-    add_common_arguments,
-    prepare,
-    run_variants,
-    write_results,
-)
+from keras_residual_cli import light_module
 
-FAMILIES = tables.FAMILIES
+# The options load without Keras, so --help answers at once; the rest is imported where used.
+add_common_arguments = light_module("keras_residual.experiments.arguments").add_common_arguments
+
+FAMILIES = ("plain", "residual")  # experiments.tables.FAMILIES (tested equal)
 DEPTHS = (20, 32, 44, 56)
 QUICK_DEPTHS = (8, 14)
 #: The reduced MNIST setting trains at 0.02, not He et al.'s 0.1: its 12 epochs of 4,000 digits
@@ -90,6 +86,10 @@ def main(argv: list[str] | None = None) -> dict:
         >>> main(["--quick", "--out", "/tmp/degradation"])  # doctest: +SKIP
     """
     args = parse_args(argv)
+    from keras_residual.experiments import networks, tables
+    from keras_residual.experiments.results import degradation_results
+    from keras_residual.experiments.runner import prepare, run_variants, write_results
+
     depths = depths_of(args)
     start = time.time()
     data, recipe, settings = prepare(args, DEFAULTS)

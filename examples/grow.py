@@ -42,14 +42,41 @@ import json
 import os
 import time
 
-import keras
-import numpy as np
 
-from keras_residual.datasets import MnistData, load_mnist
-from keras_residual.graph import walk
-from keras_residual.lesion import precise_batchnorm
-from keras_residual.models import count_mult_adds, mnist_resnet
-from keras_residual.surgery import carry_optimizer, insert_blocks
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line; standard library only, so it answers before Keras loads."""
+    parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3, help="number of seeds (0, 1, ...)")
+    parser.add_argument("--steps", type=int, default=100,
+                        help="steps before growing, and again after it")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per training step")
+    parser.add_argument("--learning-rate", type=float, default=3e-3, help="Adam learning rate")
+    parser.add_argument("--eval-every", type=int, default=20,
+                        help="steps between test evaluations (the curves' resolution)")
+    parser.add_argument("--target", type=float, default=0.9,
+                        help="test accuracy whose compute-to-reach is reported")
+    parser.add_argument("--out", default=".", help="directory for grow_results.json and grow.png")
+    parser.add_argument("--quick", action="store_true",
+                        help="1 seed, 5 + 5 steps, narrow blocks, one evaluation per phase")
+    args = parser.parse_args(argv)
+    if args.seeds < 1 or args.steps < 1 or args.eval_every < 1:
+        parser.error("--seeds, --steps and --eval-every must be >= 1. Received: "
+                     f"{args.seeds}, {args.steps}, {args.eval_every}")
+    return args
+
+
+if __name__ == "__main__":  # --help and usage errors answer here, before Keras loads
+    parse_args()
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from keras_residual.datasets import MnistData, load_mnist  # noqa: E402
+from keras_residual.graph import walk  # noqa: E402
+from keras_residual.lesion import precise_batchnorm  # noqa: E402
+from keras_residual.models import count_mult_adds, mnist_resnet  # noqa: E402
+from keras_residual.surgery import carry_optimizer, insert_blocks  # noqa: E402
 
 #: Insert one block after the (only) block of each stage: (1, 1) becomes (2, 2).
 GROW_AFTER = ("conv2_block1", "conv3_block1")
@@ -309,23 +336,7 @@ def plot(results: list[dict], path: str) -> str:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     """Command line: run every route for every seed, print and save the comparison."""
-    parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter, description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=3, help="number of seeds (0, 1, ...)")
-    parser.add_argument("--steps", type=int, default=100,
-                        help="steps before growing, and again after it")
-    parser.add_argument("--batch-size", type=int, default=64, help="images per training step")
-    parser.add_argument("--learning-rate", type=float, default=3e-3, help="Adam learning rate")
-    parser.add_argument("--eval-every", type=int, default=20,
-                        help="steps between test evaluations (the curves' resolution)")
-    parser.add_argument("--target", type=float, default=0.9,
-                        help="test accuracy whose compute-to-reach is reported")
-    parser.add_argument("--out", default=".", help="directory for grow_results.json and grow.png")
-    parser.add_argument("--quick", action="store_true",
-                        help="1 seed, 5 + 5 steps, narrow blocks, one evaluation per phase")
-    args = parser.parse_args(argv)
-    if args.seeds < 1 or args.steps < 1 or args.eval_every < 1:
-        parser.error("--seeds, --steps and --eval-every must be >= 1. Received: "
-                     f"{args.seeds}, {args.steps}, {args.eval_every}")
+    args = parse_args(argv)
     seeds, steps, filters = (1, 5, (4, 8)) if args.quick else (args.seeds, args.steps, (16, 32))
     eval_every = steps if args.quick else args.eval_every
     data = load_mnist()

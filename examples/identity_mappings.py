@@ -28,15 +28,10 @@ import argparse
 import functools
 import time
 
-from keras_residual.experiments import networks, published
-from keras_residual.experiments.results import identity_mappings_results
-from keras_residual.experiments.runner import (
-    add_common_arguments,
-    prepare,
-    run_variants,
-    write_results,
-)
-from keras_residual.experiments.tables import identity_tables
+from keras_residual_cli import light_module
+
+# The options load without Keras, so --help answers at once; the rest is imported where used.
+add_common_arguments = light_module("keras_residual.experiments.arguments").add_common_arguments
 
 DEFAULTS = {"mnist": {"epochs": 10}, "cifar10": {}}
 DEFAULT_DEPTH = {"mnist": 20, "cifar10": 110}
@@ -66,6 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def make_variants(args: argparse.Namespace, depth: int, settings: dict, input_shape) -> dict:
     """Variant name -> builder; Table 2's "(a) original" is Table 1's "original"."""
+    from keras_residual.experiments import networks
+
     common = dict(widths=settings["widths"], input_shape=input_shape,
                   bn_momentum=settings["bn_momentum"])
     variants = {}
@@ -87,6 +84,11 @@ def main(argv: list[str] | None = None) -> dict:
         >>> main(["--quick", "--out", "/tmp/identity"])  # doctest: +SKIP
     """
     args = parse_args(argv)
+    from keras_residual.experiments import published
+    from keras_residual.experiments.results import identity_mappings_results
+    from keras_residual.experiments.runner import prepare, run_variants, write_results
+    from keras_residual.experiments.tables import identity_tables
+
     start = time.time()
     data, recipe, settings = prepare(args, DEFAULTS)
     depth = args.depth or (QUICK_DEPTH if args.quick else DEFAULT_DEPTH[args.dataset])

@@ -48,16 +48,57 @@ import os
 import sys
 from collections.abc import Callable
 
-import keras
-import numpy as np
 
-from keras_residual.experiments.ensemble import (  # noqa: F401  (re-exported for the tests)
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line; standard library only, so it answers before Keras loads."""
+    parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="lesion_output", help="folder for the figures")
+    parser.add_argument("--preset",
+                        choices=("mnist", "cifar110", "resnet110", "ensemble54", "fig8"),
+                        default="mnist",
+                        help="MNIST-scale nets; ResNet-110 / VGG on CIFAR-10 (Veit et al. 2016; "
+                             "'resnet110' = 'cifar110'); or 'ensemble54': the 54-block study "
+                             "with results.json (every figure, effective-path training per seed); "
+                             "or 'fig8': stochastic depth vs normal training, single deletion at "
+                             "the downsampling and other blocks of the MNIST conv ResNet, per seed")
+    parser.add_argument("--dataset", choices=("mnist", "cifar10"), default=None,
+                        help="None: the preset's (cifar10 for cifar110/resnet110, else mnist)")
+    parser.add_argument("--seeds", type=int, default=3,
+                        help="ensemble54: seeds of normal vs effective-path training")
+    parser.add_argument("--arch", choices=("mlp", "conv"), default="mlp", help="MNIST network")
+    parser.add_argument("--load", default=None, help="folder to load trained models from "
+                        "(and to save them to when missing)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="training epochs (None: the preset's)")
+    parser.add_argument("--samples", type=int, default=5, help="random draws per point")
+    parser.add_argument("--keras-hub", default=None, metavar="PRESET",
+                        help="a keras-hub ResNet preset, e.g. resnet_50_imagenet (needs network "
+                             "access and keras-hub: pip install keras-residual[hub])")
+    parser.add_argument("--images", default=None,
+                        help="image folder for --keras-hub (None: sklearn's sample photos)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke test of every study: 1 epoch on 1,000 digits, 500 test "
+                             "digits, 1 random draw per point, every third path length; "
+                             "ensemble54: a 6-block MLP, 1 epoch on 500 digits, 200 test digits, "
+                             "20 gradient samples per path length, 1 draw; fig8: 1 epoch on 500 "
+                             "digits, 200 test digits")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":  # --help and usage errors answer here, before Keras loads
+    parse_args()
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from keras_residual.experiments.ensemble import (  # noqa: E402, F401  (re-exported for the tests)
     ensemble54_study,
     joint_prediction,
     residual_mlp,
     results_table,
 )
-from keras_residual.lesion import (
+from keras_residual.lesion import (  # noqa: E402
     EffectivePathTraining,
     ResilienceResult,
     gradient_per_path_length,
@@ -353,38 +394,7 @@ def fig8_main(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter, description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="lesion_output", help="folder for the figures")
-    parser.add_argument("--preset",
-                        choices=("mnist", "cifar110", "resnet110", "ensemble54", "fig8"),
-                        default="mnist",
-                        help="MNIST-scale nets; ResNet-110 / VGG on CIFAR-10 (Veit et al. 2016; "
-                             "'resnet110' = 'cifar110'); or 'ensemble54': the 54-block study "
-                             "with results.json (every figure, effective-path training per seed); "
-                             "or 'fig8': stochastic depth vs normal training, single deletion at "
-                             "the downsampling and other blocks of the MNIST conv ResNet, per seed")
-    parser.add_argument("--dataset", choices=("mnist", "cifar10"), default=None,
-                        help="None: the preset's (cifar10 for cifar110/resnet110, else mnist)")
-    parser.add_argument("--seeds", type=int, default=3,
-                        help="ensemble54: seeds of normal vs effective-path training")
-    parser.add_argument("--arch", choices=("mlp", "conv"), default="mlp", help="MNIST network")
-    parser.add_argument("--load", default=None, help="folder to load trained models from "
-                        "(and to save them to when missing)")
-    parser.add_argument("--epochs", type=int, default=None,
-                        help="training epochs (None: the preset's)")
-    parser.add_argument("--samples", type=int, default=5, help="random draws per point")
-    parser.add_argument("--keras-hub", default=None, metavar="PRESET",
-                        help="a keras-hub ResNet preset, e.g. resnet_50_imagenet (needs network "
-                             "access and keras-hub: pip install keras-residual[hub])")
-    parser.add_argument("--images", default=None,
-                        help="image folder for --keras-hub (None: sklearn's sample photos)")
-    parser.add_argument("--quick", action="store_true",
-                        help="a smoke test of every study: 1 epoch on 1,000 digits, 500 test "
-                             "digits, 1 random draw per point, every third path length; "
-                             "ensemble54: a 6-block MLP, 1 epoch on 500 digits, 200 test digits, "
-                             "20 gradient samples per path length, 1 draw; fig8: 1 epoch on 500 "
-                             "digits, 200 test digits")
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
 
     if args.keras_hub:
         from keras_residual.models import load_keras_hub_classifier

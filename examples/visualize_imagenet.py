@@ -31,19 +31,51 @@ import argparse
 import os
 import re
 
-import keras
-import numpy as np
-
-from keras_residual.models import resnet50
-from keras_residual.viz import plots
-from keras_residual.viz.gradcam import GradCam
-from keras_residual.viz.guided import UnitGradient, guided_patches
-from keras_residual.viz.images import kernel_map
-from keras_residual.viz.receptive_field import receptive_field
-from keras_residual.viz.refinement import compare_layers
-
 #: Blocks per stage of ResNet-50 (He et al. 2015, Table 1).
 BLOCKS = {"conv2": 3, "conv3": 4, "conv4": 6, "conv5": 3}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line; standard library only, so it answers before Keras loads."""
+    parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--folder", default=None, help="image folder (None: sklearn's sample photos)")
+    parser.add_argument("--out", default="imagenet_images", help="folder for the figures")
+    parser.add_argument("--stage", default="conv2", choices=sorted(BLOCKS),
+                        help="ResNet-50 stage whose blocks are visualized")
+    parser.add_argument("--channels", default="12,79,150,210",
+                        help="comma-separated channels (Chu et al. (2017) Fig. 2 shows 12,79,150,210)")
+    parser.add_argument("--size", type=int, default=224, help="input height and width")
+    parser.add_argument("--crops", type=int, default=24, help="random crops taken as the dataset")
+    parser.add_argument("--applications", action="store_true",
+                        help="keras.applications.ResNet50 (no Residual layers, no branch paths)")
+    parser.add_argument("--allow-download", action="store_true",
+                        help="download the ImageNet weights when they are not in the Keras cache")
+    parser.add_argument("--keras-hub", default=None, metavar="PRESET",
+                        help="a keras-hub ResNet preset, e.g. resnet_50_imagenet (needs network "
+                             "access and keras-hub: pip install keras-residual[hub])")
+    parser.add_argument("--grad-cam-images", type=int, default=4,
+                        help="crops shown with Grad-CAM (0: no Grad-CAM figure)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke test of every figure: 64x64, 4 crops, 2 channels, "
+                             "2 Grad-CAM crops")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":  # --help and usage errors answer here, before Keras loads
+    parse_args()
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from keras_residual.models import resnet50  # noqa: E402
+from keras_residual.viz import plots  # noqa: E402
+from keras_residual.viz.gradcam import GradCam  # noqa: E402
+from keras_residual.viz.guided import UnitGradient, guided_patches  # noqa: E402
+from keras_residual.viz.images import kernel_map  # noqa: E402
+from keras_residual.viz.receptive_field import receptive_field  # noqa: E402
+from keras_residual.viz.refinement import compare_layers  # noqa: E402
+
 #: keras.applications' ResNet-50 checkpoint, as keras.utils.get_file caches it.
 WEIGHTS_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels.h5"
 
@@ -190,28 +222,7 @@ def grad_cam_study(
 
 def main(argv: list[str] | None = None) -> list[str]:
     """Command line; returns the PNG paths written."""
-    parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter, description=__doc__.splitlines()[0])
-    parser.add_argument("--folder", default=None, help="image folder (None: sklearn's sample photos)")
-    parser.add_argument("--out", default="imagenet_images", help="folder for the figures")
-    parser.add_argument("--stage", default="conv2", choices=sorted(BLOCKS),
-                        help="ResNet-50 stage whose blocks are visualized")
-    parser.add_argument("--channels", default="12,79,150,210",
-                        help="comma-separated channels (Chu et al. (2017) Fig. 2 shows 12,79,150,210)")
-    parser.add_argument("--size", type=int, default=224, help="input height and width")
-    parser.add_argument("--crops", type=int, default=24, help="random crops taken as the dataset")
-    parser.add_argument("--applications", action="store_true",
-                        help="keras.applications.ResNet50 (no Residual layers, no branch paths)")
-    parser.add_argument("--allow-download", action="store_true",
-                        help="download the ImageNet weights when they are not in the Keras cache")
-    parser.add_argument("--keras-hub", default=None, metavar="PRESET",
-                        help="a keras-hub ResNet preset, e.g. resnet_50_imagenet (needs network "
-                             "access and keras-hub: pip install keras-residual[hub])")
-    parser.add_argument("--grad-cam-images", type=int, default=4,
-                        help="crops shown with Grad-CAM (0: no Grad-CAM figure)")
-    parser.add_argument("--quick", action="store_true",
-                        help="a smoke test of every figure: 64x64, 4 crops, 2 channels, "
-                             "2 Grad-CAM crops")
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
     if args.quick:
         args.size, args.crops, args.grad_cam_images = 64, 4, 2
         args.channels = ",".join(args.channels.split(",")[:2])

