@@ -88,6 +88,9 @@ def pytest_collection_modifyitems(config, items):
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = kept
+    # Tests marked `slow` (scripts, notebooks, training) first: pytest-xdist hands tests out in
+    # this order, and one of them started last would leave the other worker idle at the end.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 _SKIPPED: list[str] = []

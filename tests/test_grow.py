@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+from script_runs import SCRIPT_RUN
 
 from keras_residual import Residual
 from keras_residual.models import build_resnet
@@ -145,8 +146,7 @@ def test_identity_block_of_every_rank_outputs_its_input(shape):
     assert block.trainable_weights
 
 
-@pytest.mark.backends("tensorflow", reason="runs a script end to end in a subprocess; its "
-                      "parts run on every backend")
+@SCRIPT_RUN
 @pytest.mark.slow
 def test_grow_example_quick(tmp_path, capsys):
     import importlib.util

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from keras import layers
 from scipy import stats
+from script_runs import SCRIPT_RUN, SCRIPT_RUN_TORCH, run_script
 
 from keras_residual import ProjectionShortcut, Residual, surgery
 from keras_residual import lesion as studies
@@ -736,40 +737,22 @@ def test_paper_layout_v2_strides_and_projects_the_first_block_of_each_stage():
     assert paper.count_params() == keras_layout.count_params()  # max-pools carry no weights
 
 
-def _run_script(script, tmp_path, *args):
-    import os
-    import subprocess
-    import sys
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    cwd = tmp_path / "cwd"
-    cwd.mkdir()
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", MPLBACKEND="Agg")
-    result = subprocess.run([sys.executable, os.path.join(root, script), "--quick", *args],
-                            cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert os.listdir(cwd) == []
-    return result.stdout
-
-
-@pytest.mark.backends("tensorflow", reason="runs a script end to end in a subprocess; its "
-                      "parts run on every backend")
+@SCRIPT_RUN
 @pytest.mark.slow
 def test_gradient_paths_benchmark_quick_checks_its_routes(tmp_path):
-    stdout = _run_script("benchmarks/gradient_paths.py", tmp_path)
+    stdout = run_script("benchmarks/gradient_paths.py", tmp_path, "--quick")
     assert "match the one-at-a-time" in stdout
 
 
-@pytest.mark.backends("tensorflow", reason="runs a script end to end in a subprocess; its "
-                      "parts run on every backend")
+@SCRIPT_RUN_TORCH
 @pytest.mark.slow
 def test_ensemble54_quick_writes_results_json(tmp_path):
     import json
     import os
 
     out = tmp_path / "out"
-    _run_script("examples/lesion_study.py", tmp_path, "--preset", "ensemble54", "--seeds", "2",
-                "--out", str(out))
+    run_script("examples/lesion_study.py", tmp_path, "--quick", "--preset", "ensemble54",
+               "--seeds", "2", "--out", str(out))
     results = json.loads((out / "results.json").read_text())
     n = results["blocks"]
     ept = results["effective_path_training"]

@@ -124,11 +124,13 @@ def test_every_notebook_is_checked():
 
 
 @pytest.mark.slow
-@pytest.mark.backends("tensorflow", reason="each notebook runs in a kernel of its own on the "
-                      "default backend (a minute each); what they call runs on every backend")
+@pytest.mark.backends("tensorflow", reason="each notebook runs in a kernel of its own, on "
+                      "TensorFlow, its fastest backend (tests/script_runs.py); what they call "
+                      "runs on every backend")
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[os.path.basename(p) for p in NOTEBOOKS])
 def test_notebook_executes(path, tmp_path, monkeypatch):
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")
+    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
     # Notebooks import keras_residual from this checkout even where it is not installed.
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [ROOT, os.environ.get(
         "PYTHONPATH")])))

@@ -11,38 +11,22 @@ import functools
 import json
 import os
 import pickle
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
+from script_runs import SCRIPT_RUN, SCRIPT_RUN_TORCH, run_script
 
 from keras_residual import Residual, blocks
 from keras_residual.experiments import networks, published, runner
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK_WIDTHS = runner.PRESETS["quick"]["widths"]
-# A script run end to end in a subprocess costs 10-60 s; its parts run on every backend in the
-# unit tests, so the script itself runs once, on TensorFlow.
-SCRIPT_RUN = pytest.mark.backends(
-    "tensorflow", reason="runs a script end to end in a subprocess; its parts run on every backend"
-)
-
-
 def _run(tmp_path, script, *args):
-    out, cwd = tmp_path / "out", tmp_path / "cwd"
-    cwd.mkdir()
-    env = dict(os.environ, KERAS_HOME=str(tmp_path), TF_CPP_MIN_LOG_LEVEL="3", MPLBACKEND="Agg")
-    result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "examples", script), "--quick", "--no-progress",
-         "--out", str(out), *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=900,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert os.listdir(cwd) == [], f"{script} wrote outside --out: {os.listdir(cwd)}"
+    out = tmp_path / "out"
+    stdout = run_script(os.path.join("examples", script), tmp_path, "--quick", "--no-progress",
+                        "--out", str(out), *args, timeout=900)
     with open(out / "results.json") as f:
-        return json.load(f), result.stdout, out
+        return json.load(f), stdout, out
 
 
 # --- closed formulas (count_params counts BN's 4 vectors: gamma, beta, mean, variance) ---
@@ -136,7 +120,7 @@ def test_degradation_quick(tmp_path):
     assert "plain-14 trains" in stdout and "ResNet-14 trains" in stdout
 
 
-@SCRIPT_RUN
+@SCRIPT_RUN_TORCH
 @pytest.mark.slow
 def test_identity_mappings_quick(tmp_path):
     results, stdout, out = _run(tmp_path, "identity_mappings.py")

@@ -13,37 +13,21 @@ import glob
 import json
 import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from script_runs import ROOT, SCRIPT_RUN, SCRIPT_RUN_TORCH, run_script
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.backends("tensorflow", reason="runs each script end to end in a subprocess; "
-                         "their parts run on every backend in the unit tests"),
-]
+pytestmark = [pytest.mark.slow, SCRIPT_RUN]
 
 
 def run(script: str, tmp_path, *args: str, out: bool = True, timeout: int = 420) -> tuple[str, str]:
     """Run `script --quick [--out tmp/out] args` in an empty folder; return (stdout, out dir)."""
-    cwd = tmp_path / "cwd"
-    cwd.mkdir()
     out_dir = tmp_path / "out"
-    command = [sys.executable, os.path.join(ROOT, script), "--quick", *args]
-    if out:
-        command += ["--out", str(out_dir)]
-    env = dict(os.environ, KERAS_HOME=str(tmp_path / "keras_home"), TF_CPP_MIN_LOG_LEVEL="3",
-               MPLBACKEND="Agg")
-    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True,
-                            timeout=timeout)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert os.listdir(cwd) == [], f"{script} wrote into the working folder: {os.listdir(cwd)}"
-    return result.stdout, str(out_dir)
+    extra = ["--out", str(out_dir)] if out else []
+    return run_script(script, tmp_path, "--quick", *args, *extra, timeout=timeout), str(out_dir)
 
 
 def test_every_script_is_run_by_the_suite():
@@ -74,7 +58,8 @@ def test_benchmark_quick_runs_and_its_variants_agree(script, tmp_path):
     "script, header",
     [
         ("benchmarks/wrapper_overhead.py", "Residual ms"),
-        ("benchmarks/resnet_throughput.py", "keras.app img/s"),
+        pytest.param("benchmarks/resnet_throughput.py", "keras.app img/s",
+                     marks=SCRIPT_RUN_TORCH),
         ("benchmarks/grad_cam.py", "Grad-CAM ms/img"),
     ],
 )

@@ -7,14 +7,13 @@ import json
 import math
 import os
 import pickle
-import subprocess
-import sys
 import tarfile
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from script_runs import SCRIPT_RUN, run_script
 
 from keras_residual import Residual, training
 from keras_residual.datasets import cifar, images
@@ -417,29 +416,17 @@ def test_cifar_dataset_subtracts_the_mean():
 # -------------------------------------------------------------------- scripts
 
 
-def run_script(name: str, *args: str) -> str:
-    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
-    result = subprocess.run(
-        [sys.executable, os.path.join(REPO, "examples", name), *args],
-        capture_output=True, text=True, env=env, cwd=REPO, timeout=300,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result.stdout
+def run_example(name: str, tmp_path, *args: str) -> str:
+    return run_script(os.path.join("examples", name), tmp_path, *args, timeout=300)
 
 
-requires_tensorflow = pytest.mark.backends(
-    "tensorflow", reason="trains in a subprocess (seconds each); the scripts' parts are tested "
-    "on every backend above, and the examples read tf.data pipelines either way"
-)
-
-
-@requires_tensorflow
+@SCRIPT_RUN
 def test_train_imagenet_then_evaluate(image_folder, tmp_path):
     out = tmp_path / "run"
     # --quick: a two-stage, narrow ResNet-18 at 32x32, 2 epochs of 2 steps of 4 images (the
     # scripts' quick mode, run once here, on a real image folder instead of its noise PNGs).
-    log = run_script(
-        "train_imagenet.py", "--quick", "--data", str(image_folder), "--decay", "cosine",
+    log = run_example(
+        "train_imagenet.py", tmp_path, "--quick", "--data", str(image_folder), "--decay", "cosine",
         "--label-smoothing", "0.1", "--seed", "0", "--out", str(out),
     )
     assert "Training data: image folder" in log and "12 images in 3 classes" in log
@@ -447,8 +434,8 @@ def test_train_imagenet_then_evaluate(image_folder, tmp_path):
     assert "Epoch 2/2" in log and "val_top1" in log
     assert sorted(os.listdir(out / "checkpoints")) == ["epoch_001.weights.h5", "epoch_002.weights.h5"]
     assert os.listdir(out / "logs")
-    log = run_script(
-        "evaluate_imagenet.py", "--quick", "--data", str(image_folder / "val"),
+    log = run_example(
+        "evaluate_imagenet.py", tmp_path, "--quick", "--data", str(image_folder / "val"),
         "--weights", str(out / "model.keras"),
     )
     top1 = float(log.split("top-1 accuracy: ")[1].split()[0])
@@ -465,7 +452,7 @@ def test_train_imagenet_then_evaluate(image_folder, tmp_path):
     assert top5 == 1.0  # three classes: every label is in the top 5
 
 
-@requires_tensorflow
+@SCRIPT_RUN
 def test_evaluate_imagenet_top1_and_top5_of_a_known_classifier(tmp_path):
     # Seven classes, two images each; a classifier whose logits ignore the image
     # (zero kernel, bias ranking the classes 0 > 1 > ... > 6) is right on class 0
@@ -484,8 +471,8 @@ def test_evaluate_imagenet_top1_and_top5_of_a_known_classifier(tmp_path):
     head = model.get_layer("predictions")
     head.set_weights([np.zeros(head.kernel.shape), np.linspace(3.0, 0.0, 7)])
     model.save(tmp_path / "constant.keras")
-    log = run_script(
-        "evaluate_imagenet.py", "--data", str(tmp_path / "val"), "--model", "resnet18",
+    log = run_example(
+        "evaluate_imagenet.py", tmp_path, "--data", str(tmp_path / "val"), "--model", "resnet18",
         "--model-kwargs", json.dumps(tiny), "--image-size", "16",
         "--weights", str(tmp_path / "constant.keras"), "--batch-size", "4",
     )
@@ -494,7 +481,7 @@ def test_evaluate_imagenet_top1_and_top5_of_a_known_classifier(tmp_path):
     assert (top1, top5) == (round(2 / 14, 4), round(10 / 14, 4))
 
 
-@requires_tensorflow
+@SCRIPT_RUN
 def test_train_cifar_on_a_tiny_npz(tmp_path):
     rng = np.random.default_rng(0)
     npz = tmp_path / "tiny_cifar.npz"
@@ -505,8 +492,8 @@ def test_train_cifar_on_a_tiny_npz(tmp_path):
         x_test=rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8),
         y_test=rng.integers(0, 10, 8),
     )
-    log = run_script(
-        "train_cifar.py", "--quick", "--data", str(npz), "--model", "cifar_resnet",
+    log = run_example(
+        "train_cifar.py", tmp_path, "--quick", "--data", str(npz), "--model", "cifar_resnet",
         "--seed", "0", "--out", str(tmp_path / "run"),
     )
     assert f"CIFAR-10 from local file {npz}: 32 training, 8 test images" in log

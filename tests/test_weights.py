@@ -118,7 +118,7 @@ def test_own_architecture_weights_file_honours_strict(tmp_path):
     before = [w.copy() for w in short.get_weights()]
     with pytest.raises(ValueError, match=r"no place for: \['layers/dense_2/vars/0'"):
         load_keras_applications_weights(short, path)
-    for got, kept in zip(short.get_weights(), before):
+    for got, kept in zip(short.get_weights(), before, strict=True):
         np.testing.assert_array_equal(got, kept)  # strict: nothing loaded
 
     report = load_keras_applications_weights(short, path, strict=False)
@@ -126,14 +126,14 @@ def test_own_architecture_weights_file_honours_strict(tmp_path):
     assert report.unused_in_source == ["layers/dense_2/vars/0", "layers/dense_2/vars/1"]
     for name in ("d0", "d1"):
         for got, saved in zip(short.get_layer(name).get_weights(),
-                              source.get_layer(name).get_weights()):
+                              source.get_layer(name).get_weights(), strict=True):
             np.testing.assert_array_equal(got, saved)
 
     wider = net(4, 5)  # d1 has another shape: reported missing, its weights kept
     kept = [w.copy() for w in wider.get_layer("d1").get_weights()]
     report = load_keras_applications_weights(wider, path, strict=False)
     assert report.loaded == ["d0"] and report.missing_in_source == ["d1"]
-    for got, old in zip(wider.get_layer("d1").get_weights(), kept):
+    for got, old in zip(wider.get_layer("d1").get_weights(), kept, strict=True):
         np.testing.assert_array_equal(got, old)
     np.testing.assert_array_equal(wider.get_layer("d0").get_weights()[0],
                                   source.get_layer("d0").get_weights()[0])
