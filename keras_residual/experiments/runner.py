@@ -46,6 +46,7 @@ from keras_residual.experiments.arguments import (  # noqa: F401  (part of this 
     add_common_arguments,
 )
 
+
 @dataclasses.dataclass(frozen=True)
 class Recipe:
     """How every variant is trained: He et al. (2015), Sec. 4.2, over `epochs`.
