@@ -18,12 +18,24 @@ _SINGULAR = re.compile(r"^(\s*)Example:\s*$", flags=re.MULTILINE)
 
 
 def _runtime_docstring(obj: griffe.Object) -> str | None:
+    """The docstring Python gives `obj` after import, if keras_residual wrote it.
+
+    A method without a docstring of its own inherits its base's (`AddMerge.without_branch`
+    shows `Merge.without_branch`'s); one inherited from Keras (a callback's `on_epoch_end`)
+    is left out: it is not written in this package's style.
+    """
     try:
-        value = importlib.import_module(obj.module.path)
+        owner, value = None, importlib.import_module(obj.module.path)
         for part in obj.path[len(obj.module.path) + 1:].split("."):
-            value = getattr(value, part)
+            owner, value = value, getattr(value, part)
     except (ImportError, AttributeError):
         return None
+    if inspect.isclass(owner):
+        name = obj.name
+        defining = next((cls for cls in owner.__mro__
+                         if getattr(cls.__dict__.get(name), "__doc__", None)), None)
+        if defining is None or not defining.__module__.startswith("keras_residual"):
+            return None
     return inspect.getdoc(value)
 
 
@@ -34,6 +46,10 @@ class ExampleSections(griffe.Extension):
         if obj.docstring is None and (obj.is_function or obj.is_class):
             text = _runtime_docstring(obj)
             if text:
-                obj.docstring = griffe.Docstring(text, parent=obj)
+                # The parser and options mkdocs.yml gives the docstrings griffe reads; without
+                # a parser, the sections would render as plain text.
+                obj.docstring = griffe.Docstring(
+                    text, parent=obj, parser="google",
+                    parser_options={"warn_missing_types": False})
         if obj.docstring is not None:
             obj.docstring.value = _SINGULAR.sub(r"\1Examples:", obj.docstring.value)
