@@ -21,7 +21,13 @@ compared networks from the library's builders; `published` holds the papers'
 numbers; `plots` draws the figures.
 """
 
-from keras_residual.experiments import ensemble, networks, published, results  # noqa: F401
+from keras_residual.experiments import (  # noqa: F401
+    arguments,
+    ensemble,
+    networks,
+    published,
+    results,
+)
 from keras_residual.experiments.runner import (  # noqa: F401
     PRESETS,
     ExperimentData,
