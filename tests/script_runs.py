@@ -8,7 +8,7 @@ traced graph many times, where PyTorch pays its per-op cost on every call (the l
 notebook: 38 s on TensorFlow, 312 s on PyTorch). Three scripts train many networks
 once each, where TensorFlow's tracing dominates, and run on PyTorch (`SCRIPT_RUN_TORCH`):
 the 54-block study 80 s -> 50 s, identity_mappings 54 s -> 33 s, the ResNet throughput
-benchmark 49 s -> 31 s (one `make test` each, two xdist workers, this 2-core machine).
+benchmark 49 s -> 31 s (full suite runs on each backend, two xdist workers, this 2-core machine).
 
 A test that runs a script is collected in the pytest session of that script's backend,
 so the test's own process (which reads what the script wrote) runs the same backend.
