@@ -18,7 +18,9 @@
 `runner` loads the data (the offline MNIST digits or CIFAR-10), trains every
 variant for every seed with resume, and summarizes; `networks` builds the
 compared networks from the library's builders; `published` holds the papers'
-numbers; `plots` draws the figures.
+numbers; `plots` draws the figures; `arguments` holds the scripts' shared
+options and presets (standard library only, so a script answers `--help`
+before Keras loads).
 """
 
 from keras_residual.experiments import (  # noqa: F401
