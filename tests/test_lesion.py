@@ -715,6 +715,7 @@ def test_experiment_preact_placements_split_the_first_unit_after_its_activation(
     np.testing.assert_allclose(out, np.maximum(h, 0), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.shapes_only
 @pytest.mark.multibackend
 def test_paper_layout_v2_strides_and_projects_the_first_block_of_each_stage():
     from keras_residual.models.cifar import resnet_v2_paper

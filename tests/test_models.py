@@ -30,6 +30,7 @@ PAPER = {
 }
 
 
+@pytest.mark.shapes_only
 @ON_ALL_BACKENDS
 @pytest.mark.parametrize("name", list(PAPER))
 def test_imagenet_params_and_mult_adds_match_paper(name):
@@ -39,12 +40,14 @@ def test_imagenet_params_and_mult_adds_match_paper(name):
     assert M.count_mult_adds(model) == pytest.approx(flops, rel=0.03)
 
 
+@pytest.mark.shapes_only
 @ON_ALL_BACKENDS
 def test_v1_5_moves_stride_to_the_3x3():
     # stride on the 3x3 raises ResNet-50 to 4.09e9 multiply-adds.
     assert M.count_mult_adds(M.resnet50(stride_on="3x3")) == pytest.approx(4.09e9, rel=0.005)
 
 
+@pytest.mark.shapes_only
 @ON_ALL_BACKENDS
 def test_resnext50_params_and_mult_adds():
     model = M.resnext50_32x4d()
@@ -53,6 +56,7 @@ def test_resnext50_params_and_mult_adds():
     assert M.count_mult_adds(model) == pytest.approx(4.2e9, rel=0.02)
 
 
+@pytest.mark.shapes_only
 @ON_ALL_BACKENDS
 @pytest.mark.parametrize(
     "depth, params", [(20, 0.27e6), (110, 1.7e6)]
@@ -65,6 +69,7 @@ def test_cifar_resnet_params(depth, params):
     assert tuple(model.output.shape) == (None, 10)
 
 
+@pytest.mark.shapes_only
 @ON_ALL_BACKENDS
 def test_cifar_resnet_uses_option_a():
     model = M.cifar_resnet(20)
@@ -74,6 +79,7 @@ def test_cifar_resnet_uses_option_a():
         "ZeroPadShortcut"] + ["identity"] * 2
 
 
+@pytest.mark.shapes_only
 @ON_ALL_BACKENDS
 def test_cifar_preact_resnets():
     m110 = M.cifar_preact_resnet(110, input_shape=(8, 8, 3))
@@ -91,6 +97,7 @@ def test_cifar_preact_resnets():
         M.cifar_resnet(21)
 
 
+@pytest.mark.shapes_only
 @ON_ALL_BACKENDS
 def test_plain_twin_drops_exactly_the_shortcuts():
     plain, residual = M.plain18(), M.resnet18()
@@ -100,6 +107,7 @@ def test_plain_twin_drops_exactly_the_shortcuts():
     assert _trainable(residual) - _trainable(plain) == projections
 
 
+@pytest.mark.shapes_only
 @ON_ALL_BACKENDS
 @pytest.mark.parametrize(
     "kwargs, shape",
@@ -115,6 +123,7 @@ def test_output_shapes(kwargs, shape):
     assert tuple(model.output.shape) == shape
 
 
+@pytest.mark.shapes_only
 @ON_ALL_BACKENDS
 def test_v2_layout_strides_last_block():
     model = M.resnet50_v2(input_shape=(64, 64, 3), include_top=False)
@@ -126,6 +135,7 @@ def test_v2_layout_strides_last_block():
     assert model.get_layer("conv3_block1").shortcut_from == "preactivated"
 
 
+@pytest.mark.shapes_only
 @ON_ALL_BACKENDS
 def test_stochastic_depth_schedule_in_builder():
     model = M.resnet18(input_shape=(32, 32, 3), drop_rate=0.4)
@@ -195,6 +205,7 @@ def test_small_models_train_their_first_step_on_the_loss_numpy_gives(make, input
     assert losses[-1] < 0.8 * losses[0], losses
 
 
+@pytest.mark.shapes_only
 @ON_ALL_BACKENDS
 def test_vgg_plain_layers():
     model = M.vgg_plain()
@@ -206,6 +217,7 @@ def test_vgg_plain_layers():
     assert {b.shortcut for b in _blocks(model)} == {"none"}
 
 
+@pytest.mark.shapes_only
 @ON_ALL_BACKENDS
 def test_alexnet_sizes():
     model = M.alexnet()
@@ -246,6 +258,7 @@ TABLE1_RESNET34 = [
 ]
 
 
+@pytest.mark.shapes_only
 @ON_ALL_BACKENDS
 def test_architecture_table_resnet34(capsys):
     table = M.architecture_table(M.resnet34())
@@ -288,6 +301,7 @@ def test_table_needs_fixed_sizes():
         M.architecture_table(M.mnist_resnet(input_shape=(None, None, 1)))
 
 
+@pytest.mark.shapes_only
 @ON_ALL_BACKENDS
 def test_get_model_names():
     assert M.get_model("cifar_preact_resnet20", input_shape=(8, 8, 3)).name == "cifar_preact_resnet20"
