@@ -309,6 +309,8 @@ def demo_section(data, out_dir: str, quick: bool = False) -> list[tuple[str, str
 
     `quick=True` (`demo.py --quick`): 1 epoch on 1,000 digits, 500 test
     digits, one sample per point (the same subset as `--quick` here).
+    The trained networks are saved in `out_dir/lesion_models`, where
+    `--load` reads them (`--quick` with the quick demo's).
 
     Returns:
         `[(caption, png path relative to out_dir), ...]`.
@@ -319,8 +321,9 @@ def demo_section(data, out_dir: str, quick: bool = False) -> list[tuple[str, str
         x_test=data.x_test[:test].reshape(test, -1), y_test=data.y_test[:test],
     )
     setting = Setting(residual_mlp, epochs=1 if quick else 3, batch_size=128, flat=True)
-    return run_studies(setting, flat, out_dir, samples=1 if quick else 3,
-                       length_step=3 if quick else 2, effective_paths=False)
+    return run_studies(setting, flat, out_dir, os.path.join(out_dir, "lesion_models"),
+                       samples=1 if quick else 3, length_step=3 if quick else 2,
+                       effective_paths=False)
 
 
 def keras_hub_studies(model: keras.Model, preprocess: Callable, preset: str, out_dir: str,

@@ -13,6 +13,7 @@ import glob
 import json
 import os
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -69,8 +70,21 @@ def test_side_by_side_benchmark_quick_prints_its_table(script, header, tmp_path)
     assert header in stdout, stdout
 
 
+#: `make test` runs the quick demo first, from the core install (`make demo-quick`), and
+#: names its folder here, so that the demo runs once per `make test`.
+SHARED_DEMO = os.environ.get("KERAS_RESIDUAL_DEMO_QUICK_OUT", "")
+
+
 def test_lesion_study_quick_writes_every_figure(tmp_path):
-    stdout, out = run("examples/lesion_study.py", tmp_path)
+    args = []
+    if SHARED_DEMO:
+        # The quick demo trained the same three networks (`demo_section`, same digits, seed and
+        # epochs) and saved them: `--load` reuses a copy, and only the effective-path net trains.
+        shutil.copytree(os.path.join(SHARED_DEMO, "lesion_models"), tmp_path / "models")
+        args = ["--load", str(tmp_path / "models")]
+    stdout, out = run("examples/lesion_study.py", tmp_path, *args)
+    if SHARED_DEMO:
+        assert stdout.count("[lesion] loading ") == 3, stdout
     expected = {"lesion_single.png", "lesion_k_blocks.png", "lesion_reorder.png",
                 "lesion_path_gradients.png", "lesion_remaining_paths.png",
                 "lesion_stochastic_depth.png"}
@@ -101,11 +115,6 @@ def test_sequence_gru_quick_writes_nothing(tmp_path):
 #: The quick demo's accuracy floor: `mnist_conv.QUICK` reaches about 0.87 on the 1,000 offline
 #: test digits; chance is 0.10.
 DEMO_QUICK_ACCURACY = 0.7
-
-#: `make test` runs the quick demo first, from the core install (`make demo-quick`), and
-#: names its folder here, so that the demo runs once per `make test`.
-SHARED_DEMO = os.environ.get("KERAS_RESIDUAL_DEMO_QUICK_OUT", "")
-
 
 def test_demo_quick_runs_every_section_for_real(tmp_path):
     """The demo as `make demo` runs it (quick): real visualization and lesion sections."""
