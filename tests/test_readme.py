@@ -111,6 +111,18 @@ def _check_visualization(namespace, tmp_path):
     assert namespace["g"].shape == namespace["d"].shape == x[:9].shape
     assert namespace["cam"].shape == (4, 2, 2) and np.all(namespace["cam"] >= 0)
     assert namespace["up"].shape == (4, 64, 64) and namespace["ggc"].shape == x[:4].shape
+    # Completeness (Sundararajan et al. 2017, Prop. 1) against the logits computed in NumPy from
+    # the pooled features: the attributions sum to logit(x) - logit(zeros) of the top class.
+    import keras
+
+    model = namespace["model"]
+    pooled = keras.Model(model.input, model.get_layer("avg_pool").output)
+    kernel, bias = model.get_layer("predictions").get_weights()
+    logits = pooled.predict(np.concatenate([x[:1], 0 * x[:1]]), verbose=0) @ kernel + bias
+    top = int(logits[0].argmax())
+    np.testing.assert_allclose(namespace["ig"].sum(), logits[0, top] - logits[1, top], rtol=0.02)
+    assert namespace["sg"].shape == x[:2].shape and np.abs(namespace["sg"]).max() > 0
+    assert namespace["unit"].shape == x[:1].shape
 
 
 def _check_lesion(namespace, tmp_path):

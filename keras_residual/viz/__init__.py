@@ -11,6 +11,9 @@ TensorBoard during training.
   respect to the input (Springenberg et al. 2015; Zeiler and Fergus 2014).
 - `grad_cam`, `guided_grad_cam`, `GradCam`: class-discriminative heatmaps of
   any layer path (Selvaraju et al. 2017).
+- `integrated_gradients`, `smoothgrad`: input attributions of a class score
+  or a unit with axioms and with noise averaging (Sundararajan et al. 2017;
+  Smilkov et al. 2017).
 - `kernel_map`, `activation_grid`, `preactivations`, `residual_differences`:
   the images of Bolte (2016) and Chu et al. (2017), Fig. 8.
 - `compare_layers`, `shared_topk`: the refinement analysis of Chu et al. (2017).
@@ -20,6 +23,7 @@ Note that `keras_residual.viz.receptive_field` and
 with `from keras_residual.viz.receptive_field import ...`.
 """
 
+from keras_residual.viz.attribution import integrated_gradients, smoothgrad
 from keras_residual.viz.callbacks import FeatureImages, GradCamImages, TopKImages
 from keras_residual.viz.gradcam import (
     GradCam,
@@ -69,6 +73,7 @@ __all__ = [
     "guided_backprop",
     "guided_grad_cam",
     "guided_patches",
+    "integrated_gradients",
     "kernel_map",
     "normalize",
     "preactivations",
@@ -80,6 +85,7 @@ __all__ = [
     "saliency",
     "shared_grad_cam",
     "shared_topk",
+    "smoothgrad",
     "shared_unit_gradient",
     "tile",
     "top_activations",
