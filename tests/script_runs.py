@@ -2,13 +2,16 @@
 
 A whole script trains small networks for seconds to a minute; its parts (blocks,
 studies, visualizations, training helpers) are tested on every backend in the unit
-tests, so the script itself runs once, on the backend where it is fastest. That is
-TensorFlow for most: the lesion sweeps, top-9 searches and notebooks evaluate one
-traced graph many times, where PyTorch pays its per-op cost on every call (the lesion
-notebook: 38 s on TensorFlow, 312 s on PyTorch). Three scripts train many networks
-once each, where TensorFlow's tracing dominates, and run on PyTorch (`SCRIPT_RUN_TORCH`):
-the 54-block study 80 s -> 50 s, identity_mappings 54 s -> 33 s, the ResNet throughput
-benchmark 49 s -> 31 s (full suite runs on each backend, two xdist workers, this 2-core machine).
+tests, so the script itself runs once, on the backend where it is fastest. With
+PyTorch on one OpenMP thread per process (`make test` sets OMP_NUM_THREADS=1 there: two
+workers' spinning OpenMP threads had slowed each other down), scripts that train or
+trace many small networks are faster on PyTorch (`SCRIPT_RUN_TORCH`; seconds, run
+alone on this 2-core machine, TensorFlow -> PyTorch): cardinality 32 -> 14,
+degradation 20 -> 12, the lesion-sweep benchmark 20 -> 13, grow 19 -> 14,
+visualize_imagenet 28 -> 18, sequence_gru 12 -> 10, and the 54-block study,
+identity_mappings and the ResNet throughput benchmark. The rest stay on TensorFlow
+(`SCRIPT_RUN`): the top-9 benchmark (26 vs 35), the notebooks (their stored outputs
+come from TensorFlow), and the tests that read the quick demo `make test` runs first.
 
 A test that runs a script is collected in the pytest session of that script's backend,
 so the test's own process (which reads what the script wrote) runs the same backend.

@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 import pytest
-from script_runs import SCRIPT_RUN
+from script_runs import SCRIPT_RUN_TORCH
 
 from keras_residual import Residual
 from keras_residual.models import build_resnet
@@ -146,7 +146,7 @@ def test_identity_block_of_every_rank_outputs_its_input(shape):
     assert block.trainable_weights
 
 
-@SCRIPT_RUN
+@SCRIPT_RUN_TORCH
 @pytest.mark.slow
 def test_grow_example_quick(tmp_path, capsys):
     import importlib.util

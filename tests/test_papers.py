@@ -90,7 +90,7 @@ def _test_errors_from_checkpoints(out, results, builds):
     return errors
 
 
-@SCRIPT_RUN
+@SCRIPT_RUN_TORCH
 @pytest.mark.slow
 def test_degradation_quick(tmp_path):
     results, stdout, out = _run(tmp_path, "degradation.py")
@@ -171,7 +171,7 @@ def test_identity_mappings_quick(tmp_path):
     assert (out / "identity_mappings_table1.png").exists()
 
 
-@SCRIPT_RUN
+@SCRIPT_RUN_TORCH
 @pytest.mark.slow
 def test_cardinality_quick(tmp_path):
     results, stdout, out = _run(tmp_path, "cardinality.py")
@@ -198,7 +198,7 @@ def _fake_cifar(folder, per_batch=16):
             pickle.dump(batch, f)
 
 
-@SCRIPT_RUN
+@SCRIPT_RUN_TORCH
 @pytest.mark.slow
 def test_degradation_reads_cifar10_pickles(tmp_path):
     _fake_cifar(str(tmp_path / "cifar-10-batches-py"))

@@ -47,7 +47,8 @@ def test_every_script_is_run_by_the_suite():
 
 
 @pytest.mark.parametrize(
-    "script", ["benchmarks/guided_backprop.py", "benchmarks/lesion_sweep.py",
+    "script", ["benchmarks/guided_backprop.py",
+               pytest.param("benchmarks/lesion_sweep.py", marks=SCRIPT_RUN_TORCH),
                "benchmarks/top_activations.py"]
 )
 def test_benchmark_quick_runs_and_its_variants_agree(script, tmp_path):
@@ -99,6 +100,7 @@ def test_lesion_study_quick_writes_every_figure(tmp_path):
     assert intact < 0.5 and worst < plain_best, match.group(0)
 
 
+@SCRIPT_RUN_TORCH
 def test_visualize_imagenet_quick_writes_its_figures(tmp_path):
     stdout, out = run("examples/visualize_imagenet.py", tmp_path)
     written = re.findall(r"wrote (\S+\.png)", stdout)
@@ -106,6 +108,7 @@ def test_visualize_imagenet_quick_writes_its_figures(tmp_path):
     assert all(os.path.dirname(p) == out and os.path.getsize(p) > 0 for p in written)
 
 
+@SCRIPT_RUN_TORCH
 def test_sequence_gru_quick_writes_nothing(tmp_path):
     stdout, _ = run("examples/sequence_gru.py", tmp_path, out=False)
     assert re.search(r"MNIST rows test accuracy: residual \d\.\d{4}, plain \d\.\d{4}", stdout)
