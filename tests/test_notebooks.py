@@ -70,6 +70,18 @@ for path in blocks:
 x_in, y_out = (keras.Model(model.inputs, model.get_layer(p).output).predict(digit[None], verbose=0)
                for p in ("pool", "block1"))
 np.testing.assert_allclose(diffs["block1"], (y_out - x_in)[0], rtol=1e-4, atol=1e-5)
+"""), ("from keras_residual.viz import integrated_gradients", """
+# Completeness (Sundararajan et al. 2017, Prop. 1): each map sums to the top class's logit change
+# from a black image; the logits from the flattened features and the last Dense, in NumPy.
+dense = model.layers[-1]
+kernel, bias = dense.get_weights()
+features = keras.Model(model.inputs, dense.input).predict(np.concatenate([digits, 0 * digits]),
+                                                          verbose=0)
+logits = features @ kernel + bias
+change = logits[:3][np.arange(3), classes] - logits[3:][np.arange(3), classes]
+np.testing.assert_allclose(ig.sum(axis=(1, 2, 3)), change, rtol=0.02)
+assert (classes == logits[:3].argmax(-1)).all()
+assert sg.shape == digits.shape and np.abs(sg).max() > 0
 """), (None, """
 assert sorted(events.Tags()["tensors"]) == sorted(
     [f"activations/{p}" for p in ("block1", "block2", "block3", "stem")] + ["filters/stem"]

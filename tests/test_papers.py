@@ -15,7 +15,7 @@ import pickle
 import keras
 import numpy as np
 import pytest
-from script_runs import SCRIPT_RUN, SCRIPT_RUN_TORCH, run_script
+from script_runs import SCRIPT_RUN_TORCH, run_script
 
 from keras_residual import Residual, blocks
 from keras_residual.experiments import networks, published, runner

@@ -300,6 +300,59 @@ def gradcam_figure(
     return fig
 
 
+def attribution_figure(
+    images: np.ndarray,
+    maps: Mapping[str, np.ndarray],
+    titles: Sequence[str] | None = None,
+    cell_inches: float = 2.0,
+) -> Figure:
+    """Each image beside its attribution maps, one row per image, red positive and blue negative.
+
+    For `viz.integrated_gradients` (Sundararajan et al. 2017) and
+    `viz.smoothgrad` (Smilkov et al. 2017; their Fig. 1 shows the maps beside
+    each image). A map is summed over channels and drawn on a symmetric scale,
+    `[-m, m]` with `m` its largest absolute value in that image, so white is zero.
+
+    Args:
+        images: array (N, H, W[, C]), channels last (for display).
+        maps: `{column title: array shaped like images}`.
+        titles: sequence of N str or None. Row labels (e.g. the class).
+        cell_inches: float. Width of one panel. Defaults to 2.0.
+
+    Returns:
+        matplotlib Figure with N rows and 1 + len(maps) columns.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.random.rand(2, 8, 8, 1)
+        >>> fig = attribution_figure(x, {"IG": x - 0.5, "SmoothGrad": 0.5 - x})
+        >>> len(fig.axes)
+        6
+    """
+    images = np.asarray(images)
+    columns = {name: np.asarray(m, dtype="float32") for name, m in maps.items()}
+    wrong = {name: m.shape for name, m in columns.items() if m.shape[:1] != images.shape[:1]}
+    if wrong or (titles is not None and len(titles) != len(images)):
+        raise ValueError(
+            "Every map and `titles` need one entry per image. Received: "
+            f"{len(images)} images, maps shaped {wrong or 'as the images'}, "
+            f"{None if titles is None else len(titles)} titles"
+        )
+    fig = Figure(figsize=(cell_inches * (1 + len(columns)), cell_inches * len(images)),
+                 layout="constrained")
+    axes = fig.subplots(len(images), 1 + len(columns), squeeze=False)
+    for n, image in enumerate(images):
+        _show(axes[n, 0], image)
+        axes[n, 0].set_title("image" if titles is None else titles[n], fontsize=8)
+        for k, (name, m) in enumerate(columns.items(), start=1):
+            heat = m[n].sum(axis=-1) if m[n].ndim == 3 else m[n]
+            top = float(np.abs(heat).max()) or 1.0
+            axes[n, k].imshow(heat, cmap="bwr", vmin=-top, vmax=top)
+            axes[n, k].set_axis_off()
+            axes[n, k].set_title(name, fontsize=8)
+    return fig
+
+
 def figure_to_png(fig: Figure, dpi: int = 100) -> bytes:
     """The figure as PNG bytes, e.g. for `IPython.display.Image(figure_to_png(fig))`.
 
