@@ -123,6 +123,8 @@ def _check_visualization(namespace, tmp_path):
     np.testing.assert_allclose(namespace["ig"].sum(), logits[0, top] - logits[1, top], rtol=0.02)
     assert namespace["sg"].shape == x[:2].shape and np.abs(namespace["sg"]).max() > 0
     assert namespace["unit"].shape == x[:1].shape
+    images = namespace["images"]
+    assert images.shape == (3, 64, 64, 3) and 0 <= images.min() and images.max() <= 255
 
 
 def _check_lesion(namespace, tmp_path):

@@ -11,6 +11,9 @@ TensorBoard during training.
   respect to the input (Springenberg et al. 2015; Zeiler and Fergus 2014).
 - `grad_cam`, `guided_grad_cam`, `GradCam`: class-discriminative heatmaps of
   any layer path (Selvaraju et al. 2017).
+- `feature_visualization`, `FourierImage`: the image a channel responds to
+  most, by gradient ascent in a decorrelated Fourier space under random
+  transforms (Olah et al. 2017).
 - `integrated_gradients`, `smoothgrad`: input attributions of a class score
   or a unit with axioms and with noise averaging (Sundararajan et al. 2017;
   Smilkov et al. 2017).
@@ -24,6 +27,7 @@ with `from keras_residual.viz.receptive_field import ...`.
 """
 
 from keras_residual.viz.attribution import integrated_gradients, smoothgrad
+from keras_residual.viz.feature_vis import FourierImage, feature_visualization
 from keras_residual.viz.callbacks import FeatureImages, GradCamImages, TopKImages
 from keras_residual.viz.gradcam import (
     GradCam,
@@ -56,6 +60,7 @@ from keras_residual.viz.top_activations import TopK, crop_patches, top_activatio
 
 __all__ = [
     "FeatureImages",
+    "FourierImage",
     "GradCam",
     "GradCamImages",
     "LayerComparison",
@@ -69,6 +74,7 @@ __all__ = [
     "compare_layers",
     "crop_patches",
     "deconvnet",
+    "feature_visualization",
     "grad_cam",
     "guided_backprop",
     "guided_grad_cam",

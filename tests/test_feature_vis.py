@@ -1,0 +1,139 @@
+"""Feature visualization (Olah et al. 2017): the parameterization against NumPy's FFT, the
+transforms against SciPy's bilinear sampling, and the result against the training data."""
+
+import keras
+import numpy as np
+import pytest
+from keras import layers
+from scipy import ndimage
+
+from keras_residual import Residual
+from keras_residual.viz.feature_vis import (
+    FourierImage,
+    apply_transforms,
+    feature_visualization,
+    random_transforms,
+)
+
+pytestmark = pytest.mark.multibackend
+
+
+@pytest.mark.parametrize("shape, decorrelate", [((6, 5, 3), True), ((7, 6, 1), True),
+                                                ((8, 8, 3), False)])
+def test_fourier_image_is_numpy_irfft2_of_the_scaled_spectrum_and_inverts(shape, decorrelate):
+    h, w, c = shape
+    param = FourierImage(shape, decorrelate=decorrelate, value_range=(-2.0, 3.0))
+    params = np.random.default_rng(0).normal(size=(2, c, h, w // 2 + 1, 2))
+    freq = np.sqrt(np.fft.fftfreq(h)[:, None] ** 2 + np.fft.rfftfreq(w)[None] ** 2)
+    spectrum = (params[..., 0] + 1j * params[..., 1]) / np.maximum(freq, 1 / max(h, w))
+    t = np.moveaxis(np.fft.irfft2(spectrum, s=(h, w), norm="ortho"), 1, -1)
+    if decorrelate and c == 3:
+        t = t @ param.color.T
+    expected = -2.0 + 5.0 / (1 + np.exp(-t))
+    got = keras.ops.convert_to_numpy(param.to_image(params.astype("float32")))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    images = np.random.default_rng(1).uniform(-1.9, 2.9, (3, h, w, c))
+    back = keras.ops.convert_to_numpy(param.to_image(param.from_image(images)))
+    np.testing.assert_allclose(back, images, atol=2e-5)
+
+
+def test_pixel_parameterization_inverts():
+    param = FourierImage((5, 4, 2), parameterization="pixel")
+    images = np.random.default_rng(2).uniform(0.05, 0.95, (2, 5, 4, 2))
+    back = keras.ops.convert_to_numpy(param.to_image(param.from_image(images)))
+    np.testing.assert_allclose(back, images, atol=1e-6)
+
+
+def test_transforms_are_scipy_bilinear_sampling_with_mirrored_borders():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2, 9, 7, 3)).astype("float32")
+    indices, weights = random_transforms(2, 9, 7, np.random.default_rng(4))
+    got = keras.ops.convert_to_numpy(apply_transforms(x, indices, weights))
+    # The same draws, in the documented order: angle, scale, shift.
+    draws = np.random.default_rng(4)
+    angle = np.deg2rad(draws.uniform(-10, 10, 2))
+    scale = draws.uniform(0.9, 1.1, 2)
+    shift = draws.uniform(-8, 8, (2, 2))
+    centre = np.array([4.0, 3.0])
+    rows, cols = np.mgrid[0:9, 0:7]
+    for i in range(2):
+        rotation = np.array([[np.cos(angle[i]), np.sin(angle[i])],
+                             [-np.sin(angle[i]), np.cos(angle[i])]])
+        p = np.stack([rows.ravel(), cols.ravel()]) - (centre + shift[i])[:, None]
+        source = rotation @ p / scale[i] + centre[:, None]
+        for c in range(3):
+            expected = ndimage.map_coordinates(x[i, ..., c].astype("float64"), source, order=1,
+                                               mode="mirror").reshape(9, 7)
+            np.testing.assert_allclose(got[i, ..., c], expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-6)
+
+
+def _trained_mnist_net():
+    from keras_residual.datasets import load_mnist
+
+    data = load_mnist(verbose=False)
+    inputs = keras.Input((28, 28, 1))
+    x = layers.Conv2D(8, 3, padding="same", activation="relu", name="stem")(inputs)
+    x = layers.MaxPooling2D(2)(x)
+    x = Residual(keras.Sequential([layers.Conv2D(8, 3, padding="same", activation="relu"),
+                                   layers.Conv2D(8, 3, padding="same")], name="branch"),
+                 activation="relu", name="block")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, layers.Dense(10, activation="softmax")(x))
+    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+    x_train = data.x_train[:1000]
+    model.fit(x_train, data.y_train[:1000], batch_size=50, epochs=1, verbose=0)
+    return model, x_train
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", ["block", "block/branch"])
+def test_result_activates_its_channel_more_than_every_training_image(path):
+    """Olah et al. (2017): the optimized image is a stronger stimulus than any data set image.
+
+    For the three channels that respond most to the training images (a ReLU channel that no
+    image and not the starting image activates has no gradient to climb)."""
+    from keras_residual import probe
+
+    model, x_train = _trained_mnist_net()
+    features = probe(model, path)
+    mean = lambda a: keras.ops.convert_to_numpy(features(a)).mean(axis=(1, 2))  # noqa: E731
+    best_train = np.concatenate([mean(x_train[s : s + 250]) for s in range(0, len(x_train), 250)])
+    channels = sorted(np.argsort(-best_train.max(axis=0))[:3].tolist())
+    images = feature_visualization(model, path, channels, steps=256)
+    assert images.shape == (3, *x_train.shape[1:]) and 0 <= images.min() and images.max() <= 1
+    got = mean(images)
+    for i, c in enumerate(channels):
+        assert got[i, c] > best_train[:, c].max(), (c, got[i, c], best_train[:, c].max())
+
+
+def test_seed_fixes_the_result_and_neuron_objective():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((12, 12, 3)),
+                              layers.Conv2D(4, 3, activation="relu", name="c")])
+    a = feature_visualization(model, "c", [1, 2], steps=5, seed=3)
+    np.testing.assert_array_equal(a, feature_visualization(model, "c", [1, 2], steps=5, seed=3))
+    assert not np.array_equal(a, feature_visualization(model, "c", [1, 2], steps=5, seed=4))
+    # The centre unit's objective: only pixels in its 3x3 field get a gradient, so without
+    # transforms the rest of the image keeps its initial (seed-only) value.
+    linear = keras.Sequential([keras.Input((12, 12, 3)), layers.Conv2D(4, 3, name="c")])
+    n = feature_visualization(linear, "c", [1], steps=3, objective="neuron", transforms=False,
+                              parameterization="pixel")
+    start = feature_visualization(linear, "c", [1], steps=3, objective="neuron",
+                                  transforms=False, parameterization="pixel",
+                                  learning_rate=0.0)
+    changed = np.abs(n - start).max(axis=-1)[0] > 0
+    assert changed[5:8, 5:8].all() and changed.sum() == 9
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [({"channels": [4]}, "4 channels"), ({"objective": "mean"}, "objective"),
+     ({"parameterization": "dct"}, "parameterization"), ({"steps": 0}, "steps"),
+     ({"value_range": (1, 0)}, "value_range")],
+)
+def test_bad_arguments_say_what_was_received(kwargs, message):
+    model = keras.Sequential([keras.Input((8, 8, 1)), layers.Conv2D(4, 3, name="c")])
+    arguments = {"channels": [0], **kwargs}
+    with pytest.raises(ValueError, match=message):
+        feature_visualization(model, "c", arguments.pop("channels"), **arguments)
