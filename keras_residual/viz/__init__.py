@@ -27,8 +27,8 @@ with `from keras_residual.viz.receptive_field import ...`.
 """
 
 from keras_residual.viz.attribution import integrated_gradients, smoothgrad
-from keras_residual.viz.feature_vis import FourierImage, feature_visualization
 from keras_residual.viz.callbacks import FeatureImages, GradCamImages, TopKImages
+from keras_residual.viz.feature_vis import FourierImage, feature_visualization
 from keras_residual.viz.gradcam import (
     GradCam,
     bilinear_resize,
