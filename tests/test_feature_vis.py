@@ -137,3 +137,34 @@ def test_bad_arguments_say_what_was_received(kwargs, message):
     arguments = {"channels": [0], **kwargs}
     with pytest.raises(ValueError, match=message):
         feature_visualization(model, "c", arguments.pop("channels"), **arguments)
+
+
+def test_callback_logs_the_feature_visualizations_of_the_epochs_weights(tmp_path):
+    import glob
+    import os
+
+    import tensorflow as tf
+
+    from keras_residual.viz import FeatureVisualizationImages
+
+    model = keras.Sequential([keras.Input((10, 10, 1)),
+                              layers.Conv2D(3, 3, activation="relu", name="c"),
+                              layers.Flatten(), layers.Dense(2)])
+    model.compile("sgd", "mse")
+    rng = np.random.default_rng(0)
+    x, y = rng.random((8, 10, 10, 1), "float32"), rng.random((8, 2), "float32")
+    callback = FeatureVisualizationImages(str(tmp_path / "tb"), "c", [0, 2], every=2, steps=6,
+                                          png_dir=str(tmp_path / "png"))
+    model.fit(x, y, epochs=2, batch_size=4, verbose=0, callbacks=[callback])
+    logged = {}
+    for path in glob.glob(str(tmp_path / "tb" / "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                pngs = tf.make_ndarray(value.tensor)[2:]
+                logged[(value.tag, event.step)] = np.stack(
+                    [tf.io.decode_png(p).numpy()[..., 0] for p in pngs])
+    assert list(logged) == [("feature_vis/c", 2)]
+    # The final weights are epoch 2's: the same images, recomputed, up to 8-bit rounding.
+    expected = feature_visualization(model, "c", [0, 2], steps=6)[..., 0]
+    np.testing.assert_allclose(logged[("feature_vis/c", 2)] / 255.0, expected, atol=1 / 255 + 1e-6)
+    assert os.listdir(tmp_path / "png" / "epoch_002") == ["feature_vis_c.png"]

@@ -27,7 +27,12 @@ with `from keras_residual.viz.receptive_field import ...`.
 """
 
 from keras_residual.viz.attribution import integrated_gradients, smoothgrad
-from keras_residual.viz.callbacks import FeatureImages, GradCamImages, TopKImages
+from keras_residual.viz.callbacks import (
+    FeatureImages,
+    FeatureVisualizationImages,
+    GradCamImages,
+    TopKImages,
+)
 from keras_residual.viz.feature_vis import FourierImage, feature_visualization
 from keras_residual.viz.gradcam import (
     GradCam,
@@ -60,6 +65,7 @@ from keras_residual.viz.top_activations import TopK, crop_patches, top_activatio
 
 __all__ = [
     "FeatureImages",
+    "FeatureVisualizationImages",
     "FourierImage",
     "GradCam",
     "GradCamImages",

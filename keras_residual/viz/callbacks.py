@@ -9,6 +9,8 @@
 
 - `GradCamImages`: Grad-CAM heatmaps of fixed images over the images
   (Selvaraju et al. 2017, Fig. 1).
+- `FeatureVisualizationImages`: the feature visualizations of chosen channels
+  (Olah et al. 2017), so the features can be watched forming during training.
 
 All write with `tf.summary` (TensorFlow is a dependency of keras_residual,
 so the writers work under the JAX and PyTorch backends too). Images are
@@ -27,6 +29,7 @@ import numpy as np
 from keras_residual import graph
 from keras_residual.residual import Residual
 from keras_residual.viz import plots
+from keras_residual.viz.feature_vis import feature_visualization
 from keras_residual.viz.gradcam import GradCam
 from keras_residual.viz.guided import guided_patches, shared_unit_gradient
 from keras_residual.viz.images import activation_grid, kernel_map, residual_differences
@@ -358,3 +361,71 @@ class GradCamImages(_SummaryCallback):
                 fig = plots.gradcam_figure(self.display, maps, titles)
                 fig.suptitle(f"Grad-CAM at {path}, epoch {step}", fontsize=9)
                 self._png(fig, f"gradcam_{path}", step)
+
+
+class FeatureVisualizationImages(_SummaryCallback):
+    """Logs the feature visualizations of chosen channels every `every` epochs (Olah et al. 2017).
+
+    For each layer path, `feature_vis/<path>` holds one image per channel:
+    `viz.feature_visualization(model, path, channels, ...)` with the model's
+    weights at that epoch and the same seed every time, so the images of
+    successive epochs differ only by what the network learned. With
+    `png_dir`, the same images tiled in one row go to
+    `png_dir/epoch_NNN/feature_vis_<path>.png`. Each logging runs `steps`
+    forward-plus-backward passes of `len(channels)` images per path.
+
+    Args:
+        log_dir: str. TensorBoard log folder.
+        paths: str or sequence of str. Layer paths (a block's branch too).
+        channels: int or sequence of int. Channels of every path.
+        every: int. Log every `every` epochs. Defaults to 1.
+        png_dir: str or None. Also save PNG files.
+        **options: passed to `viz.feature_visualization` (`steps`, `size`,
+            `objective`, `parameterization`, `value_range`, `seed`, ...);
+            `steps` defaults to 128 here.
+
+    Example:
+        >>> import keras, numpy as np, tempfile
+        >>> inputs = keras.Input((8, 8, 1))
+        >>> x = keras.layers.Conv2D(2, 3, padding="same", activation="relu", name="c")(inputs)
+        >>> model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(x)))
+        >>> model.compile("sgd", "mse")
+        >>> cb = FeatureVisualizationImages(tempfile.mkdtemp(), "c", [0, 1], steps=4)
+        >>> _ = model.fit(np.ones((4, 8, 8, 1)), np.ones((4, 2)), epochs=1, verbose=0,
+        ...               callbacks=[cb])
+    """
+
+    def __init__(self, log_dir: str, paths: str | Sequence[str], channels: Any, every: int = 1,
+                 png_dir: str | None = None, **options: Any):
+        super().__init__(log_dir, every, png_dir)
+        self.paths = [paths] if isinstance(paths, str) else list(paths)
+        if not self.paths:
+            raise ValueError(f"`paths` must name at least one layer. Received: paths={paths!r}")
+        self.channels = [int(c) for c in np.atleast_1d(channels)]
+        if not self.channels:
+            raise ValueError(f"`channels` must name at least one channel. Received: {channels!r}")
+        self.options = {"steps": 128, **options}
+        low, high = self.options.get("value_range", (0.0, 1.0))
+        self._range = (float(low), float(high))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self._due(epoch):
+            return
+        step = epoch + 1
+        low, high = self._range
+        for path in self.paths:
+            images = feature_visualization(self.model, path, self.channels, **self.options)
+            if keras.config.image_data_format() == "channels_first":
+                images = np.moveaxis(images, 1, -1)
+            unit = np.clip((images - low) / (high - low), 0.0, 1.0)
+            self._image(f"feature_vis/{path}", unit, step)
+            if self.png_dir is not None:
+                from matplotlib.figure import Figure
+
+                fig = Figure(figsize=(1.6 * len(unit), 1.9), layout="constrained")
+                for ax, image, channel in zip(fig.subplots(1, len(unit), squeeze=False)[0],
+                                              unit, self.channels, strict=True):
+                    plots._show(ax, image, vmin=0.0, vmax=1.0)
+                    ax.set_title(f"channel {channel}", fontsize=8)
+                fig.suptitle(f"{path}, epoch {step}", fontsize=9)
+                self._png(fig, f"feature_vis_{path}", step)
