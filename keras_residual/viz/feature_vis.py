@@ -209,6 +209,62 @@ def _image_shape(model: keras.Model, size: Sequence[int] | None) -> tuple[int, i
     return int(spatial[0]), int(spatial[1]), int(channels), first
 
 
+def _ascent(model: keras.Model, path: str, channels: Any, *, size: Sequence[int] | None,
+            objective: str, parameterization: str, decorrelate: bool, transforms: bool,
+            seed: int, value_range: tuple[float, float]):
+    """`(param, initial params, step_gradient, channels_first)` of `feature_visualization`.
+
+    `step_gradient(params)` draws the next step's transforms (from the seeded
+    generator that drew the initial parameters) and returns d objective / d params.
+    """
+    if objective not in ("channel", "neuron"):
+        raise ValueError(f"`objective` must be 'channel' or 'neuron'. Received: {objective!r}")
+    channels = [int(c) for c in np.atleast_1d(channels)]
+    height, width, depth, first = _image_shape(model, size)
+    features = probe(model, path)
+    out_shape = tuple(features.compute_output_shape((1,) + (
+        (depth, height, width) if first else (height, width, depth))))
+    count = out_shape[1] if first and len(out_shape) > 2 else out_shape[-1]
+    bad = [c for c in channels if not 0 <= c < count]
+    if bad:
+        raise ValueError(f"Layer {path!r} has {count} channels. Received: channels={bad}")
+    param = FourierImage((height, width, depth), decorrelate, value_range, parameterization)
+    rng = np.random.default_rng(seed)
+    params = param.initial(len(channels), rng)
+    onehot = np.eye(count, dtype="float32")[channels]
+    channel_axis = 1 if first and len(out_shape) > 2 else -1
+
+    def score(p, indices, weights, chosen):
+        images = param.to_image(p)
+        if transforms:
+            images = apply_transforms(images, indices, weights)
+        if first:
+            images = ops.transpose(images, (0, 3, 1, 2))
+        act = ops.cast(features(images, training=False), "float32")
+        if channel_axis == 1:
+            act = ops.moveaxis(act, 1, -1)
+        if len(out_shape) > 2:
+            if objective == "neuron":
+                centre = tuple(s // 2 for s in ops.shape(act)[1:-1])
+                act = act[(slice(None), *centre)]
+            else:
+                act = ops.mean(act, axis=tuple(range(1, len(out_shape) - 1)))
+        return ops.sum(act * chosen)
+
+    gradient = input_gradient_function(score)
+    identity = random_transforms(len(channels), height, width, rng, 0.0, (1.0, 1.0), 0.0)
+    # The article's 8-pixel jitter is for 224x224 inputs: the same fraction of smaller images
+    # (at least one pixel), so a 28x28 digit is not shifted by a third of its width.
+    jitter = max(1.0, 8.0 * min(height, width) / 224)
+
+    def step_gradient(p: np.ndarray) -> np.ndarray:
+        indices, weights = (random_transforms(len(channels), height, width, rng, jitter)
+                            if transforms else identity)
+        return gradient(p, indices, weights, onehot)
+
+    return param, params, step_gradient, first
+
+
 def feature_visualization(
     model: keras.Model,
     path: str,
@@ -259,51 +315,13 @@ def feature_visualization(
         ((2, 8, 8, 1), True)
     """
     steps = positive_int("steps", steps)
-    if objective not in ("channel", "neuron"):
-        raise ValueError(f"`objective` must be 'channel' or 'neuron'. Received: {objective!r}")
-    channels = [int(c) for c in np.atleast_1d(channels)]
-    height, width, depth, first = _image_shape(model, size)
-    features = probe(model, path)
-    out_shape = tuple(features.compute_output_shape((1,) + (
-        (depth, height, width) if first else (height, width, depth))))
-    count = out_shape[1] if first and len(out_shape) > 2 else out_shape[-1]
-    bad = [c for c in channels if not 0 <= c < count]
-    if bad:
-        raise ValueError(f"Layer {path!r} has {count} channels. Received: channels={bad}")
-    param = FourierImage((height, width, depth), decorrelate, value_range, parameterization)
-    rng = np.random.default_rng(seed)
-    params = param.initial(len(channels), rng)
-    onehot = np.eye(count, dtype="float32")[channels]
-    channel_axis = 1 if first and len(out_shape) > 2 else -1
-
-    def score(p, indices, weights, chosen):
-        images = param.to_image(p)
-        if transforms:
-            images = apply_transforms(images, indices, weights)
-        if first:
-            images = ops.transpose(images, (0, 3, 1, 2))
-        act = ops.cast(features(images, training=False), "float32")
-        if channel_axis == 1:
-            act = ops.moveaxis(act, 1, -1)
-        if len(out_shape) > 2:
-            if objective == "neuron":
-                centre = tuple(s // 2 for s in ops.shape(act)[1:-1])
-                act = act[(slice(None), *centre)]
-            else:
-                act = ops.mean(act, axis=tuple(range(1, len(out_shape) - 1)))
-        return ops.sum(act * chosen)
-
-    gradient = input_gradient_function(score)
+    param, params, step_gradient, first = _ascent(
+        model, path, channels, size=size, objective=objective, parameterization=parameterization,
+        decorrelate=decorrelate, transforms=transforms, seed=seed, value_range=value_range)
     first_moment = np.zeros_like(params)
     second_moment = np.zeros_like(params)
-    identity = random_transforms(len(channels), height, width, rng, 0.0, (1.0, 1.0), 0.0)
-    # The article's 8-pixel jitter is for 224x224 inputs: the same fraction of smaller images
-    # (at least one pixel), so a 28x28 digit is not shifted by a third of its width.
-    jitter = max(1.0, 8.0 * min(height, width) / 224)
     for step in range(1, steps + 1):
-        indices, weights = (random_transforms(len(channels), height, width, rng, jitter)
-                            if transforms else identity)
-        g = gradient(params, indices, weights, onehot)
+        g = step_gradient(params)
         first_moment = 0.9 * first_moment + 0.1 * g  # Adam (Kingma and Ba 2015), ascent
         second_moment = 0.999 * second_moment + 0.001 * g * g
         update = (first_moment / (1 - 0.9 ** step)) / (
