@@ -63,6 +63,7 @@ def test_benchmark_quick_runs_and_its_variants_agree(script, tmp_path):
         pytest.param("benchmarks/resnet_throughput.py", "keras.app img/s",
                      marks=SCRIPT_RUN_TORCH),
         ("benchmarks/grad_cam.py", "Grad-CAM ms/img"),
+        ("benchmarks/feature_vis.py", "step ms"),
     ],
 )
 def test_side_by_side_benchmark_quick_prints_its_table(script, header, tmp_path):
