@@ -82,6 +82,14 @@ change = logits[:3][np.arange(3), classes] - logits[3:][np.arange(3), classes]
 np.testing.assert_allclose(ig.sum(axis=(1, 2, 3)), change, rtol=0.02)
 assert (classes == logits[:3].argmax(-1)).all()
 assert sg.shape == digits.shape and np.abs(sg).max() > 0
+"""), ("from keras_residual.viz import feature_visualization", """
+# Olah et al. (2017): each image drives its channel of block3 harder than any of the 300 digits.
+feature_model = keras.Model(model.inputs, model.get_layer("block3").output)
+on_vis = feature_model.predict(vis, verbose=0).mean(axis=(1, 2))
+on_digits = feature_model.predict(data.x_test[:300], verbose=0).mean(axis=(1, 2))
+for i, c in enumerate(vis_channels):
+    assert on_vis[i, c] > on_digits[:, c].max(), (c, on_vis[i, c], on_digits[:, c].max())
+assert vis.shape == (4, 28, 28, 1) and vis.min() >= 0 and vis.max() <= 1
 """), (None, """
 assert sorted(events.Tags()["tensors"]) == sorted(
     [f"activations/{p}" for p in ("block1", "block2", "block3", "stem")] + ["filters/stem"]
