@@ -79,8 +79,7 @@ class _Target:
                 ])
                 classes = np.where(classes < 0, scores.argmax(axis=1), classes)
             self.owner_info = classes.astype("int64")
-            gradient = _score_gradient(model, logits)
-            self._gradient = lambda x, info: gradient(x, info)
+            self._gradient = _score_gradient(model, logits)
             return
         if class_index is None or np.ndim(class_index) != 0:
             raise ValueError(

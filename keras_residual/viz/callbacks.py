@@ -43,6 +43,14 @@ def _check_every(every: int) -> int:
     return int(every)
 
 
+def _layer_paths(paths: str | Sequence[str]) -> list[str]:
+    """One path or several, as a non-empty list (the callbacks' `paths` argument)."""
+    names = [paths] if isinstance(paths, str) else list(paths)
+    if not names:
+        raise ValueError(f"`paths` must name at least one layer. Received: paths={paths!r}")
+    return names
+
+
 class _SummaryCallback(keras.callbacks.Callback):
     """Shared plumbing: a lazily opened tf.summary writer and an optional PNG folder."""
 
@@ -330,9 +338,7 @@ class GradCamImages(_SummaryCallback):
                 "`images` must be a non-empty batch of images (N, H, W[, C]). "
                 f"Received: shape {self.images.shape}"
             )
-        self.paths = [paths] if isinstance(paths, str) else list(paths)
-        if not self.paths:
-            raise ValueError(f"`paths` must name at least one layer. Received: paths={paths!r}")
+        self.paths = _layer_paths(paths)
         self.class_index = class_index
         if display is None:
             channels_first = keras.config.image_data_format() == "channels_first"
@@ -398,9 +404,7 @@ class FeatureVisualizationImages(_SummaryCallback):
     def __init__(self, log_dir: str, paths: str | Sequence[str], channels: Any, every: int = 1,
                  png_dir: str | None = None, **options: Any):
         super().__init__(log_dir, every, png_dir)
-        self.paths = [paths] if isinstance(paths, str) else list(paths)
-        if not self.paths:
-            raise ValueError(f"`paths` must name at least one layer. Received: paths={paths!r}")
+        self.paths = _layer_paths(paths)
         self.channels = [int(c) for c in np.atleast_1d(channels)]
         if not self.channels:
             raise ValueError(f"`channels` must name at least one channel. Received: {channels!r}")
