@@ -15,7 +15,11 @@
    same arguments. A missing file, or a missing named section function other
    than `demo_section`, is reported and skipped; a failing section prints its
    traceback, the demo goes on, and exits with status 1 at the end.
-4. Writes `OUT/index.html` with the accuracies and every figure.
+4. Writes an atlas of the residual CNN in `OUT/atlas/` (`keras_residual.viz.atlas`:
+   per block, feature visualizations, top-9 patches with guided backprop and
+   the single-deletion error; per stage, the refinement overlap; a Grad-CAM
+   gallery per class).
+5. Writes `OUT/index.html` with the accuracies, every figure and a link to the atlas.
 """
 
 from __future__ import annotations
@@ -114,11 +118,38 @@ def run_sections(
     return sections, failures
 
 
+#: Atlas settings (channels per block, feature-visualization steps) of the full and quick demo.
+ATLAS = {"channels": 8, "steps": 512}
+ATLAS_QUICK = {"channels": 4, "steps": 64}
+
+
+def write_atlas(model: Any, data: Any, out_dir: str, quick: bool = False) -> str | None:
+    """The atlas of `model` on the test digits in `out_dir/atlas`; its index, relative to `out_dir`.
+
+    Returns None when it fails (its traceback is printed): the demo goes on.
+    """
+    try:
+        from keras_residual.viz.atlas import atlas
+
+        print("[demo] atlas ...")
+        result = atlas(model, data.x_test, os.path.join(out_dir, "atlas"), labels=data.y_test,
+                       class_names=[str(i) for i in range(10)],
+                       **(ATLAS_QUICK if quick else ATLAS))
+        print(f"[demo] atlas: {len(result.channels)} blocks, {result.seconds:.0f} s, "
+              f"{result.bytes / 1e6:.1f} MB")
+        return os.path.relpath(result.index, out_dir)
+    except Exception:  # like a section: report, go on
+        traceback.print_exc()
+        print("[demo] atlas FAILED (traceback above)")
+        return None
+
+
 def write_index(
     out_dir: str,
     results: dict[str, Any],
     sections: list[tuple[str, list[tuple[str, str]]]],
     failures: list[str],
+    atlas: str | None = None,
 ) -> str:
     """Write `out_dir/index.html`: the results table, then every figure with its caption.
 
@@ -143,6 +174,10 @@ def write_index(
         f"<table>{rows}</table>",
         "<p>TensorBoard: <code>tensorboard --logdir logs</code> in this folder.</p>",
     ]
+    if atlas:
+        parts.append(f"<p><a href='{esc(atlas)}'>Atlas of the residual CNN</a>: every block's "
+                     "feature visualizations, top-9 patches, deletion error and refinement, "
+                     "and a Grad-CAM gallery per class.</p>")
     if failures:
         parts.append(f"<p><b>Failed sections:</b> {esc(', '.join(failures))} "
                      "(tracebacks in the demo's output)</p>")
@@ -184,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
         model.save(os.path.join(args.out, f"{model.name}.keras"))
 
     sections, failures = run_sections(residual_model, plain_model, data, args.out, args.quick)
+    atlas = write_atlas(residual_model, data, args.out, args.quick)
+    if atlas is None:
+        failures.append("atlas")
     import keras
 
     results = {
@@ -193,13 +231,14 @@ def main(argv: list[str] | None = None) -> int:
         "plain CNN test accuracy": round(accuracies["plain"], 4),
         "models": [f"{m.name}.keras" for m in (residual_model, plain_model)],
         "sections": {title: [list(f) for f in figures] for title, figures in sections},
+        "atlas": atlas,
         "failed sections": failures,
         "seconds": round(time.perf_counter() - start, 1),
     }
     with open(os.path.join(args.out, "results.json"), "w", encoding="utf-8") as f:
         json.dump(results, f, indent=2)
-    index = write_index(args.out, {k: v for k, v in results.items() if k != "sections"},
-                        sections, failures)
+    index = write_index(args.out, {k: v for k, v in results.items()
+                                   if k not in ("sections", "atlas")}, sections, failures, atlas)
     print(f"[demo] {data.source}: residual {accuracies['residual']:.4f}, "
           f"plain {accuracies['plain']:.4f}; wrote {index}")
     if failures:

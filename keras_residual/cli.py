@@ -4,12 +4,16 @@
     keras-residual summary resnet34                # He et al. (2015), Table 1
     keras-residual summary resnet50 --input-shape 224,224,3
     keras-residual summary cifar_resnet20 --blocks # the parts inside every block
+    keras-residual atlas model.keras --images mnist --out atlas  # a browsable HTML atlas
     keras-residual --version
 
 `summary` prints the architecture table of He et al. (2015), Table 1, for a
 named builder (`keras_residual.models.get_model`): per stage, output size,
 block shape, parameters and multiply-adds; `--blocks` adds
 `keras_residual.summary(model)`, which opens every residual block.
+`atlas` writes `keras_residual.viz.atlas.atlas`'s static site for a saved
+model (a `.keras` file, or a keras-hub image-classifier preset folder) and
+the MNIST test digits or a folder of images.
 
 This module imports only the standard library at the top: the console script
 (`keras_residual_cli`) loads it by path, so `--help`, `--version` and usage
@@ -126,6 +130,19 @@ def _shape(text: str) -> tuple[int, ...]:
     return shape
 
 
+def _size(text: str) -> tuple[int, int]:
+    try:
+        size = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        size = ()
+    if len(size) != 2 or min(size) < 1:
+        raise argparse.ArgumentTypeError(
+            f"--size takes two positive integers, height and width, e.g. 128,128. "
+            f"Received: {text!r}"
+        )
+    return size
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -222,6 +239,103 @@ def _summary(args: argparse.Namespace) -> int:
     return 0
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+
+
+def _is_hub_preset(model: str) -> bool:
+    """A keras-hub preset folder (`save_to_preset` writes `metadata.json` and `config.json`)."""
+    return os.path.isdir(model) and os.path.isfile(os.path.join(model, "metadata.json"))
+
+
+def _folder_images(folder: str, size: tuple[int, int], channels: int, limit: int):
+    """RGB or gray images of `folder` resized to `size`, in [0, 255], and labels by subfolder.
+
+    Files directly in `folder` have no label (-1); `folder/<class>/...` files get the index
+    of `<class>` among the sorted subfolder names, as `keras.utils.image_dataset_from_directory`
+    numbers them.
+    """
+    import keras
+    import numpy as np
+
+    classes = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
+    files = [(os.path.join(folder, f), -1) for f in sorted(os.listdir(folder))
+             if f.lower().endswith(IMAGE_SUFFIXES)]
+    for label, name in enumerate(classes):
+        files += [(os.path.join(folder, name, f), label)
+                  for f in sorted(os.listdir(os.path.join(folder, name)))
+                  if f.lower().endswith(IMAGE_SUFFIXES)]
+    if not files:
+        raise ValueError(f"No images ({', '.join(IMAGE_SUFFIXES)}) in {folder!r} or its "
+                         "subfolders.")
+    files = files[:limit]
+    mode = "grayscale" if channels == 1 else "rgb"
+    images = np.stack([
+        keras.utils.img_to_array(keras.utils.load_img(path, color_mode=mode, target_size=size),
+                                 data_format="channels_last")
+        for path, _ in files
+    ]).astype("float32")
+    labels = np.array([label for _, label in files])
+    return images, (labels if (labels >= 0).all() else None), classes or None
+
+
+def _atlas(args: argparse.Namespace) -> int:
+    with quiet_native_logs():
+        import keras
+        import numpy as np
+
+        import keras_residual  # noqa: F401  (registers the layers the saved model uses)
+        from keras_residual.viz.atlas import atlas
+
+    preprocess = None
+    if _is_hub_preset(args.model):
+        from keras_residual.models.hub import load_keras_hub_classifier
+
+        with quiet_native_logs():
+            model, preprocess = load_keras_hub_classifier(
+                args.model, input_shape=(*args.size, 3) if args.size else None)
+    elif args.model.endswith(".keras") and os.path.isfile(args.model):
+        with quiet_native_logs():
+            model = keras.saving.load_model(args.model, compile=False)
+    else:
+        args.parser.error(f"MODEL must be a .keras file or a keras-hub preset folder. "
+                          f"Received: {args.model!r}")
+    shape = tuple(model.inputs[0].shape[1:])
+    first = keras.config.image_data_format() == "channels_first"
+    if len(shape) != 3:
+        args.parser.error(f"the atlas needs a model of images; {args.model!r} takes {shape}")
+    depth, spatial = (shape[0], shape[1:]) if first else (shape[-1], shape[:2])
+    size = tuple(args.size) if args.size else tuple(spatial)
+    if None in size:
+        size = (224, 224)
+    labels, class_names = None, None
+    if args.images == "mnist":
+        from keras_residual.datasets import load_mnist
+
+        data = load_mnist(allow_download=args.allow_download)
+        images, labels = data.x_test[:args.limit], data.y_test[:args.limit]
+        display = images
+        class_names = [str(i) for i in range(10)]
+        print(f"[atlas] images: {len(images)} MNIST test digits ({data.source})")
+    elif os.path.isdir(args.images):
+        if depth not in (1, 3):
+            args.parser.error(f"folder images are gray or RGB, and {args.model!r} takes "
+                              f"{depth} channels")
+        raw, labels, class_names = _folder_images(args.images, size, depth, args.limit)
+        display = raw / 255.0
+        images = preprocess(raw) if preprocess is not None else raw * args.scale
+        how = "the preset's preprocessing" if preprocess is not None else f"x {args.scale:g}"
+        print(f"[atlas] images: {len(images)} from {args.images} ({how})")
+    else:
+        args.parser.error(f"--images must be 'mnist' or a folder. Received: {args.images!r}")
+    if first:
+        images, display = np.moveaxis(images, -1, 1), np.moveaxis(display, -1, 1)
+    result = atlas(model, images, args.out, channels=args.channels, labels=labels,
+                   display=display, class_names=class_names, k=args.k, steps=args.steps,
+                   size=args.size, seed=args.seed)
+    print(f"{result.index}: {result.seconds:.1f} s, {result.bytes / 1e6:.2f} MB")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with one subparser per command.
 
@@ -259,6 +373,36 @@ def build_parser() -> argparse.ArgumentParser:
                          help="also list every layer, opening each residual block "
                          "(keras_residual.summary)")
     summary.set_defaults(handler=_summary, parser=summary)
+    atlas = commands.add_parser(
+        "atlas",
+        help="write a browsable HTML atlas of a saved model, block by block",
+        description="Index of stages and blocks; per block, the feature visualization and "
+        "top-k patches with guided backprop of its first channels and its single-deletion "
+        "error; per stage, the refinement overlap; a Grad-CAM gallery per class "
+        "(keras_residual.viz.atlas.atlas). Open OUT/index.html from disk.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    atlas.add_argument("model", help="a .keras file, or a keras-hub image-classifier preset "
+                       "folder (converted with keras_residual.models.load_keras_hub_classifier)")
+    atlas.add_argument("--images", required=True,
+                       help="'mnist' (the test digits), or a folder of images; images in "
+                       "subfolders are labelled by subfolder, in sorted order")
+    atlas.add_argument("--out", required=True, help="output folder")
+    atlas.add_argument("--channels", type=_positive_int, default=8,
+                       help="channels shown per block")
+    atlas.add_argument("--steps", type=_positive_int, default=512,
+                       help="feature-visualization steps")
+    atlas.add_argument("--k", type=_positive_int, default=9, help="top-k images per channel")
+    atlas.add_argument("--limit", type=_positive_int, default=1000, help="images used at most")
+    atlas.add_argument("--size", type=_size, default=None,
+                       help="image size H,W (default: the model's; 224,224 when it has none)")
+    atlas.add_argument("--scale", type=float, default=1 / 255,
+                       help="folder images in [0, 255] are multiplied by this for a .keras "
+                       "model (a keras-hub preset uses its own preprocessing)")
+    atlas.add_argument("--seed", type=int, default=0, help="feature-visualization seed")
+    atlas.add_argument("--allow-download", action="store_true",
+                       help="download full MNIST when it is not in the Keras cache")
+    atlas.set_defaults(handler=_atlas, parser=atlas)
     return parser
 
 

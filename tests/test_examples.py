@@ -113,6 +113,11 @@ def test_demo_runs_sections_reports_failures_and_writes_index(tmp_path, monkeypa
     (examples / "lesion_study.py").unlink()
     sections, failures = demo.run_sections(1, 2, 3, str(out_dir))
     assert failures == [] and "lesion_study.py is not there" in capsys.readouterr().out
+    # A failing atlas is reported like a failing section; a written one is linked.
+    assert demo.write_atlas("not a model", None, str(out_dir)) is None
+    assert "[demo] atlas FAILED" in capsys.readouterr().out
+    page = open(demo.write_index(str(out_dir), {}, [], [], atlas="atlas/index.html")).read()
+    assert "<a href='atlas/index.html'>Atlas of the residual CNN</a>" in page
 
 
 def _help_strings(path):

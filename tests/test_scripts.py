@@ -146,3 +146,12 @@ def test_demo_quick_runs_every_section_for_real(tmp_path):
         predicted = model.predict(data.x_test, batch_size=500, verbose=0).argmax(-1)
         assert results[key] == pytest.approx(np.mean(predicted == data.y_test), abs=6e-5)
         assert results[key] > DEMO_QUICK_ACCURACY, (key, results[key])
+    # The atlas of the residual CNN (linked from the index) reads the same 1,000 test digits:
+    # its intact error is one minus the accuracy above, and in this two-block network each
+    # deletion costs accuracy (Veit et al. 2016, Fig. 3).
+    assert results["atlas"] == "atlas/index.html" and "href='atlas/index.html'" in page
+    record = json.load(open(os.path.join(out, "atlas", "atlas.json"), encoding="utf-8"))
+    assert record["images"] == len(data.y_test) and record["labels"] == "given labels"
+    assert record["intact_error"] == pytest.approx(1 - results["residual CNN test accuracy"],
+                                                   abs=6e-5)
+    assert min(record["deletion_errors"].values()) > record["intact_error"]

@@ -20,12 +20,16 @@ TensorBoard during training.
 - `kernel_map`, `activation_grid`, `preactivations`, `residual_differences`:
   the images of Bolte (2016) and Chu et al. (2017), Fig. 8.
 - `compare_layers`, `shared_topk`: the refinement analysis of Chu et al. (2017).
+- `atlas`: all of the above as one static HTML site, stage by stage and block
+  by block, with each block's single-deletion error (Veit et al. 2016).
 
-Note that `keras_residual.viz.receptive_field` and
-`keras_residual.viz.top_activations` are the functions; import their modules
-with `from keras_residual.viz.receptive_field import ...`.
+Note that `keras_residual.viz.receptive_field`,
+`keras_residual.viz.top_activations` and `keras_residual.viz.atlas` are the
+functions; import their modules with
+`from keras_residual.viz.receptive_field import ...`.
 """
 
+from keras_residual.viz.atlas import Atlas, atlas
 from keras_residual.viz.attribution import integrated_gradients, smoothgrad
 from keras_residual.viz.callbacks import (
     FeatureImages,
@@ -64,6 +68,7 @@ from keras_residual.viz.refinement import LayerComparison, Refinement, compare_l
 from keras_residual.viz.top_activations import TopK, crop_patches, top_activations
 
 __all__ = [
+    "Atlas",
     "FeatureImages",
     "FeatureVisualizationImages",
     "FourierImage",
@@ -76,6 +81,7 @@ __all__ = [
     "TopKImages",
     "UnitGradient",
     "activation_grid",
+    "atlas",
     "bilinear_resize",
     "compare_layers",
     "crop_patches",
