@@ -17,6 +17,8 @@ at them without failing).
 
 import gc
 import os
+import subprocess
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -47,6 +49,21 @@ def _seed_and_reset(request):
     keras.backend.clear_session(free_memory=False)
     gc.collect()
     gc.freeze()
+
+
+@pytest.fixture(scope="session")
+def quick_demo_folder(tmp_path_factory) -> str:
+    """The quick demo's folder: the one `make test` ran (`KERAS_RESIDUAL_DEMO_QUICK_OUT`), else
+    a fresh `examples/demo.py --quick` run."""
+    shared = os.environ.get("KERAS_RESIDUAL_DEMO_QUICK_OUT", "")
+    if shared:
+        assert os.path.isfile(os.path.join(shared, "results.json")), f"no quick demo in {shared}"
+        return shared
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = str(tmp_path_factory.mktemp("demo"))
+    subprocess.run([sys.executable, "examples/demo.py", "--quick", "--out", out], cwd=root,
+                   check=True, capture_output=True, timeout=900)
+    return out
 
 
 def backend() -> str:

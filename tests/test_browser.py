@@ -9,8 +9,6 @@ when it is missing), driven through Playwright's Python API.
 
 import os
 import shutil
-import subprocess
-import sys
 from urllib.parse import unquote, urlparse
 
 import pytest
@@ -18,8 +16,6 @@ import pytest
 pytestmark = pytest.mark.backends(
     "tensorflow", reason="static HTML, the same whatever backend wrote it")
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED_DEMO = os.environ.get("KERAS_RESIDUAL_DEMO_QUICK_OUT", "")
 
 
 def chromium() -> str:
@@ -28,16 +24,6 @@ def chromium() -> str:
         if path:
             return path
     pytest.fail("No Chromium on PATH: `apt-get install chromium` (Debian), as .ci/run does.")
-
-
-@pytest.fixture(scope="module")
-def demo_folder(tmp_path_factory):
-    if SHARED_DEMO:
-        return SHARED_DEMO
-    out = str(tmp_path_factory.mktemp("demo"))
-    subprocess.run([sys.executable, os.path.join(REPO, "examples", "demo.py"), "--quick",
-                    "--out", out], check=True, timeout=900, cwd=REPO)
-    return out
 
 
 def visit_every_page(start: str, screenshots: str) -> dict[str, dict]:
@@ -79,7 +65,8 @@ def visit_every_page(start: str, screenshots: str) -> dict[str, dict]:
     return report
 
 
-def test_demo_index_and_atlas_load_every_image_and_link_from_disk(demo_folder, tmp_path):
+def test_demo_index_and_atlas_load_every_image_and_link_from_disk(quick_demo_folder, tmp_path):
+    demo_folder = quick_demo_folder
     index = os.path.join(os.path.abspath(demo_folder), "index.html")
     report = visit_every_page(index, str(tmp_path))
     atlas = os.path.join(os.path.abspath(demo_folder), "atlas")

@@ -24,7 +24,6 @@ import hooks  # noqa: E402  (docs/hooks.py)
 pytestmark = pytest.mark.backends(
     "tensorflow", reason="the site is built from source text; it is the same on every backend")
 
-SHARED_DEMO = os.environ.get("KERAS_RESIDUAL_DEMO_QUICK_OUT", "")
 
 
 def _mkdocs(config: str, site: str, figures: str, cwd: str = ROOT):
@@ -35,14 +34,8 @@ def _mkdocs(config: str, site: str, figures: str, cwd: str = ROOT):
 
 
 @pytest.fixture(scope="module")
-def demo_folder(tmp_path_factory):
-    """The quick demo's folder: the one `make test` ran, else a fresh quick run."""
-    if SHARED_DEMO:
-        return SHARED_DEMO
-    out = str(tmp_path_factory.mktemp("demo"))
-    subprocess.run([sys.executable, "examples/demo.py", "--quick", "--out", out],
-                   cwd=ROOT, check=True, capture_output=True, timeout=900)
-    return out
+def demo_folder(quick_demo_folder):
+    return quick_demo_folder
 
 
 @pytest.fixture(scope="module")

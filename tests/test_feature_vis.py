@@ -1,6 +1,8 @@
 """Feature visualization (Olah et al. 2017): the parameterization against NumPy's FFT, the
 transforms against SciPy's bilinear sampling, and the result against the training data."""
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -105,6 +107,105 @@ def test_result_activates_its_channel_more_than_every_training_image(path):
     got = mean(images)
     for i, c in enumerate(channels):
         assert got[i, c] > best_train[:, c].max(), (c, got[i, c], best_train[:, c].max())
+
+
+def _trained_colour_net():
+    """A 32x32x3 (CIFAR-shaped) residual net trained on 1,200 patches of scikit-learn's two
+    photographs, labelled by photograph and half (4 classes): real colour images offline."""
+    from sklearn.datasets import load_sample_images
+
+    rng = np.random.default_rng(0)
+    patches, labels = [], []
+    for label, photo in enumerate(load_sample_images().images):
+        photo = photo.astype("float32") / 255
+        for _ in range(600):
+            r, c = rng.integers(0, photo.shape[0] - 32), rng.integers(0, photo.shape[1] - 32)
+            patches.append(photo[r:r + 32, c:c + 32])
+            labels.append(2 * label + (c > photo.shape[1] // 2))
+    inputs = keras.Input((32, 32, 3))
+    x = layers.Conv2D(16, 3, padding="same", activation="relu", name="stem")(inputs)
+    x = layers.MaxPooling2D(2)(x)
+    x = Residual(keras.Sequential([layers.Conv2D(16, 3, padding="same", activation="relu"),
+                                   layers.Conv2D(16, 3, padding="same")], name="branch"),
+                 activation="relu", name="block")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, layers.Dense(4, activation="softmax")(x))
+    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+    x_train = np.stack(patches)
+    model.fit(x_train, np.array(labels), batch_size=50, epochs=2, verbose=0)
+    return model, x_train
+
+
+def _channel_means(model, path, images):
+    from keras_residual import probe
+
+    features = probe(model, path)
+    return np.concatenate([keras.ops.convert_to_numpy(features(images[s:s + 300])).mean(axis=(1, 2))
+                           for s in range(0, len(images), 300)])
+
+
+@pytest.mark.slow
+def test_result_beats_every_training_patch_of_a_colour_net():
+    """As above, on a CIFAR-shaped colour net, with Fourier and color decorrelation.
+
+    The redirected ReLU gradient (the default) is what reaches a channel that the starting
+    image leaves at zero everywhere: with the plain gradient that channel never moves."""
+    keras.config.set_image_data_format("channels_last")
+    model, x_train = _trained_colour_net()
+    for path in ("block", "block/branch"):
+        best = _channel_means(model, path, x_train)
+        channels = sorted(np.argsort(-best.max(axis=0))[:3].tolist())
+        images = feature_visualization(model, path, channels, steps=256)
+        assert images.shape == (3, 32, 32, 3) and 0 <= images.min() and images.max() <= 1
+        got = _channel_means(model, path, images)
+        for i, c in enumerate(channels):
+            assert got[i, c] > best[:, c].max(), (path, c, got[i, c], best[:, c].max())
+
+
+def test_redirected_relu_gradient_is_the_closed_form():
+    """Per sample: ReLU's gradient where it lets any through, else upstream where it raises x."""
+    from keras_residual.gradients import input_gradient_function
+    from keras_residual.viz.guided import redirected_relu
+
+    x = np.array([[-1.0, 2.0, -3.0], [-1.0, -2.0, -3.0]], "float32")
+    dy = np.array([[1.0, 1.0, -1.0], [1.0, -1.0, 0.5]], "float32")
+    gradient = input_gradient_function(lambda v, w: keras.ops.sum(redirected_relu(v) * w))
+    np.testing.assert_array_equal(gradient(x, dy), [[0.0, 1.0, 0.0], [1.0, 0.0, 0.5]])
+
+
+def test_redirected_gradient_wakes_a_channel_that_the_start_leaves_at_zero():
+    """relu(sum of a 3x3 patch - 6): zero on the gray start (about 4.5) and on every jittered
+    copy of it, so the plain gradient is zero and the image never moves; the redirected one
+    raises the pixels until the channel fires (it can: a white patch sums to 9)."""
+    keras.config.set_image_data_format("channels_last")
+    inputs = keras.Input((8, 8, 1))
+    conv = layers.Conv2D(1, 3, padding="same", activation="relu", name="c")
+    model = keras.Model(inputs, conv(inputs))
+    conv.set_weights([np.ones((3, 3, 1, 1), "float32"), np.array([-6.0], "float32")])
+    start = feature_visualization(model, "c", [0], steps=1, learning_rate=0.0)
+    plain = feature_visualization(model, "c", [0], steps=32, relu_gradient="plain")
+    np.testing.assert_array_equal(plain, start)
+    woken = feature_visualization(model, "c", [0], steps=32)
+    patch_sums = lambda a: ndimage.uniform_filter(a[0, ..., 0], 3, mode="constant") * 9  # noqa: E731
+    assert patch_sums(start).max() < 6 < patch_sums(woken).max()
+
+
+@pytest.mark.slow
+@pytest.mark.backends("tensorflow", reason="the quick demo's saved networks, from its "
+                      "TensorFlow run; the function itself runs on every backend above")
+def test_result_beats_every_training_digit_on_the_demos_networks(quick_demo_folder):
+    from keras_residual.datasets import load_mnist
+
+    x_train = load_mnist(verbose=False).x_train
+    for name in ("mnist_residual", "mnist_plain"):
+        model = keras.saving.load_model(os.path.join(quick_demo_folder, f"{name}.keras"))
+        for path in ("block1", "block2"):
+            best = _channel_means(model, path, x_train)
+            channels = sorted(np.argsort(-best.max(axis=0))[:3].tolist())
+            got = _channel_means(model, path, feature_visualization(model, path, channels,
+                                                                    steps=256))
+            for i, c in enumerate(channels):
+                assert got[i, c] > best[:, c].max(), (name, path, c, got[i, c], best[:, c].max())
 
 
 def test_seed_fixes_the_result_and_neuron_objective():

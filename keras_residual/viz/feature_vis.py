@@ -33,6 +33,7 @@ from keras import ops
 from keras_residual.gradients import input_gradient_function
 from keras_residual.probe import probe
 from keras_residual.validation import positive_int
+from keras_residual.viz.guided import shared_unit_gradient
 
 #: The square root of ImageNet's RGB color correlation, columns scaled to unit norm at most:
 #: the color decorrelation of Olah et al. (2017, "Preconditioning"), as published with their
@@ -211,7 +212,7 @@ def _image_shape(model: keras.Model, size: Sequence[int] | None) -> tuple[int, i
 
 def _ascent(model: keras.Model, path: str, channels: Any, *, size: Sequence[int] | None,
             objective: str, parameterization: str, decorrelate: bool, transforms: bool,
-            seed: int, value_range: tuple[float, float]):
+            seed: int, value_range: tuple[float, float], relu_gradient: str = "redirected"):
     """`(param, initial params, step_gradient, channels_first)` of `feature_visualization`.
 
     `step_gradient(params)` draws the next step's transforms (from the seeded
@@ -219,9 +220,15 @@ def _ascent(model: keras.Model, path: str, channels: Any, *, size: Sequence[int]
     """
     if objective not in ("channel", "neuron"):
         raise ValueError(f"`objective` must be 'channel' or 'neuron'. Received: {objective!r}")
+    if relu_gradient not in ("redirected", "plain"):
+        raise ValueError(f"`relu_gradient` must be 'redirected' or 'plain'. "
+                         f"Received: {relu_gradient!r}")
     channels = [int(c) for c in np.atleast_1d(channels)]
     height, width, depth, first = _image_shape(model, size)
-    features = probe(model, path)
+    if relu_gradient == "redirected":  # a copy with redirected ReLUs, the model's weights
+        features = shared_unit_gradient(model, "redirected").features(path)
+    else:
+        features = probe(model, path)
     out_shape = tuple(features.compute_output_shape((1,) + (
         (depth, height, width) if first else (height, width, depth))))
     count = out_shape[1] if first and len(out_shape) > 2 else out_shape[-1]
@@ -279,6 +286,7 @@ def feature_visualization(
     learning_rate: float = 0.05,
     seed: int = 0,
     value_range: tuple[float, float] = (0.0, 1.0),
+    relu_gradient: str = "redirected",
 ) -> np.ndarray:
     """Images that maximize channels of a layer (Olah et al. 2017, "Feature Visualization").
 
@@ -302,6 +310,11 @@ def feature_visualization(
         learning_rate: float. Adam's step size. Defaults to 0.05.
         seed: int. Fixes the initial image and the transforms.
         value_range: (low, high) of the model's inputs. Defaults to (0, 1).
+        relu_gradient: "redirected" (the ReLUs of a copy of the model pass
+            an ascent gradient to an image whose ReLU blocks it entirely,
+            `viz.guided.redirected_relu`, as Lucid does: a channel that the
+            starting image leaves at zero still gets a gradient) or "plain".
+            Defaults to "redirected".
 
     Returns:
         float32 array (len(channels), *input shape) in `value_range`, in the
@@ -317,7 +330,8 @@ def feature_visualization(
     steps = positive_int("steps", steps)
     param, params, step_gradient, first = _ascent(
         model, path, channels, size=size, objective=objective, parameterization=parameterization,
-        decorrelate=decorrelate, transforms=transforms, seed=seed, value_range=value_range)
+        decorrelate=decorrelate, transforms=transforms, seed=seed, value_range=value_range,
+        relu_gradient=relu_gradient)
     first_moment = np.zeros_like(params)
     second_moment = np.zeros_like(params)
     for step in range(1, steps + 1):

@@ -45,16 +45,30 @@ from keras_residual.validation import check_model_input, positive_int
 from keras_residual.viz.receptive_field import ReceptiveField
 from keras_residual.viz.top_activations import TopK, crop_patches
 
-RULES = ("guided", "deconvnet", "plain")
+RULES = ("guided", "deconvnet", "redirected", "plain")
+
+
+def _redirected_gradient(x: Any, dy: Any) -> Any:
+    """ReLU's gradient, or for a sample that it blocks entirely, `dy` wherever it raises x."""
+    zeros = ops.zeros_like(dy)
+    plain = ops.where(ops.greater(x, 0), dy, zeros)
+    # Below zero, let through only what raises the input (ascent: dy > 0).
+    redirected = ops.where(ops.logical_and(ops.less_equal(x, 0), ops.less(dy, 0)), zeros, dy)
+    axes = tuple(range(1, len(ops.shape(x))))
+    passes = ops.greater(ops.sum(ops.abs(plain), axis=axes, keepdims=True), 0) if axes else (
+        ops.greater(ops.abs(plain), 0))
+    return ops.where(passes, plain, redirected)
 
 
 def _rectifier(rule: str) -> Callable:
-    """A ReLU whose backward pass follows `rule` ("guided" or "deconvnet")."""
+    """A ReLU whose backward pass follows `rule` ("guided", "deconvnet" or "redirected")."""
 
     @ops.custom_gradient
     def rectify(x):
         def grad(*args, upstream=None):
             dy = _upstream(args, upstream)
+            if rule == "redirected":
+                return _redirected_gradient(x, dy)
             keep = ops.greater(dy, 0)
             if rule == "guided":
                 keep = ops.logical_and(keep, ops.greater(x, 0))
@@ -67,6 +81,7 @@ def _rectifier(rule: str) -> Callable:
 
 _GUIDED = _rectifier("guided")
 _DECONVNET = _rectifier("deconvnet")
+_REDIRECTED = _rectifier("redirected")
 
 
 @keras.saving.register_keras_serializable(package="keras_residual")
@@ -95,7 +110,28 @@ def deconvnet_relu(x: Any) -> Any:
     return _DECONVNET(x)
 
 
-_ACTIVATIONS = {"guided": guided_relu, "deconvnet": deconvnet_relu}
+@keras.saving.register_keras_serializable(package="keras_residual")
+def redirected_relu(x: Any) -> Any:
+    """ReLU forward; backward as ReLU, except for a sample whose gradient it blocks entirely.
+
+    For such a sample (a batch row with no positive input where the upstream
+    gradient is non-zero) the upstream gradient passes wherever it would raise
+    the input, so gradient ascent can wake a unit that no input activates yet.
+    This is the "redirected" ReLU gradient of the Lucid library that goes with
+    Olah et al. (2017), "Feature Visualization"; `feature_visualization` uses
+    it by default, for ascent on the objective (the sign matters).
+
+    Example:
+        >>> import keras
+        >>> x = keras.ops.array([[-1.0, -2.0]])
+        >>> keras.ops.convert_to_numpy(redirected_relu(x)).tolist()
+        [[0.0, 0.0]]
+    """
+    return _REDIRECTED(x)
+
+
+_ACTIVATIONS = {"guided": guided_relu, "deconvnet": deconvnet_relu,
+                "redirected": redirected_relu}
 
 
 def _is_plain_relu_layer(node: dict) -> bool:
@@ -205,8 +241,9 @@ def rectified_copy(model: keras.Model, rule: str = "guided") -> keras.Model:
     Args:
         model: keras.Model. A functional or Sequential model (it must have a
             config); left unchanged.
-        rule: str. "guided" (Springenberg et al. 2015) or "deconvnet"
-            (Zeiler & Fergus 2014). Defaults to "guided".
+        rule: str. "guided" (Springenberg et al. 2015), "deconvnet"
+            (Zeiler & Fergus 2014) or "redirected" (`redirected_relu`, for
+            feature visualization). Defaults to "guided".
 
     Returns:
         A new keras.Model.
