@@ -3,7 +3,8 @@
 Nothing in the site is written twice. At build time this hook
 
 - splits `README.md` at its `## ` headings into guide pages (the text before the first
-  heading is the home page),
+  heading is the home page); the README's pictures live in `docs/images/`, which MkDocs copies
+  as it is, and their links are made relative to each page,
 - writes one API page per public module, with one mkdocstrings entry (`::: path`) for every
   public name: the module's `__all__` where it has one, otherwise every function and class the
   module defines without a leading underscore (`public_api()` lists them; `tests/test_docs.py`
@@ -148,11 +149,17 @@ def on_config(config):
     return config
 
 
+def _pictures(markdown: str, prefix: str) -> str:
+    """README pictures (`docs/images/...`, relative to the repository) relative to a page."""
+    return markdown.replace("](docs/images/", f"]({prefix}images/")
+
+
 def on_files(files, config):
     sections = readme_sections()
-    files.append(File.generated(config, "index.md", content=sections[0][1]))
+    files.append(File.generated(config, "index.md", content=_pictures(sections[0][1], "")))
     for title, body in sections[1:]:
-        files.append(File.generated(config, f"guide/{_slug(title)}.md", content=body))
+        files.append(File.generated(config, f"guide/{_slug(title)}.md",
+                                    content=_pictures(body, "../")))
     for module_name, names in public_api().items():
         files.append(File.generated(config, _api_uri(module_name),
                                     content=_api_page(module_name, names)))

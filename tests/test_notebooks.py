@@ -90,6 +90,14 @@ on_digits = feature_model.predict(data.x_test[:300], verbose=0).mean(axis=(1, 2)
 for i, c in enumerate(vis_channels):
     assert on_vis[i, c] > on_digits[:, c].max(), (c, on_vis[i, c], on_digits[:, c].max())
 assert vis.shape == (4, 28, 28, 1) and vis.min() >= 0 and vis.max() <= 1
+"""), ("site = atlas(", """
+# The atlas reads the same 300 digits: its intact error is the model's, three equal-shape blocks
+# form one stage, and the chance overlap of two top-9 sets is 81/300.
+predicted = model.predict(data.x_test[:300], verbose=0).argmax(-1)
+assert abs(site.intact_error - np.mean(predicted != data.y_test[:300])) < 1e-9
+assert site.stages == [["block1", "block2", "block3"]] and len(site.overlaps) == 2
+assert abs(site.overlaps[0]["chance"] - 81 / 300) < 1e-12
+assert max(site.deletion_errors.values()) > site.intact_error  # some block matters
 """), (None, """
 assert sorted(events.Tags()["tensors"]) == sorted(
     [f"activations/{p}" for p in ("block1", "block2", "block3", "stem")] + ["filters/stem"]
