@@ -92,6 +92,14 @@ def test_guide_pages_are_the_readme_sections(site):
         assert os.path.isfile(page), title
         text = re.sub(r"<[^>]+>", "", open(page, encoding="utf-8").read())
         assert title.replace("`", "") in text
+    # README pictures (docs/images/, where GitHub finds them) are on the site, linked per page.
+    pictures = re.findall(r"\]\(docs/images/([^)]+)\)", readme)
+    assert pictures
+    guide = "".join(open(os.path.join(site, "guide", hooks._slug(t) + ".html"),
+                         encoding="utf-8").read() for t in titles)
+    for picture in pictures:
+        assert os.path.isfile(os.path.join(site, "images", picture)), picture
+        assert f'src="../images/{picture}"' in guide, picture
 
 
 def test_figures_page_shows_every_demo_figure_with_its_caption(site, demo_folder):

@@ -463,12 +463,15 @@ def _write_pages(out_dir, model, summary, blocks, k, n_images, steps, label_sour
                 f"{esc(' x '.join(map(str, block['receptive_field'])))} pixels. "
                 + ("" if error is None else
                    f"{what.capitalize()} with this block deleted: {error:.4f} (intact: "
-                   f"{_fmt(summary.intact_error)}).") + "</p>"]
+                   f"{_fmt(summary.intact_error)}).") + "</p>",
+                f"<p class='note'>Per channel: its feature visualization ({steps} steps of "
+                f"gradient ascent on the channel's mean, Olah et al. 2017), the {k} image "
+                "patches that activate it most, and their guided backpropagation (Chu et al. "
+                "2017).</p>"]
         for unit in block["units"]:
             body.append(
                 f"<figure class='unit'><figcaption>channel {unit['channel']}: feature "
-                f"visualization ({steps} steps) | top-{k} patches | guided backprop"
-                "</figcaption>"
+                f"visualization | top-{k} | guided backprop</figcaption>"
                 + _img(unit["feature_visualization"], f"feature visualization of channel "
                        f"{unit['channel']}", 128) + " "
                 + _img(unit["top"], f"top-{k} patches of channel {unit['channel']}", 300)
