@@ -162,6 +162,29 @@ def test_result_beats_every_training_patch_of_a_colour_net():
             assert got[i, c] > best[:, c].max(), (path, c, got[i, c], best[:, c].max())
 
 
+def test_repeated_calls_compile_once_and_see_the_current_weights(monkeypatch):
+    """The callback's case: the same setting every few epochs, the weights changed between."""
+    from keras_residual.viz import feature_vis
+
+    made = []
+    original = feature_vis.input_gradient_function
+    monkeypatch.setattr(feature_vis, "input_gradient_function",
+                        lambda f: made.append(f) or original(f))
+    model = keras.Sequential([keras.Input((8, 8, 1)), layers.Conv2D(3, 3, name="c")])
+    first = feature_visualization(model, "c", [0, 2], steps=3)
+    again = feature_visualization(model, "c", [1], steps=3)  # other channels: same function
+    assert len(made) == 1 and again.shape == (1, 8, 8, 1)
+    kernel, bias = model.get_layer("c").get_weights()
+    model.get_layer("c").set_weights([-kernel, bias])
+    flipped = feature_visualization(model, "c", [0, 2], steps=3)
+    assert len(made) == 1
+    # A linear channel's ascent direction flips with its kernel: the new weights were used.
+    start = feature_visualization(model, "c", [0, 2], steps=1, learning_rate=0.0)
+    assert np.sign(np.mean(first - start)) == -np.sign(np.mean(flipped - start))
+    feature_visualization(model, "c", [0], steps=1, objective="neuron")  # another setting
+    assert len(made) == 2
+
+
 def test_redirected_relu_gradient_is_the_closed_form():
     """Per sample: ReLU's gradient where it lets any through, else upstream where it raises x."""
     from keras_residual.gradients import input_gradient_function

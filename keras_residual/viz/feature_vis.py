@@ -31,9 +31,8 @@ import numpy as np
 from keras import ops
 
 from keras_residual.gradients import input_gradient_function
-from keras_residual.probe import probe
 from keras_residual.validation import positive_int
-from keras_residual.viz.guided import shared_unit_gradient
+from keras_residual.viz.guided import shared, shared_unit_gradient
 
 #: The square root of ImageNet's RGB color correlation, columns scaled to unit norm at most:
 #: the color decorrelation of Olah et al. (2017, "Preconditioning"), as published with their
@@ -225,10 +224,9 @@ def _ascent(model: keras.Model, path: str, channels: Any, *, size: Sequence[int]
                          f"Received: {relu_gradient!r}")
     channels = [int(c) for c in np.atleast_1d(channels)]
     height, width, depth, first = _image_shape(model, size)
-    if relu_gradient == "redirected":  # a copy with redirected ReLUs, the model's weights
-        features = shared_unit_gradient(model, "redirected").features(path)
-    else:
-        features = probe(model, path)
+    # The redirected rule runs through a copy with redirected ReLUs and the model's current
+    # weights; "plain" through the model. Either way the probe is made once per path.
+    features = shared_unit_gradient(model, relu_gradient).features(path)
     out_shape = tuple(features.compute_output_shape((1,) + (
         (depth, height, width) if first else (height, width, depth))))
     count = out_shape[1] if first and len(out_shape) > 2 else out_shape[-1]
@@ -241,24 +239,31 @@ def _ascent(model: keras.Model, path: str, channels: Any, *, size: Sequence[int]
     onehot = np.eye(count, dtype="float32")[channels]
     channel_axis = 1 if first and len(out_shape) > 2 else -1
 
-    def score(p, indices, weights, chosen):
-        images = param.to_image(p)
-        if transforms:
-            images = apply_transforms(images, indices, weights)
-        if first:
-            images = ops.transpose(images, (0, 3, 1, 2))
-        act = ops.cast(features(images, training=False), "float32")
-        if channel_axis == 1:
-            act = ops.moveaxis(act, 1, -1)
-        if len(out_shape) > 2:
-            if objective == "neuron":
-                centre = tuple(s // 2 for s in ops.shape(act)[1:-1])
-                act = act[(slice(None), *centre)]
-            else:
-                act = ops.mean(act, axis=tuple(range(1, len(out_shape) - 1)))
-        return ops.sum(act * chosen)
+    def make_gradient():
+        def score(p, indices, weights, chosen):
+            images = param.to_image(p)
+            if transforms:
+                images = apply_transforms(images, indices, weights)
+            if first:
+                images = ops.transpose(images, (0, 3, 1, 2))
+            act = ops.cast(features(images, training=False), "float32")
+            if channel_axis == 1:
+                act = ops.moveaxis(act, 1, -1)
+            if len(out_shape) > 2:
+                if objective == "neuron":
+                    centre = tuple(s // 2 for s in ops.shape(act)[1:-1])
+                    act = act[(slice(None), *centre)]
+                else:
+                    act = ops.mean(act, axis=tuple(range(1, len(out_shape) - 1)))
+            return ops.sum(act * chosen)
 
-    gradient = input_gradient_function(score)
+        return input_gradient_function(score)
+
+    # One compiled gradient per model and setting, so repeated calls (a callback every few
+    # epochs, an atlas's blocks) trace it once; channels are an argument (`onehot`).
+    key = ("feature_vis", path, relu_gradient, (height, width, depth), first, decorrelate,
+           tuple(float(v) for v in value_range), parameterization, transforms, objective)
+    gradient = shared(model, key, make_gradient)
     identity = random_transforms(len(channels), height, width, rng, 0.0, (1.0, 1.0), 0.0)
     # The article's 8-pixel jitter is for 224x224 inputs: the same fraction of smaller images
     # (at least one pixel), so a 28x28 digit is not shifted by a third of its width.
