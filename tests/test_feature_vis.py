@@ -297,15 +297,19 @@ def test_callback_logs_the_feature_visualizations_of_the_epochs_weights(tmp_path
 def test_first_step_gradient_is_the_numpy_chain_rule_on_every_backend():
     """The first step's gradient, through the Fourier basis, colors, sigmoid, transforms and a
     linear conv, against the chain rule in float64 NumPy (the irfft2 as an explicit matrix, the
-    transform as a scatter-add, the conv's input gradient as in test_gradcam.py). Within 1e-5 of
-    NumPy on TensorFlow, JAX and PyTorch alike, so the three agree to 2e-5 at most."""
+    transform as a scatter-add, the conv's input gradient as in test_gradcam.py). The kernel,
+    initial parameters and transforms come from NumPy, so the reference is the same number on
+    every backend: within 1e-6 of it on TensorFlow, JAX and PyTorch alike (measured: 6e-9,
+    1e-8, 1.5e-8), so the three backends agree to 2e-6."""
     from test_gradcam import conv_backward
 
     from keras_residual.viz.feature_vis import _ascent
 
     h, w, c, channels = 9, 8, 3, [1, 3]
-    keras.utils.set_random_seed(1)
     model = keras.Sequential([keras.Input((h, w, c)), layers.Conv2D(4, 3, name="c")])
+    model.get_layer("c").set_weights([
+        np.random.default_rng(1).normal(0, 0.3, (3, 3, c, 4)).astype("float32"),
+        np.zeros(4, "float32")])
     param, params, step_gradient, _ = _ascent(
         model, "c", channels, size=None, objective="channel", parameterization="fourier",
         decorrelate=True, transforms=True, seed=5, value_range=(0.0, 1.0))
@@ -341,5 +345,5 @@ def test_first_step_gradient_is_the_numpy_chain_rule_on_every_backend():
     d_u = d_image.reshape(2, h * w, c) * sig * (1 - sig)
     d_t = d_u @ param.color
     expected = np.einsum("bnc,kn->bck", d_t, basis).reshape(params.shape)
-    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
     assert np.abs(expected).max() > 1e-2
