@@ -70,22 +70,27 @@ def test_transforms_are_scipy_bilinear_sampling_with_mirrored_borders():
     np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-6)
 
 
+def _trained_net(x_train, y_train, width, classes, epochs):
+    """Stem conv, 2x2 pooling, one residual block (conv-ReLU-conv branch), pooled softmax head."""
+    inputs = keras.Input(x_train.shape[1:])
+    x = layers.Conv2D(width, 3, padding="same", activation="relu", name="stem")(inputs)
+    x = layers.MaxPooling2D(2)(x)
+    x = Residual(keras.Sequential([layers.Conv2D(width, 3, padding="same", activation="relu"),
+                                   layers.Conv2D(width, 3, padding="same")], name="branch"),
+                 activation="relu", name="block")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, layers.Dense(classes, activation="softmax")(x))
+    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+    model.fit(x_train, y_train, batch_size=50, epochs=epochs, verbose=0)
+    return model
+
+
 def _trained_mnist_net():
     from keras_residual.datasets import load_mnist
 
     data = load_mnist(verbose=False)
-    inputs = keras.Input((28, 28, 1))
-    x = layers.Conv2D(8, 3, padding="same", activation="relu", name="stem")(inputs)
-    x = layers.MaxPooling2D(2)(x)
-    x = Residual(keras.Sequential([layers.Conv2D(8, 3, padding="same", activation="relu"),
-                                   layers.Conv2D(8, 3, padding="same")], name="branch"),
-                 activation="relu", name="block")(x)
-    x = layers.GlobalAveragePooling2D()(x)
-    model = keras.Model(inputs, layers.Dense(10, activation="softmax")(x))
-    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
     x_train = data.x_train[:1000]
-    model.fit(x_train, data.y_train[:1000], batch_size=50, epochs=1, verbose=0)
-    return model, x_train
+    return _trained_net(x_train, data.y_train[:1000], 8, 10, epochs=1), x_train
 
 
 @pytest.mark.slow
@@ -95,16 +100,12 @@ def test_result_activates_its_channel_more_than_every_training_image(path):
 
     For the three channels that respond most to the training images (a ReLU channel that no
     image and not the starting image activates has no gradient to climb)."""
-    from keras_residual import probe
-
     model, x_train = _trained_mnist_net()
-    features = probe(model, path)
-    mean = lambda a: keras.ops.convert_to_numpy(features(a)).mean(axis=(1, 2))  # noqa: E731
-    best_train = np.concatenate([mean(x_train[s : s + 250]) for s in range(0, len(x_train), 250)])
+    best_train = _channel_means(model, path, x_train)
     channels = sorted(np.argsort(-best_train.max(axis=0))[:3].tolist())
     images = feature_visualization(model, path, channels, steps=256)
     assert images.shape == (3, *x_train.shape[1:]) and 0 <= images.min() and images.max() <= 1
-    got = mean(images)
+    got = _channel_means(model, path, images)
     for i, c in enumerate(channels):
         assert got[i, c] > best_train[:, c].max(), (c, got[i, c], best_train[:, c].max())
 
@@ -122,18 +123,8 @@ def _trained_colour_net():
             r, c = rng.integers(0, photo.shape[0] - 32), rng.integers(0, photo.shape[1] - 32)
             patches.append(photo[r:r + 32, c:c + 32])
             labels.append(2 * label + (c > photo.shape[1] // 2))
-    inputs = keras.Input((32, 32, 3))
-    x = layers.Conv2D(16, 3, padding="same", activation="relu", name="stem")(inputs)
-    x = layers.MaxPooling2D(2)(x)
-    x = Residual(keras.Sequential([layers.Conv2D(16, 3, padding="same", activation="relu"),
-                                   layers.Conv2D(16, 3, padding="same")], name="branch"),
-                 activation="relu", name="block")(x)
-    x = layers.GlobalAveragePooling2D()(x)
-    model = keras.Model(inputs, layers.Dense(4, activation="softmax")(x))
-    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
     x_train = np.stack(patches)
-    model.fit(x_train, np.array(labels), batch_size=50, epochs=2, verbose=0)
-    return model, x_train
+    return _trained_net(x_train, np.array(labels), 16, 4, epochs=2), x_train
 
 
 def _channel_means(model, path, images):
@@ -146,10 +137,7 @@ def _channel_means(model, path, images):
 
 @pytest.mark.slow
 def test_result_beats_every_training_patch_of_a_colour_net():
-    """As above, on a CIFAR-shaped colour net, with Fourier and color decorrelation.
-
-    The redirected ReLU gradient (the default) is what reaches a channel that the starting
-    image leaves at zero everywhere: with the plain gradient that channel never moves."""
+    """As above, on a CIFAR-shaped colour net, with Fourier and color decorrelation."""
     keras.config.set_image_data_format("channels_last")
     model, x_train = _trained_colour_net()
     for path in ("block", "block/branch"):
