@@ -143,7 +143,7 @@ def test_result_beats_every_training_patch_of_a_colour_net():
     for path in ("block", "block/branch"):
         best = _channel_means(model, path, x_train)
         channels = sorted(np.argsort(-best.max(axis=0))[:3].tolist())
-        images = feature_visualization(model, path, channels, steps=256)
+        images = feature_visualization(model, path, channels, steps=128)
         assert images.shape == (3, 32, 32, 3) and 0 <= images.min() and images.max() <= 1
         got = _channel_means(model, path, images)
         for i, c in enumerate(channels):
@@ -205,16 +205,17 @@ def test_redirected_gradient_wakes_a_channel_that_the_start_leaves_at_zero():
 @pytest.mark.backends("tensorflow", reason="the quick demo's saved networks, from its "
                       "TensorFlow run; the function itself runs on every backend above")
 def test_result_beats_every_training_digit_on_the_demos_networks(quick_demo_folder):
+    from keras_residual import graph
     from keras_residual.datasets import load_mnist
 
     x_train = load_mnist(verbose=False).x_train
     for name in ("mnist_residual", "mnist_plain"):
         model = keras.saving.load_model(os.path.join(quick_demo_folder, f"{name}.keras"))
-        for path in ("block1", "block2"):
+        for path in [block.name for block in graph.blocks(model)]:
             best = _channel_means(model, path, x_train)
             channels = sorted(np.argsort(-best.max(axis=0))[:3].tolist())
             got = _channel_means(model, path, feature_visualization(model, path, channels,
-                                                                    steps=256))
+                                                                    steps=128))
             for i, c in enumerate(channels):
                 assert got[i, c] > best[:, c].max(), (name, path, c, got[i, c], best[:, c].max())
 
