@@ -250,9 +250,10 @@ def _is_hub_preset(model: str) -> bool:
 def _folder_images(folder: str, size: tuple[int, int], channels: int, limit: int):
     """RGB or gray images of `folder` resized to `size`, in [0, 255], and labels by subfolder.
 
-    Files directly in `folder` have no label (-1); `folder/<class>/...` files get the index
-    of `<class>` among the sorted subfolder names, as `keras.utils.image_dataset_from_directory`
-    numbers them.
+    Files directly in `folder` have no label (-1). Files in `folder/<class>/` get `<class>` as
+    their class index when every subfolder is named by an integer (`folder/207/` for ImageNet's
+    class 207), else the index of `<class>` among the sorted subfolder names, as
+    `keras.utils.image_dataset_from_directory` numbers them.
     """
     import keras
     import numpy as np
@@ -260,7 +261,9 @@ def _folder_images(folder: str, size: tuple[int, int], channels: int, limit: int
     classes = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
     files = [(os.path.join(folder, f), -1) for f in sorted(os.listdir(folder))
              if f.lower().endswith(IMAGE_SUFFIXES)]
-    for label, name in enumerate(classes):
+    numbered = bool(classes) and all(name.isdigit() for name in classes)
+    for position, name in enumerate(classes):
+        label = int(name) if numbered else position
         files += [(os.path.join(folder, name, f), label)
                   for f in sorted(os.listdir(os.path.join(folder, name)))
                   if f.lower().endswith(IMAGE_SUFFIXES)]
@@ -275,7 +278,8 @@ def _folder_images(folder: str, size: tuple[int, int], channels: int, limit: int
         for path, _ in files
     ]).astype("float32")
     labels = np.array([label for _, label in files])
-    return images, (labels if (labels >= 0).all() else None), classes or None
+    names = None if numbered or not classes else classes
+    return images, (labels if (labels >= 0).all() else None), names
 
 
 def _atlas(args: argparse.Namespace) -> int:

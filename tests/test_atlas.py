@@ -188,6 +188,8 @@ def test_atlas_without_labels_or_without_a_class_output(tmp_path):
     with pytest.raises(ValueError, match="no top-level Residual blocks"):
         atlas(keras.Sequential([keras.Input((8, 8, 2)), keras.layers.Conv2D(2, 3)]), images,
               str(tmp_path / "none"), progress=False)
+    with pytest.raises(ValueError, match="class indices of the model's 3 outputs"):
+        atlas(model, images, str(tmp_path / "x"), labels=np.full(len(images), 3), progress=False)
     with pytest.raises(ValueError, match="one label per image"):
         atlas(model, images, str(tmp_path / "x"), labels=np.zeros(3, int), progress=False)
 
@@ -207,7 +209,7 @@ CLI = pytest.mark.backends("tensorflow", reason="the command's file loading is b
 def test_cli_atlas_of_a_saved_model_on_a_folder_of_labelled_pngs(tmp_path, capsys):
     from keras_residual.cli import main
 
-    pixels = np.random.default_rng(3).integers(0, 256, (12, 8, 8, 3)).astype("float32")
+    pixels = np.random.default_rng(3).integers(0, 256, (12, 8, 8, 3)).astype("float32")  # 0-255
     labels = np.repeat([2, 0, 1], 4)
     # Files are read class folder by class folder (sorted), as keras' image_dataset_from_directory
     # numbers them: class_0 holds images 4-7 of `pixels`.
@@ -227,6 +229,19 @@ def test_cli_atlas_of_a_saved_model_on_a_folder_of_labelled_pngs(tmp_path, capsy
         np.testing.assert_allclose(unit["top_values"], np.sort(b3[:, unit["channel"]])[::-1][:3],
                                    rtol=1e-4, atol=1e-5)
     assert sorted(record["gallery"]) == ["0", "1", "2"]
+    # Subfolders named by integers are those class indices (e.g. ImageNet's), not positions:
+    # class c in folder "2 - c", so folder "0" (read first) holds class 2's images.
+    for i, image in enumerate(pixels):
+        folder = tmp_path / "numbered" / str(2 - labels[i])
+        os.makedirs(folder, exist_ok=True)
+        keras.utils.save_img(folder / f"{i:03d}.png", image, scale=False)
+    assert main(["atlas", str(tmp_path / "small.keras"), "--images", str(tmp_path / "numbered"),
+                 "--out", str(tmp_path / "site2"), "--channels", "1", "--steps", "1"]) == 0
+    record = json.load(open(tmp_path / "site2" / "atlas.json", encoding="utf-8"))
+    order = np.concatenate([np.flatnonzero(2 - labels == c) for c in range(3)])
+    _, logits = numpy_forward(model, pixels[order] / 255)
+    assert record["intact_error"] == pytest.approx(np.mean(logits.argmax(-1) != 2 - labels[order]))
+    assert record["intact_error"] != pytest.approx(np.mean(logits.argmax(-1) != labels[order]))
 
     with pytest.raises(SystemExit):  # a 2-channel model cannot read image files
         small_model().save(tmp_path / "two.keras")

@@ -118,6 +118,22 @@ def _channels_last(array: np.ndarray, spatial_axis: int) -> np.ndarray:
     return array
 
 
+def _shrink(patches: np.ndarray, side: int) -> np.ndarray:
+    """(k, h, w, c) patches averaged over f x f pixel blocks so that h, w <= `side` (f integer).
+
+    Deep layers' receptive fields are larger than the image (ResNet-50's conv5: 483 pixels),
+    and the page shows a panel of nine in 300 pixels: full-size patches only make it slow.
+    """
+    factor = -(-max(patches.shape[1:3]) // side)
+    if factor <= 1:
+        return patches
+    k, h, w = patches.shape[:3]
+    h, w = h - h % factor, w - w % factor
+    blocks = patches[:, :h, :w].reshape(k, h // factor, factor, w // factor, factor,
+                                        *patches.shape[3:])
+    return blocks.mean(axis=(2, 4))
+
+
 def _save_png(path: str, image: np.ndarray) -> None:
     """An image in [0, 1], (H, W), (H, W, 1) or (H, W, 3), as a PNG file."""
     import matplotlib.image
@@ -287,6 +303,10 @@ def atlas(
     elif len(labels) != len(images):
         raise ValueError(f"`labels` must hold one label per image. Received: {len(labels)} "
                          f"labels for {len(images)} images")
+    elif classifier and not 0 <= int(np.min(labels)) <= int(np.max(labels)) < output_shape[0]:
+        raise ValueError(f"`labels` must be class indices of the model's {output_shape[0]} "
+                         f"outputs. Received labels from {int(np.min(labels))} to "
+                         f"{int(np.max(labels))}")
     deletion: dict[str, float] = {}
     intact = None
     units = {unit.name for unit in lesion_units(model)} if classifier else set()
@@ -336,8 +356,9 @@ def atlas(
             fv_file = f"img/{slug}-c{channel}-fv.png"
             top_file = f"img/{slug}-c{channel}-top{k}.png"
             _save_png(os.path.join(out_dir, fv_file), (vis[row] - low) / max(high - low, 1e-12))
-            panel = _unit_panel(_channels_last(patches[row], 1 + spatial_axis),
-                                _channels_last(grads[row], 1 + spatial_axis))
+            panel = _unit_panel(
+                _shrink(_channels_last(patches[row], 1 + spatial_axis).astype("float32"), 112),
+                _shrink(_channels_last(grads[row], 1 + spatial_axis), 112))
             _save_png(os.path.join(out_dir, top_file), panel)
             units_.append({"channel": channel, "feature_visualization": fv_file,
                            "top": top_file,
