@@ -1,0 +1,178 @@
+"""Past one machine: two processes on localhost as a JAX cluster, resume, and TensorFlow's limit.
+
+The two processes find each other through Keras' cluster variables
+(`keras_residual.distribution.CLUSTER_VARIABLES`) on a free port chosen at run
+time, under a hard timeout that kills both (a process whose peer died waits in
+a collective forever). Each runs `examples/train_cifar.py --quick` and then
+`examples/degradation.py --quick` in the same process, as one job would; the
+references are the same two scripts run here, in this single process, on the
+same global batches.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLUSTER_REASON = "the multi-process path is keras.distribution on JAX (README, 'Past one machine')"
+
+#: What every process of the job runs: the two scripts' `main`, one after the other.
+JOB = textwrap.dedent(
+    """
+    import importlib.util, json, sys
+
+    def script(name):
+        spec = importlib.util.spec_from_file_location(name, f"{sys.argv[1]}/examples/{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    out = sys.argv[2]
+    script("train_cifar").main(["--quick", "--seed", "0", "--out", f"{out}/cifar"])
+    script("degradation").main(["--quick", "--depths", "8", "--no-progress",
+                                "--out", f"{out}/degradation"])
+    from keras_residual.distribution import distribution_setup
+    print("SETUP", json.dumps(distribution_setup().description))
+    """
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def start_cluster(tmp_path, processes: int = 2) -> list[subprocess.Popen]:
+    """Starts the job in `processes` processes; process i's temporary folder is tmp_path/tmp<i>."""
+    port = _free_port()
+    procs = []
+    for i in range(processes):
+        (tmp_path / f"tmp{i}").mkdir()
+        env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3", MPLBACKEND="Agg",
+                   CUDA_VISIBLE_DEVICES="", TMPDIR=str(tmp_path / f"tmp{i}"),
+                   KERAS_HOME=str(tmp_path / "keras_home"),
+                   KERAS_DISTRIBUTION_JOB_ADDRESSES=f"localhost:{port}",
+                   KERAS_DISTRIBUTION_NUM_PROCESSES=str(processes),
+                   KERAS_DISTRIBUTION_PROCESS_ID=str(i))
+        procs.append(subprocess.Popen(
+            [sys.executable, "-c", JOB, ROOT, str(tmp_path / "cluster")], env=env, cwd=tmp_path,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    return procs
+
+
+def finish(procs: list[subprocess.Popen], timeout: float) -> list[str]:
+    """Every process' output; kills them all when one fails or the time is up."""
+    deadline = time.monotonic() + timeout
+    outputs = []
+    try:
+        for proc in procs:
+            outputs.append(proc.communicate(timeout=max(1.0, deadline - time.monotonic()))[0])
+            assert proc.returncode == 0, outputs[-1][-4000:]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    return outputs
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "examples", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def h5_arrays(path) -> dict[str, np.ndarray]:
+    arrays = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, item: arrays.__setitem__(name, item[()])
+                     if isinstance(item, h5py.Dataset) else None)
+    return arrays
+
+
+def model_weights(path) -> list[np.ndarray]:
+    import keras
+
+    import keras_residual  # noqa: F401  (registers the layers the saved model uses)
+
+    return keras.saving.load_model(path).get_weights()
+
+
+def files_under(folder) -> list[str]:
+    return sorted(os.path.relpath(os.path.join(d, f), folder)
+                  for d, _, names in os.walk(folder) for f in names)
+
+
+def printed(log: str, prefix: str) -> str:
+    return [line for line in log.splitlines() if line.startswith(prefix)][-1]
+
+
+@pytest.mark.backends("jax", reason=CLUSTER_REASON)
+def test_two_processes_train_like_one(tmp_path, capsys):
+    procs = start_cluster(tmp_path)
+    try:
+        # The references, here in one process, while the cluster runs.
+        reference = tmp_path / "single"
+        load_script("train_cifar").main(["--quick", "--seed", "0", "--out", f"{reference}/cifar"])
+        load_script("degradation").main(["--quick", "--depths", "8", "--no-progress",
+                                         "--out", f"{reference}/degradation"])
+        single_log = capsys.readouterr().out
+    finally:
+        logs = finish(procs, timeout=240)
+    cluster = tmp_path / "cluster"
+
+    for i, log in enumerate(logs):
+        description = f"jax: DataParallel over 2 devices in 2 processes (this is process {i})"
+        # Both scripts' mains in one process: the second one got the setup the first made
+        # (joining the cluster again would have failed).
+        assert f"Distribution: {description}" in log
+        assert f"; {description};" in printed(log, "Data: ")
+        assert json.loads(printed(log, "SETUP ")[6:]) == description
+        assert printed(log, "Test error after 5") == printed(single_log, "Test error after 5")
+    assert "Saved" in logs[0] and "Saved" not in logs[1]
+
+    # train_cifar: the cluster's weights are the single process' within float round-off.
+    got, want = model_weights(cluster / "cifar" / "model.keras"), model_weights(
+        reference / "cifar" / "model.keras")
+    assert len(got) == len(want)
+    diff = max(float(np.max(np.abs(g - w))) for g, w in zip(got, want, strict=True))
+    print(f"train_cifar --quick: max |two processes - one process| = {diff:.2e}")
+    assert diff < 1e-5
+
+    # degradation: the same errors and losses, and the same weights after each epoch.
+    ckpt = "degradation/runs/{}/seed0/checkpoints/epoch_001.weights.h5"
+    for name in ("plain-8", "residual-8"):
+        got, want = (h5_arrays(folder / ckpt.format(name)) for folder in (cluster, reference))
+        assert sorted(got) == sorted(want) and got
+        diff = max(float(np.max(np.abs(got[k] - want[k]))) for k in got)
+        print(f"degradation --quick {name}: max |two processes - one process| = {diff:.2e}")
+        assert diff < 1e-5
+        result = [json.loads((folder / f"degradation/runs/{name}/seed0/result.json").read_text())
+                  for folder in (cluster, reference)]
+        np.testing.assert_allclose(result[0]["curves"]["train_loss"],
+                                   result[1]["curves"]["train_loss"], rtol=1e-5)
+        assert result[0]["curves"]["test_error"] == pytest.approx(result[1]["curves"]["test_error"])
+
+    # Only process 0 wrote the job's folder: it holds what the single process wrote, once
+    # (one TensorBoard file per log folder), and process 1's copies went to its own temp folder.
+    assert len(files_under(cluster)) == len(files_under(reference))
+    assert [f for f in files_under(cluster) if "events" not in f] == [
+        f for f in files_under(reference) if "events" not in f]
+    theirs = files_under(tmp_path / "tmp1")
+    assert not any(f.endswith("model.keras") for f in theirs)
+    assert any(f.endswith("epoch_001.weights.h5") for f in theirs)
+    assert any(f.endswith("results.json") for f in theirs)
+    assert files_under(tmp_path / "tmp0") == []
