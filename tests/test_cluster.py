@@ -176,3 +176,77 @@ def test_two_processes_train_like_one(tmp_path, capsys):
     assert any(f.endswith("epoch_001.weights.h5") for f in theirs)
     assert any(f.endswith("results.json") for f in theirs)
     assert files_under(tmp_path / "tmp0") == []
+
+
+@pytest.mark.backends("jax", reason=CLUSTER_REASON)
+def test_train_cifar_resumes_mid_epoch_with_the_uninterrupted_weights(tmp_path, monkeypatch, capsys):
+    from keras_residual import training
+
+    script = load_script("train_cifar")
+    data = script.write_random_npz(str(tmp_path / "tiny.npz"))
+    # 3 epochs of 4 steps (32 images, batch 8); the interrupted run dies at step 7 of 12.
+    args = ["--depth", "8", "--batch-size", "8", "--iterations", "12", "--seed", "0",
+            "--data", data]
+    script.main([*args, "--out", str(tmp_path / "whole")])
+
+    class Preempted(training.StopAtStep):
+        def on_train_batch_begin(self, batch, logs=None):
+            if int(self.model.optimizer.iterations) == 6:
+                raise KeyboardInterrupt("preempted in the middle of epoch 2")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(training, "StopAtStep", Preempted)
+        with pytest.raises(KeyboardInterrupt):
+            script.main([*args, "--out", str(tmp_path / "cut")])
+    assert not (tmp_path / "cut" / "model.keras").exists()
+    capsys.readouterr()
+    script.main([*args, "--out", str(tmp_path / "cut")])
+    log = capsys.readouterr().out
+    # The backup is from the end of epoch 1: steps 5 and 6 are trained again, on the same batches.
+    assert f"Resuming from {tmp_path / 'cut'}/backup after 4 iterations" in log
+    assert "Test error after 12 iterations" in log
+    got, want = (model_weights(tmp_path / run / "model.keras") for run in ("cut", "whole"))
+    diff = max(float(np.max(np.abs(g - w))) for g, w in zip(got, want, strict=True))
+    with capsys.disabled():
+        print(f"train_cifar resumed vs uninterrupted: max |difference| = {diff:.2e}")
+    assert diff < 1e-6
+    assert sorted(os.listdir(tmp_path / "cut" / "checkpoints")) == [
+        f"epoch_00{i}.weights.h5" for i in (1, 2, 3)]
+
+
+@pytest.mark.backends("tensorflow", reason="TF_CONFIG and MultiWorkerMirroredStrategy are TensorFlow's")
+def test_tensorflow_refuses_a_cluster_with_the_reason_and_the_way_out(monkeypatch):
+    from keras_residual import distribution
+
+    workers = {"cluster": {"worker": ["localhost:1", "localhost:2"]},
+               "task": {"type": "worker", "index": 1}}
+    monkeypatch.setattr(distribution, "_SETUP", None)
+    monkeypatch.setenv("TF_CONFIG", json.dumps(workers))
+    with pytest.raises(RuntimeError) as error:
+        distribution.distribution_setup()
+    message = str(error.value)
+    assert "TF_CONFIG" in message and "MultiWorkerMirroredStrategy" in message
+    assert "https://github.com/keras-team/keras/issues/20585" in message
+    assert "KERAS_BACKEND=jax" in message and "KERAS_DISTRIBUTION_PROCESS_ID" in message
+    monkeypatch.delenv("TF_CONFIG")
+    for name, value in (("JOB_ADDRESSES", "localhost:1"), ("NUM_PROCESSES", "2"),
+                        ("PROCESS_ID", "0")):
+        monkeypatch.setenv(f"KERAS_DISTRIBUTION_{name}", value)
+    with pytest.raises(RuntimeError, match="KERAS_DISTRIBUTION_\\* variables ask for training"):
+        distribution.distribution_setup()
+    assert distribution._SETUP is None  # nothing was set up
+
+
+@pytest.mark.multibackend
+def test_cluster_variables_all_or_none():
+    from keras_residual.distribution import cluster_from_environment
+
+    full = {"KERAS_DISTRIBUTION_JOB_ADDRESSES": "10.0.0.1:1234,10.0.0.2:1234",
+            "KERAS_DISTRIBUTION_NUM_PROCESSES": "2", "KERAS_DISTRIBUTION_PROCESS_ID": "0"}
+    assert cluster_from_environment(full) == ("10.0.0.1:1234,10.0.0.2:1234", 2, 0)
+    assert cluster_from_environment({"TF_CONFIG": "{}"}) is None
+    for bad in ({"KERAS_DISTRIBUTION_PROCESS_ID": "1"},                  # only one of three
+                dict(full, KERAS_DISTRIBUTION_PROCESS_ID="2"),           # id out of 0 ... N-1
+                dict(full, KERAS_DISTRIBUTION_NUM_PROCESSES="two")):     # not a number
+        with pytest.raises(ValueError, match="Received: KERAS_DISTRIBUTION_JOB_ADDRESSES="):
+            cluster_from_environment(bad)
