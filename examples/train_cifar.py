@@ -12,7 +12,10 @@ for the pre-activation ResNet-110 (He et al. 2016, Table 2).
 
 A shorter run (`--iterations 6400`) keeps the learning-rate drops at 1/2 and
 3/4 of it. The test set is the validation data, as in the paper's tables.
-Rerunning the same command resumes from `--out/backup`.
+Rerunning the same command resumes from `--out/backup`; with `--seed`, on the
+batches an uninterrupted run would have seen. On JAX the same command runs in
+several processes when the KERAS_DISTRIBUTION_* variables are set (README,
+"Past one machine"); `--batch-size` is then the global batch.
 """
 
 from __future__ import annotations
