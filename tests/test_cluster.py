@@ -89,8 +89,10 @@ def finish(procs: list[subprocess.Popen], timeout: float) -> list[str]:
 
 
 def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "examples", f"{name}.py"))
+    spec = importlib.util.spec_from_file_location(f"examples_{name}",
+                                                  os.path.join(ROOT, "examples", f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -121,6 +123,7 @@ def printed(log: str, prefix: str) -> str:
 
 
 @pytest.mark.backends("jax", reason=CLUSTER_REASON)
+@pytest.mark.slow
 def test_two_processes_train_like_one(tmp_path, capsys):
     procs = start_cluster(tmp_path)
     try:
@@ -179,6 +182,7 @@ def test_two_processes_train_like_one(tmp_path, capsys):
 
 
 @pytest.mark.backends("jax", reason=CLUSTER_REASON)
+@pytest.mark.slow
 def test_train_cifar_resumes_mid_epoch_with_the_uninterrupted_weights(tmp_path, monkeypatch, capsys):
     from keras_residual import training
 
@@ -250,3 +254,41 @@ def test_cluster_variables_all_or_none():
                 dict(full, KERAS_DISTRIBUTION_NUM_PROCESSES="two")):     # not a number
         with pytest.raises(ValueError, match="Received: KERAS_DISTRIBUTION_JOB_ADDRESSES="):
             cluster_from_environment(bad)
+
+
+@pytest.mark.backends("jax", reason="splits seeds, backend-neutral bookkeeping; fig8_study "
+                       "itself runs on every backend (its docstring example)")
+def test_fig8_shards_merged_equal_the_unsharded_study(tmp_path):
+    from keras_residual.experiments.resilience import fig8_study, merge_fig8
+    from keras_residual.models import mnist_resnet
+
+    def build(survival):
+        model = mnist_resnet(input_shape=(8, 8, 1), blocks=(1, 1), filters=(4, 8),
+                             drop_rate=1.0 - survival)
+        model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+        return model
+
+    rng = np.random.default_rng(0)
+    data = type("Data", (), dict(
+        x_train=rng.random((64, 8, 8, 1), "float32"), y_train=np.arange(64) % 10,
+        x_test=rng.random((32, 8, 8, 1), "float32"), y_test=np.arange(32) % 10))
+    options = dict(seeds=2, epochs=1, precise_bn_batches=1)
+    whole = fig8_study(build, data, **options)
+    shards = [fig8_study(build, data, shard=(i, 2), **options) for i in (1, 0)]
+    assert [s["seed_ids"] for s in shards] == [[1], [0]]
+    # Through the script, as N processes would: each shard's folder, then --merge.
+    lesion_study = load_script("lesion_study")
+    for i, shard in enumerate(shards):
+        (tmp_path / f"shard{i}").mkdir()
+        (tmp_path / f"shard{i}" / "results.json").write_text(json.dumps(shard))
+    assert lesion_study.main(["--preset", "fig8", "--merge", str(tmp_path / "shard0"),
+                              str(tmp_path / "shard1"), "--out", str(tmp_path / "merged")]) == 0
+    merged = json.loads((tmp_path / "merged" / "results.json").read_text())
+    assert merged == json.loads(json.dumps(whole))  # every seed's errors, in seed order
+    assert merged["seed_ids"] == [0, 1]
+    # The seeds differ, so a merge in the wrong order would not pass.
+    assert whole["stochastic_depth"]["errors"][0] != whole["stochastic_depth"]["errors"][1]
+    assert (tmp_path / "merged" / "results.md").read_text().count("|") > 10
+    with pytest.raises(ValueError, match="ran seeds \\[1, 1\\] of 2"):
+        merge_fig8([shards[0], shards[0]])
+    assert lesion_study.shard_of("1/2") == (1, 2)
