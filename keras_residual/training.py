@@ -1,4 +1,4 @@
-"""The reusable parts of the training recipes: learning-rate schedules, weight decay, distribution.
+"""The reusable parts of the training recipes: learning-rate schedules, weight decay, resume.
 
 The ImageNet recipe is He et al., "Deep Residual Learning for Image
 Recognition" (2015), Sec. 3.4: SGD with momentum 0.9, weight decay 1e-4,
@@ -12,7 +12,8 @@ Sec. 4.2: batch 128, learning rate 0.1 divided by 10 at 32k and 48k
 iterations, stop at 64k.
 
 `examples/train_imagenet.py` and `examples/train_cifar.py` are thin scripts
-over these functions.
+over these functions; where they train (one device, the local devices, a
+cluster of processes) is `keras_residual.distribution`'s.
 """
 
 from __future__ import annotations

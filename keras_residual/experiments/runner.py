@@ -543,8 +543,11 @@ def train_run(
         # their copies of the logs to a temporary folder.
         write_dir = setup.output_dir(run_dir)
         os.makedirs(write_dir, exist_ok=True)
-        with open(os.path.join(write_dir, "settings.json"), "w") as f:
+        # Written whole, then renamed: another process of a cluster may be reading it.
+        with open(os.path.join(write_dir, "settings.json.tmp"), "w") as f:
             json.dump(settings, f, indent=1)
+        os.replace(os.path.join(write_dir, "settings.json.tmp"),
+                   os.path.join(write_dir, "settings.json"))
         training.add_weight_decay(model, recipe.weight_decay)
         blocks = len(graph.blocks(model, nested=True))
         model.compile(
