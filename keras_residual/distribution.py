@@ -166,6 +166,17 @@ class DistributionSetup:
         """
         return _ProcessArrays(self, x, y, global_batch_size, shuffle, pad)
 
+    def sync(self, name: str) -> None:
+        """Waits until every process has come here (at once with one process).
+
+        For files: what the chief wrote before `sync(name)` every process
+        reads after it. Uses `jax.experimental.multihost_utils.sync_global_devices`.
+        """
+        if self.num_processes > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(name)
+
     def output_dir(self, out_dir: str) -> str:
         """`out_dir` for the chief; a fresh temporary folder for the other processes."""
         return out_dir if self.is_chief else tempfile.mkdtemp(prefix="keras_residual_process_")

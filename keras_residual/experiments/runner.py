@@ -475,8 +475,7 @@ def _check_saved_run(run_dir: str, settings: dict, on_mismatch: str) -> None:
         return
     if on_mismatch == "rerun":
         print(f"Rerunning {run_dir}: its saved run had other settings ({'; '.join(differences)})")
-        if training.distribution_setup().is_chief:
-            shutil.rmtree(run_dir)
+        shutil.rmtree(run_dir)
         return
     raise ValueError(
         f"{run_dir} holds a run with other settings, so its result would not be this run's: "
@@ -532,7 +531,11 @@ def train_run(
     with setup.scope():
         model = build()
         settings = run_settings(model, data, recipe, seed)
-        _check_saved_run(run_dir, settings, on_mismatch)
+        # In a cluster the chief alone checks (and, with on_mismatch="rerun", clears) the saved
+        # run; the others look at run_dir only once it is done.
+        if setup.is_chief:
+            _check_saved_run(run_dir, settings, on_mismatch)
+        setup.sync(f"keras_residual: {run_dir} checked")
         if os.path.exists(os.path.join(run_dir, "result.json")):
             with open(os.path.join(run_dir, "result.json")) as f:
                 result = json.load(f)
@@ -543,11 +546,8 @@ def train_run(
         # their copies of the logs to a temporary folder.
         write_dir = setup.output_dir(run_dir)
         os.makedirs(write_dir, exist_ok=True)
-        # Written whole, then renamed: another process of a cluster may be reading it.
-        with open(os.path.join(write_dir, "settings.json.tmp"), "w") as f:
+        with open(os.path.join(write_dir, "settings.json"), "w") as f:
             json.dump(settings, f, indent=1)
-        os.replace(os.path.join(write_dir, "settings.json.tmp"),
-                   os.path.join(write_dir, "settings.json"))
         training.add_weight_decay(model, recipe.weight_decay)
         blocks = len(graph.blocks(model, nested=True))
         model.compile(
