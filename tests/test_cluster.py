@@ -78,14 +78,18 @@ def finish(procs: list[subprocess.Popen], timeout: float) -> list[str]:
     outputs = []
     try:
         for proc in procs:
-            outputs.append(proc.communicate(timeout=max(1.0, deadline - time.monotonic()))[0])
+            outputs.append(proc.communicate(timeout=max(0.1, deadline - time.monotonic()))[0])
             assert proc.returncode == 0, outputs[-1][-4000:]
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
+        kill(procs)
     return outputs
+
+
+def kill(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
 
 
 def load_script(name: str):
@@ -133,8 +137,10 @@ def test_two_processes_train_like_one(tmp_path, capsys):
         load_script("degradation").main(["--quick", "--depths", "8", "--no-progress",
                                          "--out", f"{reference}/degradation"])
         single_log = capsys.readouterr().out
-    finally:
-        logs = finish(procs, timeout=240)
+    except BaseException:
+        kill(procs)
+        raise
+    logs = finish(procs, timeout=240)
     cluster = tmp_path / "cluster"
 
     for i, log in enumerate(logs):
@@ -174,11 +180,11 @@ def test_two_processes_train_like_one(tmp_path, capsys):
     assert len(files_under(cluster)) == len(files_under(reference))
     assert [f for f in files_under(cluster) if "events" not in f] == [
         f for f in files_under(reference) if "events" not in f]
-    theirs = files_under(tmp_path / "tmp1")
+    theirs = [f for f in files_under(tmp_path / "tmp1") if "keras_residual_process_" in f]
     assert not any(f.endswith("model.keras") for f in theirs)
     assert any(f.endswith("epoch_001.weights.h5") for f in theirs)
     assert any(f.endswith("results.json") for f in theirs)
-    assert files_under(tmp_path / "tmp0") == []
+    assert not [f for f in files_under(tmp_path / "tmp0") if "keras_residual_process_" in f]
 
 
 @pytest.mark.backends("jax", reason=CLUSTER_REASON)
