@@ -178,8 +178,8 @@ class ExperimentData:
         return 10
 
     def steps_per_epoch(self, batch_size: int) -> int:
-        """Optimizer steps per epoch: the last partial batch counts for MNIST, not for CIFAR."""
-        if self.mean is None:
+        """Optimizer steps per epoch: the last partial batch counts for MNIST (in one process), not for CIFAR."""
+        if self.mean is None and training.distribution_setup().num_processes == 1:
             return math.ceil(len(self.x_train) / batch_size)
         return max(1, len(self.x_train) // batch_size)
 
