@@ -38,6 +38,7 @@ PUBLIC_MODULES = (
     "keras_residual.models",
     "keras_residual.graph",
     "keras_residual.training",
+    "keras_residual.distribution",
     "keras_residual.datasets",
     "keras_residual.viz",
     "keras_residual.lesion",

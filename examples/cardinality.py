@@ -81,6 +81,10 @@ def main(argv: list[str] | None = None) -> dict:
         >>> main(["--quick", "--out", "/tmp/cardinality"])  # doctest: +SKIP
     """
     args = parse_args(argv)
+    # The distribution first: joining a cluster must precede anything that starts JAX.
+    from keras_residual.distribution import distribution_setup
+
+    out = distribution_setup().output_dir(args.out)  # results and figures: the chief's only
     from keras_residual.experiments import networks, published
     from keras_residual.experiments.results import cardinality_results
     from keras_residual.experiments.runner import prepare, run_variants, write_results
@@ -107,7 +111,7 @@ def main(argv: list[str] | None = None) -> dict:
                              progress=not args.no_progress)
     settings["seconds"] = round(time.time() - start, 1)
     results = cardinality_results(summaries, cardinalities, blocks, settings)
-    path = write_results(args.out, results)
+    path = write_results(out, results)
     from keras_residual.experiments.plots import plot_table
     from keras_residual.viz.plots import save_figure
 
@@ -115,7 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
                                          for c in cardinalities},
                      "Xie et al. 2017, Table 3 (ours: MNIST-scale ResNeXt)",
                      "Xie et al. 2017, ResNeXt-50, ImageNet top-1")
-    figure = save_figure(fig, f"{args.out}/cardinality.png")
+    figure = save_figure(fig, f"{out}/cardinality.png")
     print(cardinality_table(results))
     print(f"Wrote {path} and {figure} ({settings['seconds']:.0f} s)")
     return results

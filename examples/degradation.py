@@ -86,6 +86,10 @@ def main(argv: list[str] | None = None) -> dict:
         >>> main(["--quick", "--out", "/tmp/degradation"])  # doctest: +SKIP
     """
     args = parse_args(argv)
+    # The distribution first: joining a cluster must precede anything that starts JAX.
+    from keras_residual.distribution import distribution_setup
+
+    out = distribution_setup().output_dir(args.out)  # results and figures: the chief's only
     from keras_residual.experiments import networks, tables
     from keras_residual.experiments.results import degradation_results
     from keras_residual.experiments.runner import prepare, run_variants, write_results
@@ -107,11 +111,11 @@ def main(argv: list[str] | None = None) -> dict:
                              progress=not args.no_progress)
     settings["seconds"] = round(time.time() - start, 1)
     results = degradation_results(summaries, depths, settings)
-    path = write_results(args.out, results)
+    path = write_results(out, results)
     from keras_residual.experiments.plots import plot_degradation
     from keras_residual.viz.plots import save_figure
 
-    figure = save_figure(plot_degradation(results), f"{args.out}/degradation.png")
+    figure = save_figure(plot_degradation(results), f"{out}/degradation.png")
     print(tables.degradation_table(results))
     print(f"Wrote {path} and {figure} ({settings['seconds']:.0f} s)")
     return results

@@ -84,6 +84,10 @@ def main(argv: list[str] | None = None) -> dict:
         >>> main(["--quick", "--out", "/tmp/identity"])  # doctest: +SKIP
     """
     args = parse_args(argv)
+    # The distribution first: joining a cluster must precede anything that starts JAX.
+    from keras_residual.distribution import distribution_setup
+
+    out = distribution_setup().output_dir(args.out)  # results and figures: the chief's only
     from keras_residual.experiments import published
     from keras_residual.experiments.results import identity_mappings_results
     from keras_residual.experiments.runner import prepare, run_variants, write_results
@@ -102,7 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
     settings["seconds"] = round(time.time() - start, 1)
     tables = ("1", "2") if args.table == "both" else (args.table,)
     results = identity_mappings_results(summaries, depth, settings, tables, original=ORIGINAL)
-    path = write_results(args.out, results)
+    path = write_results(out, results)
     from keras_residual.experiments.plots import plot_table
     from keras_residual.viz.plots import save_figure
 
@@ -112,7 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
         if key in results:
             fig = plot_table(results[key], table, f"He et al. 2016, {title} (ours: ResNet-{depth})",
                              "He et al. 2016, ResNet-110, CIFAR-10")
-            figures.append(save_figure(fig, f"{args.out}/identity_mappings_{key}.png"))
+            figures.append(save_figure(fig, f"{out}/identity_mappings_{key}.png"))
     print(identity_tables(results))
     print(f"Wrote {path} and {', '.join(figures)} ({settings['seconds']:.0f} s)")
     return results

@@ -11,6 +11,9 @@ stochastic depth vs normal training (Fig. 8), and effective-path training
     python examples/lesion_study.py --load models/ --out out/       # reuse trained nets
     python examples/lesion_study.py --preset cifar110            # ResNet-110 vs VGG-15, 164 epochs
     python examples/lesion_study.py --keras-hub resnet_50_imagenet  # a pretrained ImageNet net
+    python examples/lesion_study.py --preset fig8 --seeds 4 --shard 0/2 --out fig8_0  # process 0
+    python examples/lesion_study.py --preset fig8 --seeds 4 --shard 1/2 --out fig8_1  # process 1
+    python examples/lesion_study.py --preset fig8 --merge fig8_0 fig8_1 --out fig8    # one file
 
 MNIST networks (`--arch`, for `--preset mnist`): "mlp" (default) is a
 12-block pre-activation residual MLP (width 64) and the same MLP without
@@ -49,6 +52,23 @@ import sys
 from collections.abc import Callable
 
 
+def shard_of(text: str) -> tuple[int, int]:
+    """`--shard I/N` as `(I, N)`, with 0 <= I < N.
+
+    Example:
+        >>> shard_of("1/4")
+        (1, 4)
+    """
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        index, count = -1, 0
+    if not 0 <= index < count:
+        raise argparse.ArgumentTypeError(
+            f"--shard is I/N with 0 <= I < N, e.g. 0/2 and 1/2. Received: {text!r}")
+    return index, count
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line; standard library only, so it answers before Keras loads."""
     parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -77,6 +97,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "access and keras-hub: pip install keras-residual[hub])")
     parser.add_argument("--images", default=None,
                         help="image folder for --keras-hub (None: sklearn's sample photos)")
+    parser.add_argument("--shard", default=None, type=shard_of, metavar="I/N",
+                        help="fig8: run only seeds I, I+N, I+2N, ... (N processes, I = 0 ... N-1, "
+                             "each with its own --out); --merge combines their results.json")
+    parser.add_argument("--merge", nargs="+", default=None, metavar="DIR",
+                        help="fig8: merge the shards' DIR/results.json into --out/results.json "
+                             "(and results.md), the file one unsharded run writes; trains nothing")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke test of every study: 1 epoch on 1,000 digits, 500 test "
                              "digits, 1 random draw per point, every third path length; "
@@ -370,11 +396,22 @@ SETTINGS = {
 
 
 def fig8_main(args: argparse.Namespace) -> int:
-    """`--preset fig8`: Veit et al. (2016), Fig. 8 on the 12-block MNIST conv ResNet, per seed."""
+    """`--preset fig8`: Veit et al. (2016), Fig. 8 on the 12-block MNIST conv ResNet, per seed.
+
+    `--shard I/N` runs every N-th seed from I; `--merge` combines the shards.
+    """
     import json
 
-    from keras_residual.experiments.resilience import fig8_study, fig8_table
+    from keras_residual.experiments.resilience import fig8_study, fig8_table, merge_fig8
 
+    if args.merge:
+        shards = []
+        for folder in args.merge:
+            with open(os.path.join(folder, "results.json")) as file:
+                shards.append(json.load(file))
+        result = merge_fig8(shards)
+        print(f"[lesion] merged {len(shards)} shards: seeds {result['seed_ids']}")
+        return _write_fig8(result, args.out, fig8_table)
     data = _mnist(False)
     epochs = args.epochs or SETTINGS["conv"].epochs
     if args.quick:
@@ -384,15 +421,21 @@ def fig8_main(args: argparse.Namespace) -> int:
     print(f"[lesion] data: {data.source}")
     result = fig8_study(lambda survival: mnist_conv(final_survival=survival), data,
                         seeds=args.seeds, epochs=epochs, batch_size=SETTINGS["conv"].batch_size,
-                        progress=not args.quick)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "results.json"), "w") as file:
+                        progress=not args.quick, shard=args.shard or (0, 1))
+    return _write_fig8(result, args.out, fig8_table)
+
+
+def _write_fig8(result: dict, out: str, table_of: Callable[[dict], str]) -> int:
+    import json
+
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "results.json"), "w") as file:
         json.dump(result, file, indent=1)
-    table = fig8_table(result)
-    with open(os.path.join(args.out, "results.md"), "w") as file:
+    table = table_of(result)
+    with open(os.path.join(out, "results.md"), "w") as file:
         file.write(table)
     print(table)
-    print(f"[lesion] {os.path.join(args.out, 'results.json')}")
+    print(f"[lesion] {os.path.join(out, 'results.json')}")
     return 0
 
 
@@ -415,6 +458,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.preset == "resnet110":
         args.preset = "cifar110"
+    if (args.shard or args.merge) and args.preset != "fig8":
+        print("[lesion] --shard and --merge split --preset fig8 by seed; the other presets run "
+              "in one process")
+        return 1
     if args.preset == "fig8":
         return fig8_main(args)
     if args.preset == "ensemble54":

@@ -12,7 +12,10 @@ for the pre-activation ResNet-110 (He et al. 2016, Table 2).
 
 A shorter run (`--iterations 6400`) keeps the learning-rate drops at 1/2 and
 3/4 of it. The test set is the validation data, as in the paper's tables.
-Rerunning the same command resumes from `--out/backup`.
+Rerunning the same command resumes from `--out/backup`; with `--seed`, on the
+batches an uninterrupted run would have seen. On JAX the same command runs in
+several processes when the KERAS_DISTRIBUTION_* variables are set (README,
+"Past one machine"); `--batch-size` is then the global batch.
 """
 
 from __future__ import annotations
@@ -92,7 +95,12 @@ def main(argv: list[str] | None = None) -> keras.callbacks.History:
         >>> main(["--model", "cifar_resnet", "--depth", "110"])  # doctest: +SKIP
     """
     args = parse_args(argv)
-    # Keras (and TensorFlow) load only now: --help and usage errors answer at once.
+    # Keras (and TensorFlow) load only now: --help and usage errors answer at once. The
+    # distribution comes first: joining a cluster must precede anything that starts JAX.
+    from keras_residual.distribution import distribution_setup
+
+    setup = distribution_setup()
+    print(f"Distribution: {setup.description}")
     import keras
 
     from keras_residual import models, training
@@ -101,7 +109,10 @@ def main(argv: list[str] | None = None) -> keras.callbacks.History:
     if args.quick:
         args.depth, args.iterations, args.batch_size = 8, 5, 8
         if args.data is None and not args.download:
-            args.data = write_random_npz(os.path.join(args.out, "quick_cifar.npz"))
+            path = os.path.join(setup.output_dir(args.out), "quick_cifar.npz")
+            args.data = write_random_npz(path)
+    if args.seed is None and setup.num_processes > 1:
+        args.seed = 0  # every process must shuffle and augment alike to split the same batches
     if args.seed is not None:
         keras.utils.set_random_seed(args.seed)
     if args.mixed_precision:
@@ -109,13 +120,11 @@ def main(argv: list[str] | None = None) -> keras.callbacks.History:
     data = load_cifar10(args.data, download=args.download)
     print(f"CIFAR-10 from {data.source}: {len(data.x_train)} training, {len(data.x_test)} test images")
     mean = per_pixel_mean(data.x_train)
-    train = cifar_dataset(data.x_train, data.y_train, mean, args.batch_size, training=True, seed=args.seed)
-    test = cifar_dataset(data.x_test, data.y_test, mean, args.batch_size)
+    test = setup.process_batches(
+        cifar_dataset(data.x_test, data.y_test, mean, args.batch_size), args.batch_size, pad=True)
     steps_per_epoch = min(args.iterations, max(1, len(data.x_train) // args.batch_size))
 
-    scope, description = training.distribution_scope()
-    print(f"Distribution: {description}")
-    with scope:
+    with setup.scope():
         model = models.get_model(
             f"{args.model}{args.depth}", classes=10, **json.loads(args.model_kwargs)
         )
@@ -132,6 +141,15 @@ def main(argv: list[str] | None = None) -> keras.callbacks.History:
             f"{args.weight_decay} on {len(decayed)} kernels; learning rate {args.learning_rate:g} "
             f"divided by 10 at iterations {schedule.boundaries}, stop at {args.iterations}"
         )
+        # A rerun resumes from the last finished epoch: with --seed the batch stream repeats,
+        # and skipping what the backup trained on gives the uninterrupted run's batches.
+        done = training.restore_backup(model, args.out)
+        if done:
+            print(f"Resuming from {args.out}/backup after {done} iterations")
+        # Global batches, the same in every process; each process feeds its part of each.
+        train = setup.process_batches(
+            cifar_dataset(data.x_train, data.y_train, mean, args.batch_size, training=True,
+                          seed=args.seed).skip(done), args.batch_size)
         # fit inside the scope too: on JAX it shards batches by the current distribution.
         history = model.fit(
             train,
@@ -143,7 +161,7 @@ def main(argv: list[str] | None = None) -> keras.callbacks.History:
         )
     error = 100.0 * (1.0 - history.history["val_accuracy"][-1])
     print(f"Test error after {int(model.optimizer.iterations)} iterations: {error:.2f}%")
-    if training.is_chief(os.environ.get("TF_CONFIG")):
+    if setup.is_chief:
         path = os.path.join(args.out, "model.keras")
         model.save(path)
         print(f"Saved {path}")

@@ -12,8 +12,10 @@ preprocessing.
         --batch-size 256 --epochs 90 --mixed-precision --xla --out runs/resnet50
 
 `--data` holds `train/` and optionally `val/`, each with one subfolder per
-class. Training uses every local GPU (MirroredStrategy), or a cluster when
-TF_CONFIG is set (MultiWorkerMirroredStrategy). Rerunning the same command
+class. Training uses every local GPU (MirroredStrategy on TensorFlow,
+DataParallel on JAX), or, on JAX, a cluster of processes when the
+KERAS_DISTRIBUTION_* variables are set (README, "Past one machine").
+Rerunning the same command
 after an interruption resumes from `--out/backup`; TensorBoard logs are in
 `--out/logs`, per-epoch weights in `--out/checkpoints`, the final model in
 `--out/model.keras`.
@@ -113,12 +115,12 @@ def write_random_image_folder(root: str, classes: int = 3, per_class: int = 4) -
     return root
 
 
-def apply_quick(args: argparse.Namespace) -> None:
-    """--quick: the tiny settings of `QUICK`, and random images when no --data is given."""
+def apply_quick(args: argparse.Namespace, out: str | None = None) -> None:
+    """--quick: the tiny settings of `QUICK`, and random images (in `out`, default --out) when no --data is given."""
     for key, value in QUICK.items():
         setattr(args, key, value)
     if args.data is None:
-        args.data = write_random_image_folder(os.path.join(args.out, "quick_data"))
+        args.data = write_random_image_folder(os.path.join(out or args.out, "quick_data"))
 
 
 def main(argv: list[str] | None = None) -> keras.callbacks.History:
@@ -128,7 +130,12 @@ def main(argv: list[str] | None = None) -> keras.callbacks.History:
         >>> main(["--data", "imagenet/", "--model", "resnet50"])  # doctest: +SKIP
     """
     args = parse_args(argv)
-    # Keras and TensorFlow load only now: --help and usage errors answer at once.
+    # Keras and TensorFlow load only now: --help and usage errors answer at once. The
+    # distribution comes first: joining a cluster must precede anything that starts JAX.
+    from keras_residual.distribution import distribution_setup
+
+    setup = distribution_setup()
+    print(f"Distribution: {setup.description}")
     import keras
     import tensorflow as tf
 
@@ -136,7 +143,9 @@ def main(argv: list[str] | None = None) -> keras.callbacks.History:
     from keras_residual.datasets.images import image_folder_dataset, preprocessing_mode
 
     if args.quick:
-        apply_quick(args)
+        apply_quick(args, setup.output_dir(args.out))
+    if args.seed is None and setup.num_processes > 1:
+        args.seed = 0  # every process must shuffle alike to split the same batches
     if args.seed is not None:
         keras.utils.set_random_seed(args.seed)
     if args.mixed_precision:
@@ -164,12 +173,10 @@ def main(argv: list[str] | None = None) -> keras.callbacks.History:
             val_dir, args.image_size, args.batch_size, preprocessing=preprocessing
         )
         print(f"Validation data: {val.source}")
-        validation = val.dataset.map(one_hot)
+        validation = setup.process_batches(val.dataset.map(one_hot), args.batch_size, pad=True)
     steps_per_epoch = args.steps_per_epoch or max(1, train.num_images // args.batch_size)
 
-    scope, description = training.distribution_scope()
-    print(f"Distribution: {description}")
-    with scope:
+    with setup.scope():
         model = models.get_model(
             args.model,
             input_shape=(args.image_size, args.image_size, 3),
@@ -198,7 +205,8 @@ def main(argv: list[str] | None = None) -> keras.callbacks.History:
         )
         # fit inside the scope too: on JAX it shards batches by the current distribution.
         history = model.fit(
-            train.dataset.map(one_hot),
+            # Global batches, the same images in every process; each feeds its part of each.
+            setup.process_batches(train.dataset.map(one_hot), args.batch_size),
             epochs=args.epochs,
             steps_per_epoch=steps_per_epoch,
             validation_data=validation,
@@ -206,7 +214,7 @@ def main(argv: list[str] | None = None) -> keras.callbacks.History:
             callbacks=training.training_callbacks(args.out),
             verbose=1,
         )
-    if training.is_chief(os.environ.get("TF_CONFIG")):
+    if setup.is_chief:
         path = os.path.join(args.out, "model.keras")
         model.save(path)
         print(f"Saved {path}")

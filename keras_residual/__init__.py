@@ -8,7 +8,8 @@ Subpackages: `blocks` (block factories), `models` (ResNet, ResNeXt, CIFAR and
 small builders), `viz` (receptive fields, top-k patches, guided backprop,
 images, callbacks), `lesion` (deletion, reordering, path statistics),
 `surgery` (new models with blocks inserted, deleted or reordered),
-`datasets`, `training`. `probe(model, paths)` reaches any nested layer;
+`datasets`, `training`, `distribution` (one device, local devices or a cluster
+of processes). `probe(model, paths)` reaches any nested layer;
 `summary(model)` prints the layers with the parts inside every block;
 `graph` walks, traces, rebuilds and clones models (the one graph walker).
 """
@@ -22,7 +23,7 @@ from typing import Any
 # visualization (matplotlib), datasets (TensorFlow for tf.data), experiments,
 # surgery -- loads on first use, so that `import keras_residual` on JAX or
 # PyTorch imports neither TensorFlow nor matplotlib.
-from keras_residual import blocks, graph, models, training  # noqa: E402,I001
+from keras_residual import blocks, distribution, graph, models, training  # noqa: E402,I001
 from keras_residual.graph import list_paths, residual_layers, resolve_path
 from keras_residual.lesion_state import (
     LesionState,
@@ -83,6 +84,7 @@ __all__ = [
     "ZeroPadShortcut",
     "blocks",
     "datasets",
+    "distribution",
     "graph",
     "experiments",
     "lesion",

@@ -1,4 +1,4 @@
-"""The reusable parts of the training recipes: learning-rate schedules, weight decay, distribution.
+"""The reusable parts of the training recipes: learning-rate schedules, weight decay, resume.
 
 The ImageNet recipe is He et al., "Deep Residual Learning for Image
 Recognition" (2015), Sec. 3.4: SGD with momentum 0.9, weight decay 1e-4,
@@ -12,20 +12,25 @@ Sec. 4.2: batch 128, learning rate 0.1 divided by 10 at 32k and 48k
 iterations, stop at 64k.
 
 `examples/train_imagenet.py` and `examples/train_cifar.py` are thin scripts
-over these functions.
+over these functions; where they train (one device, the local devices, a
+cluster of processes) is `keras_residual.distribution`'s.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 
 import keras
 from keras import ops
+
+from keras_residual.distribution import (  # noqa: F401  (part of this module's API)
+    distribution_setup,
+    is_chief,
+    strategy_kind,
+)
 
 DECAYS = ("step", "cosine")
 
@@ -267,57 +272,12 @@ def add_weight_decay(model: keras.Model, weight_decay: float = 1e-4) -> list:
     return variables
 
 
-def is_chief(tf_config: str | None) -> bool:
-    """Whether this process is the chief of a TF_CONFIG cluster (True without a cluster).
-
-    The chief is the task of type "chief", or worker 0 where the cluster has
-    no chief; only it keeps checkpoints and logs.
-
-    Example:
-        >>> from keras_residual.training import is_chief
-        >>> is_chief('{"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 1}}')
-        False
-    """
-    if not tf_config:
-        return True
-    config = json.loads(tf_config)
-    task = config.get("task", {})
-    cluster = config.get("cluster", {})
-    if task.get("type") == "chief":
-        return True
-    return "chief" not in cluster and task.get("type") == "worker" and task.get("index", 0) == 0
-
-
-def strategy_kind(tf_config: str | None, num_gpus: int) -> str:
-    """Which `tf.distribute` strategy the scripts use: "multi_worker", "mirrored" or "default".
-
-    MultiWorkerMirroredStrategy when TF_CONFIG names a cluster, MirroredStrategy
-    over all local GPUs when there are several, else the default strategy.
-
-    Example:
-        >>> from keras_residual.training import strategy_kind
-        >>> strategy_kind(None, 4), strategy_kind(None, 1)
-        ('mirrored', 'default')
-    """
-    if tf_config and json.loads(tf_config).get("cluster"):
-        return "multi_worker"
-    return "mirrored" if num_gpus > 1 else "default"
-
-
 def distribution_scope() -> tuple[contextlib.AbstractContextManager, str]:
-    """A scope to build, compile and fit a model in, spreading training over all local devices.
+    """`(scope, description)` of this process' `distribution.distribution_setup()`.
 
-    TensorFlow: a `tf.distribute` strategy chosen by `strategy_kind` from
-    TF_CONFIG and the visible GPUs. JAX: `keras.distribution.DataParallel`
-    over all devices when there are several, made current only while the
-    scope is entered (and the previous distribution restored on exit), so
-    calling this function changes nothing global. PyTorch: one device.
-
-    Returns:
-        `(scope, description)`: enter `scope` around model building,
-        `compile` and `fit` (on JAX `fit` shards its batches by the current
-        distribution); `description` says what was chosen.
-        `distribution_description()` gives the description alone.
+    Kept for scripts written against earlier versions; new code calls
+    `keras_residual.distribution.distribution_setup()` first thing in `main`
+    and enters `setup.scope()` around model building, `compile` and `fit`.
 
     Example:
         >>> from keras_residual.training import distribution_scope
@@ -325,50 +285,8 @@ def distribution_scope() -> tuple[contextlib.AbstractContextManager, str]:
         >>> with scope:
         ...     pass
     """
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        scope = _tensorflow_scope()
-    elif backend == "jax" and len(keras.distribution.list_devices()) > 1:
-        # Distribution.scope() makes it current on entry and restores the previous one on exit.
-        devices = keras.distribution.list_devices()
-        scope = keras.distribution.DataParallel(devices=devices).scope()
-    else:
-        scope = contextlib.nullcontext()
-    return scope, distribution_description()
-
-
-def distribution_description() -> str:
-    """What `distribution_scope` would choose, without creating or setting anything.
-
-    Example:
-        >>> from keras_residual.training import distribution_description
-        >>> distribution_description().split(":")[0] in ("tensorflow", "jax", "torch")
-        True
-    """
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        gpus = len(tf.config.list_logical_devices("GPU"))
-        strategy = {"multi_worker": "MultiWorkerMirroredStrategy", "mirrored": "MirroredStrategy",
-                    "default": "the default strategy"}[strategy_kind(os.environ.get("TF_CONFIG"), gpus)]
-        return f"tensorflow: {strategy} over {max(gpus, 1)} local device(s)"
-    if backend == "jax":
-        devices = len(keras.distribution.list_devices())
-        return f"jax: DataParallel over {devices} devices" if devices > 1 else "jax: one device"
-    return f"{backend}: one device"
-
-
-def _tensorflow_scope() -> contextlib.AbstractContextManager:
-    import tensorflow as tf
-
-    gpus = tf.config.list_logical_devices("GPU")
-    kind = strategy_kind(os.environ.get("TF_CONFIG"), len(gpus))
-    if kind == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy().scope()
-    if kind == "mirrored":
-        return tf.distribute.MirroredStrategy().scope()
-    return tf.distribute.get_strategy().scope()
+    setup = distribution_setup()
+    return setup.scope(), setup.description
 
 
 class StopAtStep(keras.callbacks.Callback):
@@ -408,9 +326,12 @@ def training_callbacks(out_dir: str) -> list:
     - `out_dir/checkpoints/epoch_XXX.weights.h5`: the weights after every epoch.
     - `out_dir/logs`: TensorBoard scalars (loss, metrics, learning rate).
 
-    Under MultiWorkerMirroredStrategy only the chief (see `is_chief`) writes
-    to `out_dir`; the other workers write to a temporary folder, since all
-    workers must run the callbacks.
+    In a cluster (`distribution.distribution_setup()`) only the chief,
+    process 0, writes to `out_dir`. The other processes run the same callbacks
+    (saving creates variables, which under a multi-process distribution every
+    process must do together) into a temporary folder, and on a restart
+    restore from the chief's backup (`RestoreOnly`): `out_dir` must be a
+    folder every process reads (shared storage across machines).
 
     Example:
         >>> import tempfile
@@ -418,9 +339,11 @@ def training_callbacks(out_dir: str) -> list:
         >>> [type(c).__name__ for c in training_callbacks(tempfile.mkdtemp())]
         ['BackupAndRestore', 'ModelCheckpoint', 'TensorBoard']
     """
-    if not is_chief(os.environ.get("TF_CONFIG")):
-        out_dir = tempfile.mkdtemp(prefix="keras_residual_worker_")
+    setup = distribution_setup()
+    restore = [] if setup.is_chief else [RestoreOnly(os.path.join(out_dir, "backup"))]
+    out_dir = setup.output_dir(out_dir)
     return [
+        *restore,
         keras.callbacks.BackupAndRestore(os.path.join(out_dir, "backup")),
         keras.callbacks.ModelCheckpoint(
             os.path.join(out_dir, "checkpoints", "epoch_{epoch:03d}.weights.h5"),
@@ -429,3 +352,73 @@ def training_callbacks(out_dir: str) -> list:
         keras.callbacks.TensorBoard(os.path.join(out_dir, "logs")),
     ]
 
+
+class RestoreOnly(keras.callbacks.Callback):
+    """Restores a run from a `BackupAndRestore` backup that another process writes.
+
+    The processes of a cluster hold the same weights; the chief backs them up,
+    and on a restart every process starts from that backup.
+
+    Example:
+        >>> import keras, numpy as np, tempfile
+        >>> from keras_residual.training import RestoreOnly
+        >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        >>> model.compile("sgd", "mse")
+        >>> folder = tempfile.mkdtemp()
+        >>> _ = model.fit(np.ones((4, 2)), np.ones((4, 1)), epochs=2, verbose=0, callbacks=[
+        ...     keras.callbacks.BackupAndRestore(folder, delete_checkpoint=False)])
+        >>> history = model.fit(np.ones((4, 2)), np.ones((4, 1)), epochs=3, verbose=0,
+        ...                     callbacks=[RestoreOnly(folder)])
+        >>> history.epoch
+        [2]
+    """
+
+    def __init__(self, backup_dir: str):
+        super().__init__()
+        self.backup = keras.callbacks.BackupAndRestore(backup_dir)
+
+    def set_model(self, model):
+        super().set_model(model)
+        self.backup.set_model(model)
+
+    def on_train_begin(self, logs=None):
+        self.backup.on_train_begin(logs)
+
+
+def restore_backup(model: keras.Model, out_dir: str) -> int:
+    """Restores a compiled model from `out_dir/backup`; returns the optimizer steps already taken.
+
+    The backup is the one `training_callbacks(out_dir)` keeps
+    (`keras.callbacks.BackupAndRestore`, written at the end of every epoch).
+    `fit` restores it again by itself; calling this first tells a script how
+    many batches of a seeded, repeatable data stream the run has trained on,
+    so that it can skip them (`dataset.skip(steps)`) and a resumed run trains
+    on exactly the batches of an uninterrupted one. Returns 0, and changes
+    nothing, where there is no backup.
+
+    Example:
+        >>> import keras, numpy as np, tempfile
+        >>> from keras_residual.training import restore_backup, training_callbacks
+        >>> def compiled():
+        ...     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        ...     model.compile("sgd", "mse")
+        ...     return model
+        >>> out, model = tempfile.mkdtemp(), compiled()
+        >>> restore_backup(model, out)
+        0
+        >>> class Preempted(keras.callbacks.Callback):  # the job is killed in epoch 2 (0-based)
+        ...     def on_train_batch_begin(self, batch, logs=None):
+        ...         if int(self.model.optimizer.iterations) == 7:
+        ...             raise KeyboardInterrupt
+        >>> try:
+        ...     model.fit(np.ones((6, 2)), np.ones((6, 1)), batch_size=2, epochs=5, verbose=0,
+        ...               callbacks=[*training_callbacks(out), Preempted()])
+        ... except KeyboardInterrupt:
+        ...     pass
+        >>> restore_backup(compiled(), out)  # two finished epochs of three steps
+        6
+    """
+    backup = keras.callbacks.BackupAndRestore(os.path.join(out_dir, "backup"))
+    backup.set_model(model)
+    backup.on_train_begin()
+    return int(ops.convert_to_numpy(model.optimizer.iterations))

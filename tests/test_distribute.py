@@ -107,17 +107,21 @@ def test_mirrored_and_mixed_precision_training_match_single_device():
 def test_jax_distribution_is_set_only_inside_the_scope(monkeypatch):
     import keras
 
-    from keras_residual import training
+    from keras_residual import distribution, training
 
     # Two entries for the one CPU: enough for DataParallel's mesh, no device flags needed.
     monkeypatch.setattr(keras.distribution, "list_devices", lambda: ["cpu:0", "cpu:0"])
+    monkeypatch.setattr(distribution, "_SETUP", None)  # this process' setup, made afresh
     assert keras.distribution.distribution() is None
-    assert training.distribution_description() == "jax: DataParallel over 2 devices"
+    setup = distribution.distribution_setup()
+    assert setup.description == "jax: DataParallel over 2 devices"
+    assert distribution.distribution_setup() is setup  # once per process
     scope, description = training.distribution_scope()
-    assert description == "jax: DataParallel over 2 devices"
+    assert description == setup.description
     assert keras.distribution.distribution() is None  # calling it sets nothing
-    with scope:
-        current = keras.distribution.distribution()
-        assert isinstance(current, keras.distribution.DataParallel)
-        assert current.device_mesh.shape == (2,)
-    assert keras.distribution.distribution() is None  # restored on exit
+    for _ in range(2):  # a fresh scope each time, entered as often as needed
+        with setup.scope():
+            current = keras.distribution.distribution()
+            assert isinstance(current, keras.distribution.DataParallel)
+            assert current.device_mesh.shape == (2,)
+        assert keras.distribution.distribution() is None  # restored on exit

@@ -215,23 +215,53 @@ def per_pixel_mean(images: np.ndarray) -> np.ndarray:
     return np.asarray(images, dtype=np.float64).mean(axis=0).astype(np.float32)
 
 
-def cifar_augment(image: tf.Tensor, seed: int | None = None) -> tf.Tensor:
+def cifar_augment(image: tf.Tensor, seed: int | tf.Tensor | None = None) -> tf.Tensor:
     """He et al.'s augmentation: pad 4 zero pixels per side, random 32x32 crop, random flip.
 
     Args:
         image: tensor (height, width, channels), already mean-subtracted
             (so the padding is the mean image).
-        seed: int or None. Op seed of the crop and the flip.
+        seed: int, shape-(2,) int tensor, or None. An int is the op seed of
+            TensorFlow's stateful crop and flip; a pair is a stateless seed
+            (`tf.image.stateless_random_crop`), whose result depends on the
+            pair alone, however many `tf.data` threads run.
 
     Example:
         >>> import tensorflow as tf
         >>> from keras_residual.datasets.cifar import cifar_augment
         >>> cifar_augment(tf.ones((32, 32, 3))).shape.as_list()
         [32, 32, 3]
+        >>> image = tf.random.normal((32, 32, 3))
+        >>> a, b = (cifar_augment(image, tf.constant([0, 7])) for _ in range(2))
+        >>> bool(tf.reduce_all(a == b))
+        True
     """
     padded = tf.pad(image, [[PAD, PAD], [PAD, PAD], [0, 0]])
-    crop = tf.image.random_crop(padded, tf.shape(image), seed=seed)
-    return tf.image.random_flip_left_right(crop, seed=seed)
+    if seed is None or isinstance(seed, int):
+        crop = tf.image.random_crop(padded, tf.shape(image), seed=seed)
+        return tf.image.random_flip_left_right(crop, seed=seed)
+    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    crop = tf.image.stateless_random_crop(padded, tf.shape(image), seed=crop_seed)
+    return tf.image.stateless_random_flip_left_right(crop, seed=flip_seed)
+
+
+def _seeded_stream(images: np.ndarray, labels: np.ndarray, seed: int) -> tf.data.Dataset:
+    """`(image, label, index)` forever: epoch `e` in the order `stateless_shuffle(seed, e)`.
+
+    The stream depends on `seed` alone. TensorFlow's `shuffle(seed=...)` with
+    `reshuffle_each_iteration` gives every new iterator of the same dataset
+    another order, and Keras may make more than one.
+    """
+    images, labels = tf.constant(images), tf.constant(labels)
+    seed = tf.constant(seed, tf.int64)
+
+    def epoch(e):
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(tf.shape(labels, out_type=tf.int64)[0]), seed=tf.stack([seed, e]))
+        return tf.data.Dataset.from_tensor_slices(order)
+
+    return tf.data.Dataset.counter().flat_map(epoch).enumerate().map(
+        lambda index, k: (tf.gather(images, k), tf.gather(labels, k), index))
 
 
 def cifar_dataset(
@@ -255,7 +285,10 @@ def cifar_dataset(
         mean: float array (32, 32, 3), the training set's `per_pixel_mean`.
         batch_size: int. Defaults to 128 (He et al.).
         training: bool. Augment, shuffle and repeat. Defaults to False.
-        seed: int or None. Shuffling and augmentation seed.
+        seed: int or None. Shuffling and augmentation seed. With a seed the
+            stream of batches is the same in every run, so that the processes
+            of a cluster can each take their part of the same global batch, and
+            a resumed run can skip the batches it already trained on.
 
     Example:
         >>> import numpy as np
@@ -271,14 +304,22 @@ def cifar_dataset(
         )
     mean = tf.constant(np.asarray(mean, dtype=np.float32))
 
-    def prepare(image, label):
+    def prepare(image, label, index=None):
         image = (tf.cast(image, tf.float32) - mean) / 255.0
         if training:
-            image = cifar_augment(image, seed=seed)
+            # With a seed, image `index` of the stream gets the stateless seed (seed, index): the
+            # same augmentation in every run and every process of a cluster.
+            stateless = None if index is None else tf.stack([tf.constant(seed, tf.int64), index])
+            image = cifar_augment(image, seed=stateless)
         return image, label
 
-    dataset = tf.data.Dataset.from_tensor_slices((images, np.asarray(labels, dtype=np.int32)))
-    if training:
-        dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True).repeat()
-    dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+    labels = np.asarray(labels, dtype=np.int32)
+    if training and seed is not None:
+        dataset = _seeded_stream(images, labels, seed).map(prepare,
+                                                           num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        dataset = tf.data.Dataset.from_tensor_slices((images, labels))
+        if training:
+            dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True).repeat()
+        dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.batch(batch_size, drop_remainder=training).prefetch(tf.data.AUTOTUNE)

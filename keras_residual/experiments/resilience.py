@@ -29,6 +29,7 @@ def fig8_study(
     final_survival: float = 0.5,
     precise_bn_batches: int = 50,
     progress: bool = False,
+    shard: tuple[int, int] = (0, 1),
 ) -> dict[str, Any]:
     """Single-block deletion of normal and stochastic-depth training, per seed (Fig. 8).
 
@@ -43,12 +44,18 @@ def fig8_study(
         final_survival: float. Survival of the last block. Defaults to 0.5 (the paper's).
         precise_bn_batches: int. Precise BatchNorm batches for both networks. Defaults to 50.
         progress: bool. Progress bars. Defaults to False.
+        shard: (i, n). Run only seeds i, i + n, i + 2n, ... of `range(seeds)`,
+            so that n processes split the study; `merge_fig8` combines their
+            results into the unsharded one (each seed is seeded on its own,
+            so a seed's numbers do not depend on the others). Defaults to
+            (0, 1), every seed.
 
     Returns:
-        dict with `blocks` (names), `downsampling` (flags), and for "normal"
-        and "stochastic_depth": `intact` (per seed), `errors` (seed x block)
-        and `increase_downsampling` / `increase_other` (per seed: mean error
-        increase over the intact network at downsampling / other blocks).
+        dict with `blocks` (names), `downsampling` (flags), `seed_ids` (the
+        seeds run), and for "normal" and "stochastic_depth": `intact` (per
+        seed), `errors` (seed x block) and `increase_downsampling` /
+        `increase_other` (per seed: mean error increase over the intact
+        network at downsampling / other blocks).
 
     Example:
         >>> from types import SimpleNamespace
@@ -68,30 +75,77 @@ def fig8_study(
     """
     from keras_residual.lesion import downsampling, residual_blocks, stochastic_depth_resilience
 
+    index, count = shard
+    if not 0 <= index < count:
+        raise ValueError(f"`shard` must be (i, n) with 0 <= i < n. Received: shard={shard}")
     blocks = residual_blocks(build(1.0))
     flags = np.array([downsampling(block) for block in blocks])
     result: dict[str, Any] = {"blocks": [b.name for b in blocks],
                               "downsampling": flags.tolist(), "final_survival": final_survival,
-                              "epochs": epochs, "seeds": seeds}
+                              "epochs": epochs, "seeds": seeds,
+                              "seed_ids": list(range(index, seeds, count))}
     runs = {"normal": [], "stochastic_depth": []}
-    for seed in range(seeds):
+    for seed in result["seed_ids"]:
         pair = stochastic_depth_resilience(
             build, (data.x_train, data.y_train), (data.x_test, data.y_test), epochs=epochs,
             batch_size=batch_size, final_survival=final_survival, seed=seed,
             progress=progress, precise_bn_batches=precise_bn_batches)
-        runs["normal"].append(pair.normal)
-        runs["stochastic_depth"].append(pair.stochastic_depth)
-    for name, singles in runs.items():
-        errors = np.array([s.errors for s in singles])
-        intact = np.array([s.intact_error for s in singles])
-        increase = errors - intact[:, None]
-        result[name] = {
-            "intact": intact.tolist(), "errors": errors.tolist(),
-            "increase_downsampling": (increase[:, flags].mean(1).tolist() if flags.any()
-                                      else []),
-            "increase_other": increase[:, ~flags].mean(1).tolist(),
-        }
+        runs["normal"].append((pair.normal.intact_error, pair.normal.errors))
+        runs["stochastic_depth"].append((pair.stochastic_depth.intact_error,
+                                         pair.stochastic_depth.errors))
+    for name, rows in runs.items():
+        result[name] = _per_seed(rows, flags)
     return result
+
+
+def _per_seed(rows: list, flags: np.ndarray) -> dict[str, list]:
+    """`intact`, `errors` and the mean increases of `(intact error, errors)` rows, one per seed."""
+    intact = np.array([row[0] for row in rows], dtype="float64").reshape(-1)
+    errors = np.array([row[1] for row in rows], dtype="float64").reshape(len(rows), len(flags))
+    increase = errors - intact[:, None]
+    return {
+        "intact": intact.tolist(), "errors": errors.tolist(),
+        "increase_downsampling": increase[:, flags].mean(1).tolist() if flags.any() else [],
+        "increase_other": increase[:, ~flags].mean(1).tolist(),
+    }
+
+
+def merge_fig8(shards: list[dict[str, Any]]) -> dict[str, Any]:
+    """The `fig8_study` result of all seeds, from the results of its shards (`shard=(i, n)`).
+
+    Raises:
+        ValueError: the shards ran other settings or networks, or their seeds
+            overlap or miss some of `range(seeds)`.
+
+    Example:
+        >>> def shard(seed, error):
+        ...     row = {"intact": [0.1], "errors": [[error, 0.1]],
+        ...            "increase_downsampling": [error - 0.1], "increase_other": [0.0]}
+        ...     return {"blocks": ["a", "b"], "downsampling": [True, False], "final_survival": 0.5,
+        ...             "epochs": 1, "seeds": 2, "seed_ids": [seed], "normal": row,
+        ...             "stochastic_depth": row}
+        >>> merged = merge_fig8([shard(1, 0.5), shard(0, 0.3)])
+        >>> merged["seed_ids"], merged["normal"]["errors"]
+        ([0, 1], [[0.3, 0.1], [0.5, 0.1]])
+    """
+    if not shards:
+        raise ValueError("`shards` is empty: pass the results of every shard.")
+    settings = ("blocks", "downsampling", "final_survival", "epochs", "seeds")
+    first = shards[0]
+    differing = [key for key in settings for other in shards[1:] if other[key] != first[key]]
+    seeds = sorted(seed for r in shards for seed in r["seed_ids"])
+    if differing or seeds != list(range(first["seeds"])):
+        raise ValueError(
+            "The shards are not one study split by seed: they differ in "
+            f"{sorted(set(differing)) or 'nothing'} and ran seeds {seeds} of "
+            f"{first['seeds']}. Received: {len(shards)} shard results")
+    flags = np.array(first["downsampling"], dtype=bool)
+    merged = {key: first[key] for key in settings} | {"seed_ids": seeds}
+    for name in ("normal", "stochastic_depth"):
+        rows = {seed: (r[name]["intact"][i], r[name]["errors"][i])
+                for r in shards for i, seed in enumerate(r["seed_ids"])}
+        merged[name] = _per_seed([rows[seed] for seed in seeds], flags)
+    return merged
 
 
 def fig8_table(result: dict[str, Any]) -> str:

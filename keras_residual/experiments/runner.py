@@ -178,23 +178,36 @@ class ExperimentData:
         return 10
 
     def steps_per_epoch(self, batch_size: int) -> int:
-        """Optimizer steps per epoch: the last partial batch counts for MNIST, not for CIFAR."""
-        if self.mean is None:
+        """Optimizer steps per epoch: the last partial batch counts for MNIST (in one process), not for CIFAR."""
+        if self.mean is None and training.distribution_setup().num_processes == 1:
             return math.ceil(len(self.x_train) / batch_size)
         return max(1, len(self.x_train) // batch_size)
 
     def fit_arguments(self, batch_size: int, seed: int) -> dict:
-        """Keyword arguments of `model.fit` (data, batching, validation): one epoch per pass."""
-        if self.mean is None:
+        """Keyword arguments of `model.fit` (data, batching, validation): one epoch per pass.
+
+        In a cluster (`keras_residual.distribution.distribution_setup()`) each
+        process feeds its part of every global batch of `batch_size` images:
+        the global batches are the single-process ones, except that an epoch's
+        last, shorter MNIST training batch is left out
+        (`DistributionSetup.process_arrays`).
+        """
+        setup = training.distribution_setup()
+        if self.mean is None and setup.num_processes == 1:
             return {"x": self.x_train, "y": self.y_train, "batch_size": batch_size, "shuffle": True,
                     "validation_data": (self.x_test, self.y_test)}
+        if self.mean is None:
+            return {"x": setup.process_arrays(self.x_train, self.y_train, batch_size, shuffle=True),
+                    "validation_data": setup.process_arrays(self.x_test, self.y_test, batch_size,
+                                                            pad=True)}
         from keras_residual.datasets.cifar import cifar_dataset
 
         train = cifar_dataset(self.x_train, self.y_train, self.mean, batch_size, training=True,
                               seed=seed)
         test = cifar_dataset(self.x_test, self.y_test, self.mean, batch_size)
-        return {"x": train, "steps_per_epoch": self.steps_per_epoch(batch_size),
-                "validation_data": test}
+        return {"x": setup.process_batches(train, batch_size),
+                "steps_per_epoch": self.steps_per_epoch(batch_size),
+                "validation_data": setup.process_batches(test, batch_size, pad=True)}
 
 
 def _pool(images: np.ndarray, size: int) -> np.ndarray:
@@ -353,7 +366,7 @@ def prepare(
     mixed = args.mixed_precision == "on" or (args.mixed_precision == "auto" and gpus > 0)
     if mixed:
         keras.config.set_dtype_policy("mixed_float16")
-    distribution = training.distribution_description()
+    distribution = training.distribution_setup().description
     settings.update(
         source=data.source, train_images=len(data.x_train), test_images=len(data.x_test),
         input_shape=list(data.input_shape), backend=keras.backend.backend(), gpus=gpus,
@@ -514,20 +527,26 @@ def train_run(
     keras.backend.clear_session()
     keras.config.set_dtype_policy(policy)
     keras.utils.set_random_seed(seed)
-    scope, _ = training.distribution_scope()
-    with scope:
+    setup = training.distribution_setup()
+    with setup.scope():
         model = build()
         settings = run_settings(model, data, recipe, seed)
-        _check_saved_run(run_dir, settings, on_mismatch)
-        done = os.path.join(run_dir, "result.json")
-        if os.path.exists(done):
-            with open(done) as f:
+        # In a cluster the chief alone checks (and, with on_mismatch="rerun", clears) the saved
+        # run; the others look at run_dir only once it is done.
+        if setup.is_chief:
+            _check_saved_run(run_dir, settings, on_mismatch)
+        setup.sync(f"keras_residual: {run_dir} checked")
+        if os.path.exists(os.path.join(run_dir, "result.json")):
+            with open(os.path.join(run_dir, "result.json")) as f:
                 result = json.load(f)
             if bar is not None:
                 bar.update(len(result["curves"]["test_error"]))
             return result
-        os.makedirs(run_dir, exist_ok=True)
-        with open(os.path.join(run_dir, "settings.json"), "w") as f:
+        # In a cluster only the chief writes run_dir; the others read it (resume) and write
+        # their copies of the logs to a temporary folder.
+        write_dir = setup.output_dir(run_dir)
+        os.makedirs(write_dir, exist_ok=True)
+        with open(os.path.join(write_dir, "settings.json"), "w") as f:
             json.dump(settings, f, indent=1)
         training.add_weight_decay(model, recipe.weight_decay)
         blocks = len(graph.blocks(model, nested=True))
@@ -539,7 +558,7 @@ def train_run(
             loss=keras.losses.SparseCategoricalCrossentropy(),
             metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         )
-        log = os.path.join(run_dir, "log.csv")
+        log = os.path.join(write_dir, "log.csv")
         callbacks = [*training.training_callbacks(run_dir),
                      keras.callbacks.CSVLogger(log, append=True)]
         if bar is not None:
@@ -556,7 +575,7 @@ def train_run(
         "seconds": round(time.time() - start, 1),
         "curves": curves,
     }
-    with open(done, "w") as f:
+    with open(os.path.join(write_dir, "result.json"), "w") as f:
         json.dump(result, f)
     return result
 
@@ -605,7 +624,7 @@ def run_variants(
 
     Args:
         variants: name -> function building an uncompiled model. Each is
-            built inside `keras_residual.training.distribution_scope()`.
+            built inside `keras_residual.distribution.distribution_setup().scope()`.
         data: the `ExperimentData`.
         recipe: the `Recipe`, the same for all variants.
         seeds: random seeds (weights, shuffling, augmentation).
