@@ -340,6 +340,41 @@ def _atlas(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_atlas_command(commands: argparse._SubParsersAction) -> None:
+    """The `atlas` command's subparser."""
+    atlas = commands.add_parser(
+        "atlas",
+        help="write a browsable HTML atlas of a saved model, block by block",
+        description="Index of stages and blocks; per block, the feature visualization and "
+        "top-k patches with guided backprop of its first channels and its single-deletion "
+        "error; per stage, the refinement overlap; a Grad-CAM gallery per class "
+        "(keras_residual.viz.atlas.atlas). Open OUT/index.html from disk.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    atlas.add_argument("model", help="a .keras file, or a keras-hub image-classifier preset "
+                       "folder (converted with keras_residual.models.load_keras_hub_classifier)")
+    atlas.add_argument("--images", required=True,
+                       help="'mnist' (the test digits), or a folder of images; images in "
+                       "subfolders are labelled by subfolder, in sorted order")
+    atlas.add_argument("--out", required=True, help="output folder")
+    atlas.add_argument("--channels", type=_positive_int, default=8,
+                       help="channels shown per block")
+    atlas.add_argument("--steps", type=_positive_int, default=512,
+                       help="feature-visualization steps")
+    atlas.add_argument("--k", type=_positive_int, default=9, help="top-k images per channel")
+    atlas.add_argument("--limit", type=_positive_int, default=1000, help="images used at most")
+    atlas.add_argument("--size", type=_size, default=None,
+                       help="image size H,W; unset: the model's input size, or 224,224 when "
+                       "the model has none")
+    atlas.add_argument("--scale", type=float, default=1 / 255,
+                       help="folder images in [0, 255] are multiplied by this for a .keras "
+                       "model (a keras-hub preset uses its own preprocessing)")
+    atlas.add_argument("--seed", type=int, default=0, help="feature-visualization seed")
+    atlas.add_argument("--allow-download", action="store_true",
+                       help="download full MNIST when it is not in the Keras cache")
+    atlas.set_defaults(handler=_atlas, parser=atlas)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with one subparser per command.
 
@@ -377,36 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="also list every layer, opening each residual block "
                          "(keras_residual.summary)")
     summary.set_defaults(handler=_summary, parser=summary)
-    atlas = commands.add_parser(
-        "atlas",
-        help="write a browsable HTML atlas of a saved model, block by block",
-        description="Index of stages and blocks; per block, the feature visualization and "
-        "top-k patches with guided backprop of its first channels and its single-deletion "
-        "error; per stage, the refinement overlap; a Grad-CAM gallery per class "
-        "(keras_residual.viz.atlas.atlas). Open OUT/index.html from disk.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    atlas.add_argument("model", help="a .keras file, or a keras-hub image-classifier preset "
-                       "folder (converted with keras_residual.models.load_keras_hub_classifier)")
-    atlas.add_argument("--images", required=True,
-                       help="'mnist' (the test digits), or a folder of images; images in "
-                       "subfolders are labelled by subfolder, in sorted order")
-    atlas.add_argument("--out", required=True, help="output folder")
-    atlas.add_argument("--channels", type=_positive_int, default=8,
-                       help="channels shown per block")
-    atlas.add_argument("--steps", type=_positive_int, default=512,
-                       help="feature-visualization steps")
-    atlas.add_argument("--k", type=_positive_int, default=9, help="top-k images per channel")
-    atlas.add_argument("--limit", type=_positive_int, default=1000, help="images used at most")
-    atlas.add_argument("--size", type=_size, default=None,
-                       help="image size H,W (default: the model's; 224,224 when it has none)")
-    atlas.add_argument("--scale", type=float, default=1 / 255,
-                       help="folder images in [0, 255] are multiplied by this for a .keras "
-                       "model (a keras-hub preset uses its own preprocessing)")
-    atlas.add_argument("--seed", type=int, default=0, help="feature-visualization seed")
-    atlas.add_argument("--allow-download", action="store_true",
-                       help="download full MNIST when it is not in the Keras cache")
-    atlas.set_defaults(handler=_atlas, parser=atlas)
+    _add_atlas_command(commands)
     return parser
 
 

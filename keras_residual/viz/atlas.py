@@ -248,15 +248,6 @@ def atlas(
         >>> round(result.overlaps[0]["chance"], 2)  # k^2 / N = 81 / 30
         2.7
     """
-    from keras_residual.lesion.deletion import lesion_units, single_block_deletion
-    from keras_residual.viz.feature_vis import feature_visualization
-    from keras_residual.viz.gradcam import grad_cam
-    from keras_residual.viz.guided import guided_patches, shared_unit_gradient
-    from keras_residual.viz.plots import _unit_panel, heatmap_overlay
-    from keras_residual.viz.receptive_field import receptive_field
-    from keras_residual.viz.refinement import compare_layers
-    from keras_residual.viz.top_activations import top_activations
-
     start = time.perf_counter()
     say = print if progress else (lambda *args, **kwargs: None)
     images = np.asarray(images, dtype="float32")
@@ -267,135 +258,39 @@ def atlas(
     if int(channels) < 1 or int(k) < 1 or int(per_class) < 0:
         raise ValueError(f"`channels` and `k` must be positive and `per_class` non-negative. "
                          f"Received: channels={channels}, k={k}, per_class={per_class}")
-    if paths is None:
-        paths = [block.name for block in graph.blocks(model)]
-        if not paths:
-            raise ValueError(f"Model {model.name!r} has no top-level Residual blocks; pass "
-                             "`paths` (layer paths, see keras_residual.probe) to show.")
-    paths = list(dict.fromkeys(paths))
-    features = probe(model, paths)
-    shapes = [tuple(t.shape[1:]) for t in features.outputs]
-    bad = [p for p, s in zip(paths, shapes, strict=True) if len(s) != len(images.shape) - 1]
-    if bad:
-        raise ValueError(f"Atlas paths must have the spatial axes of the input images "
-                         f"{images.shape[1:]}. Received paths without them: {bad}")
+    paths, shapes = _layer_shapes(model, paths, images)
     first = keras.config.image_data_format() == "channels_first"
-    counts = [s[0] if first else s[-1] for s in shapes]
-    shown = {p: list(range(min(int(channels), c))) for p, c in zip(paths, counts, strict=True)}
+    shown = {p: list(range(min(int(channels), s[0] if first else s[-1])))
+             for p, s in zip(paths, shapes, strict=True)}
     stages = [[paths[i] for i in group] for group in _stages(shapes)]
-    pairs = [(a, b) for stage in stages for a, b in zip(stage[:-1], stage[1:], strict=True)]
     os.makedirs(os.path.join(out_dir, "img"), exist_ok=True)
-    spatial_axis = 1 + int(first)
-    display_last = _channels_last(display, spatial_axis)
     low, high = ((float(images.min()), float(images.max())) if value_range is None
                  else tuple(float(v) for v in value_range))
-
-    # Class output: labels (or the model's predictions), deletion errors, gallery.
-    output_shape = tuple(model.outputs[0].shape[1:]) if len(model.outputs) == 1 else ()
-    classifier = len(output_shape) == 1
-    predicted = None
-    if classifier:
-        scores = model.predict(images, batch_size=batch_size, verbose=0)
-        predicted = np.argmax(np.asarray(scores), axis=-1)
-    label_source = "given labels" if labels is not None else "the model's predictions"
-    if labels is None:
-        labels = predicted
-    elif len(labels) != len(images):
-        raise ValueError(f"`labels` must hold one label per image. Received: {len(labels)} "
-                         f"labels for {len(images)} images")
-    elif classifier and not 0 <= int(np.min(labels)) <= int(np.max(labels)) < output_shape[0]:
-        raise ValueError(f"`labels` must be class indices of the model's {output_shape[0]} "
-                         f"outputs. Received labels from {int(np.min(labels))} to "
-                         f"{int(np.max(labels))}")
-    deletion: dict[str, float] = {}
-    intact = None
-    units = {unit.name for unit in lesion_units(model)} if classifier else set()
-    if classifier and units & set(paths):
-        say("[atlas] single-block deletion ...")
-        result = single_block_deletion(model, (images, np.asarray(labels)),
-                                       batch_size=batch_size, progress=False)
-        intact = float(result.intact_error)
-        deletion = {str(n): float(e) for n, e in zip(result.names, result.errors, strict=True)
-                    if str(n) in paths}
-
-    # Top-k sets of every path and the refinement of consecutive blocks, in one pass.
+    labels, predicted, label_source = _labels(model, images, labels, batch_size)
+    deletion, intact = _deletion(model, images, None if predicted is None else labels, paths,
+                                 batch_size, say)
     say(f"[atlas] top-{k} images of {len(paths)} layers over {len(images)} images ...")
-    if pairs:
-        refinement = compare_layers(model, paths, images, k=k, pairs=pairs,
-                                    batch_size=batch_size, progress=False)
-        topk = refinement.topk
-        comparisons = {(c.path_a, c.path_b): c for c in refinement.comparisons}
-    else:
-        topk = top_activations(model, paths, images, k=k, batch_size=batch_size, progress=False)
-        comparisons = {}
-    overlaps = []
-    for number, stage in enumerate(stages, 1):
-        for a, b in zip(stage[:-1], stage[1:], strict=True):
-            comparison = comparisons[(a, b)]
-            same = comparison.same_channel_overlap()
-            overlaps.append({
-                "stage": number, "a": a, "b": b, "overlap": float(same.mean()),
-                "chance": float(comparison.chance_overlap()),
-                "null": float(comparison.null_overlap()),
-                "per_channel": [int(v) for v in same[shown[b]]],
-            })
-
-    gradient = shared_unit_gradient(model, "guided")
-    blocks: dict[str, dict[str, Any]] = {}
+    topk, overlaps = _refinement(model, images, stages, shown, k, batch_size)
+    blocks = {}
     for path, shape in zip(paths, shapes, strict=True):
         say(f"[atlas] {path}: feature visualization ({steps} steps) and top-{k} patches ...")
-        field = receptive_field(model, path)
-        patches, grads = guided_patches(gradient, path, images, topk[path], field,
-                                        channels=shown[path], display=display)
-        vis = feature_visualization(model, path, shown[path], steps=steps, size=size,
-                                    seed=seed, value_range=(low, high))
-        vis = _channels_last(vis, spatial_axis)
-        slug = page_name(path)[len("block-"):-len(".html")]
-        units_ = []
-        for row, channel in enumerate(shown[path]):
-            fv_file = f"img/{slug}-c{channel}-fv.png"
-            top_file = f"img/{slug}-c{channel}-top{k}.png"
-            _save_png(os.path.join(out_dir, fv_file), (vis[row] - low) / max(high - low, 1e-12))
-            panel = _unit_panel(
-                _shrink(_channels_last(patches[row], 1 + spatial_axis).astype("float32"), 112),
-                _shrink(_channels_last(grads[row], 1 + spatial_axis), 112))
-            _save_png(os.path.join(out_dir, top_file), panel)
-            units_.append({"channel": channel, "feature_visualization": fv_file,
-                           "top": top_file,
-                           "top_values": [float(v) for v in topk[path].values[channel]],
-                           "top_images": [int(i) for i in topk[path].indices[channel]]})
-        blocks[path] = {"shape": list(shape), "receptive_field": list(field.size),
-                        "units": units_, "deletion_error": deletion.get(path)}
-
-    gallery: dict[int, list[str]] = {}
-    cam_path = paths[-1]
-    if classifier and per_class:
-        say(f"[atlas] Grad-CAM of {cam_path} per class ...")
-        for c in np.unique(labels):
-            chosen = np.flatnonzero(labels == c)[:per_class]
-            maps = grad_cam(model, cam_path, int(c), images[chosen])
-            files = []
-            for image_index, heat in zip(chosen, maps, strict=True):
-                name = f"img/gradcam-class{int(c)}-{int(image_index)}.png"
-                _save_png(os.path.join(out_dir, name),
-                          heatmap_overlay(display_last[image_index], heat))
-                files.append(name)
-            gallery[int(c)] = files
-
-    def class_name(c: int) -> str:
-        return (str(class_names[c]) if class_names is not None and c < len(class_names)
-                else str(c))
-
-    seconds = time.perf_counter() - start
+        blocks[path] = _block(model, path, images, display, topk[path], shown[path], out_dir,
+                              k=k, steps=steps, size=size, seed=seed, value_range=(low, high))
+        blocks[path].update(shape=list(shape), deletion_error=deletion.get(path))
+    gallery = {}
+    if predicted is not None and per_class:
+        say(f"[atlas] Grad-CAM of {paths[-1]} per class ...")
+        gallery = _gallery(model, paths[-1], images, display, labels, per_class, out_dir)
     summary = Atlas(index=os.path.join(out_dir, "index.html"), stages=stages, channels=shown,
                     deletion_errors=deletion, intact_error=intact, overlaps=overlaps,
-                    gallery=gallery, seconds=seconds, bytes=0)
-    _write_pages(out_dir, model, summary, blocks, k, len(images), steps, label_source,
-                 class_name, cam_path, predicted, title)
+                    gallery=gallery, seconds=0.0, bytes=0)
+    site = _Site(out_dir, model.name, title or f"Atlas of {model.name}", summary, blocks, k,
+                 len(images), steps, label_source, paths[-1], predicted, class_names)
+    site.write()
     summary.seconds = time.perf_counter() - start
     record = dataclasses.asdict(summary)
     record.update(model=model.name, images=len(images), k=k, steps=steps, labels=label_source,
-                  grad_cam_path=cam_path, blocks=blocks)
+                  grad_cam_path=paths[-1], blocks=blocks)
     record.pop("bytes")
     with open(os.path.join(out_dir, "atlas.json"), "w", encoding="utf-8") as f:
         json.dump(record, f, indent=1)
@@ -405,57 +300,222 @@ def atlas(
     return summary
 
 
-def _write_pages(out_dir, model, summary, blocks, k, n_images, steps, label_source, class_name,
-                 cam_path, predicted, title) -> None:
-    """The index, stage, block and gallery pages of `atlas`."""
-    esc = html.escape
-    title = title or f"Atlas of {model.name}"
-    paths = [p for stage in summary.stages for p in stage]
-    stage_of = {p: i for i, stage in enumerate(summary.stages, 1) for p in stage}
-    home = [("Index", "index.html")] + ([("Grad-CAM gallery", "gallery.html")]
-                                        if summary.gallery else [])
+def _layer_shapes(model: keras.Model, paths: Sequence[str] | None,
+                  images: np.ndarray) -> tuple[list[str], list[tuple]]:
+    """The atlas's paths (top-level blocks by default) and their output shapes, checked."""
+    if paths is None:
+        paths = [block.name for block in graph.blocks(model)]
+        if not paths:
+            raise ValueError(f"Model {model.name!r} has no top-level Residual blocks; pass "
+                             "`paths` (layer paths, see keras_residual.probe) to show.")
+    paths = list(dict.fromkeys(paths))
+    shapes = [tuple(t.shape[1:]) for t in probe(model, paths).outputs]
+    bad = [p for p, s in zip(paths, shapes, strict=True) if len(s) != len(images.shape) - 1]
+    if bad:
+        raise ValueError(f"Atlas paths must have the spatial axes of the input images "
+                         f"{images.shape[1:]}. Received paths without them: {bad}")
+    return paths, shapes
 
-    def write(name: str, text: str) -> None:
-        with open(os.path.join(out_dir, name), "w", encoding="utf-8") as f:
-            f.write(text)
 
-    def deletion_cell(path: str) -> str:
-        error = summary.deletion_errors.get(path)
-        return "n/a" if error is None else f"{error:.4f}"
+def _labels(model: keras.Model, images: np.ndarray, labels: Any,
+            batch_size: int) -> tuple[Any, np.ndarray | None, str]:
+    """`(labels, predicted, source)`: the given labels, checked, or the model's predictions.
 
-    what = "error" if label_source == "given labels" else "changed predictions"
-    rows = []
-    for number, stage in enumerate(summary.stages, 1):
-        for path in stage:
-            rows.append(
-                f"<tr><td><a href='stage-{number}.html'>stage {number}</a></td>"
-                f"<td><a href='{esc(page_name(path))}'>{esc(path)}</a></td>"
-                f"<td>{esc(' x '.join(str(s) for s in blocks[path]['shape']))}</td>"
-                f"<td>{deletion_cell(path)}</td></tr>")
-    body = [
-        f"<p>{n_images} images; labels: {esc(label_source)}. "
-        f"Intact network's {what}: {_fmt(summary.intact_error)}.</p>",
-        "<table><tr><th>stage</th><th>layer</th><th>output</th>"
-        f"<th>{what} with the block deleted</th></tr>", *rows, "</table>",
-        "<p class='note'>Deleting a block keeps its shortcut (Veit et al. 2016, Fig. 3). "
-        "Each block page shows, per channel, the feature visualization (Olah et al. 2017) and "
-        f"the top-{k} patches beside their guided backpropagation (Chu et al. 2017, "
-        "Figs. 2-7); each stage page the top-k images a channel keeps from one block to the "
-        "next (Chu et al. 2017, Sec. 3).</p>",
-    ]
-    if predicted is None:
-        body.append("<p class='note'>The model has no (N, classes) output: no deletion errors "
-                    "and no Grad-CAM gallery.</p>")
-    write("index.html", _page(title, home, body))
+    `predicted` is None for a model without one (N, classes) output.
+    """
+    output_shape = tuple(model.outputs[0].shape[1:]) if len(model.outputs) == 1 else ()
+    predicted = None
+    if len(output_shape) == 1:
+        scores = model.predict(images, batch_size=batch_size, verbose=0)
+        predicted = np.argmax(np.asarray(scores), axis=-1)
+    if labels is None:
+        return predicted, predicted, "the model's predictions"
+    labels = np.asarray(labels)
+    if len(labels) != len(images):
+        raise ValueError(f"`labels` must hold one label per image. Received: {len(labels)} "
+                         f"labels for {len(images)} images")
+    if predicted is not None and not 0 <= labels.min() <= labels.max() < output_shape[0]:
+        raise ValueError(f"`labels` must be class indices of the model's {output_shape[0]} "
+                         f"outputs. Received labels from {labels.min()} to {labels.max()}")
+    return labels, predicted, "given labels"
 
-    for number, stage in enumerate(summary.stages, 1):
-        pairs = [o for o in summary.overlaps if o["stage"] == number]
+
+def _deletion(model: keras.Model, images: np.ndarray, labels: Any, paths: list[str],
+              batch_size: int, say) -> tuple[dict[str, float], float | None]:
+    """Error with each shown block deleted, and the intact error (Veit et al. 2016, Fig. 3)."""
+    from keras_residual.lesion.deletion import lesion_units, single_block_deletion
+
+    if labels is None or not {unit.name for unit in lesion_units(model)} & set(paths):
+        return {}, None
+    say("[atlas] single-block deletion ...")
+    result = single_block_deletion(model, (images, labels), batch_size=batch_size,
+                                   progress=False)
+    errors = {str(n): float(e) for n, e in zip(result.names, result.errors, strict=True)
+              if str(n) in paths}
+    return errors, float(result.intact_error)
+
+
+def _refinement(model: keras.Model, images: np.ndarray, stages: list[list[str]],
+                shown: dict[str, list[int]], k: int, batch_size: int) -> tuple[dict, list]:
+    """The top-k of every path and Chu et al.'s (2017) overlaps within stages, in one pass."""
+    from keras_residual.viz.refinement import compare_layers
+    from keras_residual.viz.top_activations import top_activations
+
+    paths = [p for stage in stages for p in stage]
+    pairs = [(a, b) for stage in stages for a, b in zip(stage[:-1], stage[1:], strict=True)]
+    if not pairs:
+        return top_activations(model, paths, images, k=k, batch_size=batch_size,
+                               progress=False), []
+    refinement = compare_layers(model, paths, images, k=k, pairs=pairs, batch_size=batch_size,
+                                progress=False)
+    overlaps = []
+    for comparison in refinement.comparisons:
+        same = comparison.same_channel_overlap()
+        overlaps.append({
+            "stage": next(i for i, s in enumerate(stages, 1) if comparison.path_b in s),
+            "a": comparison.path_a, "b": comparison.path_b, "overlap": float(same.mean()),
+            "chance": float(comparison.chance_overlap()),
+            "null": float(comparison.null_overlap()),
+            "per_channel": [int(v) for v in same[shown[comparison.path_b]]],
+        })
+    return refinement.topk, overlaps
+
+
+def _block(model: keras.Model, path: str, images: np.ndarray, display: np.ndarray, top: Any,
+           channels: list[int], out_dir: str, *, k: int, steps: int, size: Any, seed: int,
+           value_range: tuple[float, float]) -> dict[str, Any]:
+    """One block's images (feature visualization, top-k panel per channel) and their record."""
+    from keras_residual.viz.feature_vis import feature_visualization
+    from keras_residual.viz.guided import guided_patches, shared_unit_gradient
+    from keras_residual.viz.plots import _unit_panel
+    from keras_residual.viz.receptive_field import receptive_field
+
+    spatial_axis = 1 + int(keras.config.image_data_format() == "channels_first")
+    field = receptive_field(model, path)
+    patches, grads = guided_patches(shared_unit_gradient(model, "guided"), path, images, top,
+                                    field, channels=channels, display=display)
+    vis = _channels_last(feature_visualization(model, path, channels, steps=steps, size=size,
+                                               seed=seed, value_range=value_range), spatial_axis)
+    low, high = value_range
+    slug = page_name(path)[len("block-"):-len(".html")]
+    units = []
+    for row, channel in enumerate(channels):
+        fv_file, top_file = f"img/{slug}-c{channel}-fv.png", f"img/{slug}-c{channel}-top{k}.png"
+        _save_png(os.path.join(out_dir, fv_file), (vis[row] - low) / max(high - low, 1e-12))
+        panel = _unit_panel(
+            _shrink(_channels_last(patches[row], 1 + spatial_axis).astype("float32"), 112),
+            _shrink(_channels_last(grads[row], 1 + spatial_axis), 112))
+        _save_png(os.path.join(out_dir, top_file), panel)
+        units.append({"channel": channel, "feature_visualization": fv_file, "top": top_file,
+                      "top_values": [float(v) for v in top.values[channel]],
+                      "top_images": [int(i) for i in top.indices[channel]]})
+    return {"receptive_field": list(field.size), "units": units}
+
+
+def _gallery(model: keras.Model, path: str, images: np.ndarray, display: np.ndarray,
+             labels: np.ndarray, per_class: int, out_dir: str) -> dict[int, list[str]]:
+    """Grad-CAM overlays of the first `per_class` images of each class (Selvaraju et al. 2017)."""
+    from keras_residual.viz.gradcam import grad_cam
+    from keras_residual.viz.plots import heatmap_overlay
+
+    shown = _channels_last(display, 1 + int(keras.config.image_data_format() == "channels_first"))
+    gallery = {}
+    for c in np.unique(labels):
+        chosen = np.flatnonzero(labels == c)[:per_class]
+        files = []
+        for index, heat in zip(chosen, grad_cam(model, path, int(c), images[chosen]), strict=True):
+            files.append(f"img/gradcam-class{int(c)}-{int(index)}.png")
+            _save_png(os.path.join(out_dir, files[-1]), heatmap_overlay(shown[index], heat))
+        gallery[int(c)] = files
+    return gallery
+
+
+@dataclasses.dataclass
+class _Site:
+    """What the pages of `atlas` show; `write()` writes them."""
+
+    out_dir: str
+    model_name: str
+    title: str
+    summary: Atlas
+    blocks: dict[str, dict[str, Any]]
+    k: int
+    n_images: int
+    steps: int
+    label_source: str
+    cam_path: str
+    predicted: np.ndarray | None
+    class_names: Sequence[str] | None
+
+    def write(self) -> None:
+        """The index, every stage and block page, and the gallery."""
+        self._index()
+        for number, stage in enumerate(self.summary.stages, 1):
+            self._stage(number, stage)
+        paths = [p for stage in self.summary.stages for p in stage]
+        for i, path in enumerate(paths):
+            self._block(path, paths[i - 1] if i else None,
+                        paths[i + 1] if i + 1 < len(paths) else None)
+        if self.summary.gallery:
+            self._gallery()
+
+    @property
+    def home(self) -> list[tuple[str, str]]:
+        return [("Index", "index.html")] + (
+            [("Grad-CAM gallery", "gallery.html")] if self.summary.gallery else [])
+
+    @property
+    def what(self) -> str:
+        return "error" if self.label_source == "given labels" else "changed predictions"
+
+    def class_name(self, c: int) -> str:
+        names = self.class_names
+        return str(names[c]) if names is not None and c < len(names) else str(c)
+
+    def stage_of(self, path: str) -> int:
+        return next(i for i, stage in enumerate(self.summary.stages, 1) if path in stage)
+
+    def _file(self, name: str, title: str, nav: Sequence[tuple[str, str]],
+              body: Sequence[str]) -> None:
+        with open(os.path.join(self.out_dir, name), "w", encoding="utf-8") as f:
+            f.write(_page(title, nav, body))
+
+    def _index(self) -> None:
+        esc = html.escape
+        rows = [
+            f"<tr><td><a href='stage-{self.stage_of(p)}.html'>stage {self.stage_of(p)}</a></td>"
+            f"<td><a href='{esc(page_name(p))}'>{esc(p)}</a></td>"
+            f"<td>{esc(' x '.join(str(s) for s in self.blocks[p]['shape']))}</td>"
+            f"<td>{_fmt(self.summary.deletion_errors.get(p))}</td></tr>"
+            for stage in self.summary.stages for p in stage]
+        body = [
+            f"<p>{self.n_images} images; labels: {esc(self.label_source)}. "
+            f"Intact network's {self.what}: {_fmt(self.summary.intact_error)}.</p>",
+            "<table><tr><th>stage</th><th>layer</th><th>output</th>"
+            f"<th>{self.what} with the block deleted</th></tr>", *rows, "</table>",
+            "<p class='note'>Deleting a block keeps its shortcut (Veit et al. 2016, Fig. 3). "
+            "Each block page shows, per channel, the feature visualization (Olah et al. 2017) "
+            f"and the top-{self.k} patches beside their guided backpropagation (Chu et al. "
+            "2017, Figs. 2-7); each stage page the top-k images a channel keeps from one block "
+            "to the next (Chu et al. 2017, Sec. 3).</p>",
+        ]
+        if self.predicted is None:
+            body.append("<p class='note'>The model has no (N, classes) output: no deletion "
+                        "errors and no Grad-CAM gallery.</p>")
+        self._file("index.html", self.title, self.home, body)
+
+    def _stage(self, number: int, stage: list[str]) -> None:
+        esc, k = html.escape, self.k
+        pairs = [o for o in self.summary.overlaps if o["stage"] == number]
         body = ["<p>Blocks: " + ", ".join(
             f"<a href='{esc(page_name(p))}'>{esc(p)}</a>" for p in stage) + "</p>"]
-        if pairs:
+        if not pairs:
+            body.append("<p class='note'>One block in this stage: no consecutive pair to "
+                        "compare.</p>")
+        else:
             body += [
                 f"<table><tr><th>from</th><th>to</th><th>mean top-{k} images kept by the "
-                f"same channel</th><th>chance (k&sup2;/N)</th><th>two different channels"
+                "same channel</th><th>chance (k&sup2;/N)</th><th>two different channels"
                 "</th></tr>",
                 *(f"<tr><td>{esc(o['a'])}</td><td>{esc(o['b'])}</td><td>{o['overlap']:.3f}"
                   f"</td><td>{o['chance']:.3f}</td><td>{o['null']:.3f}</td></tr>"
@@ -463,51 +523,49 @@ def _write_pages(out_dir, model, summary, blocks, k, n_images, steps, label_sour
                 "</table>",
                 "<p class='note'>Chu et al. (2017, Sec. 3): in a residual network a channel "
                 "keeps many of its top images from block to block of a stage; the chance "
-                f"level is k&sup2;/N = {k}&sup2;/{n_images} for unrelated top-{k} sets, and "
-                "the last column is the overlap of two different channels of the later "
+                f"level is k&sup2;/N = {k}&sup2;/{self.n_images} for unrelated top-{k} sets, "
+                "and the last column is the overlap of two different channels of the later "
                 "block.</p>",
             ]
-        else:
-            body.append("<p class='note'>One block in this stage: no consecutive pair to "
-                        "compare.</p>")
-        write(f"stage-{number}.html", _page(f"Stage {number}", home, body))
+        self._file(f"stage-{number}.html", f"Stage {number}", self.home, body)
 
-    for i, path in enumerate(paths):
-        block = blocks[path]
-        nav = home + [(f"Stage {stage_of[path]}", f"stage-{stage_of[path]}.html")]
-        if i > 0:
-            nav.append((f"< {paths[i - 1]}", page_name(paths[i - 1])))
-        if i + 1 < len(paths):
-            nav.append((f"{paths[i + 1]} >", page_name(paths[i + 1])))
+    def _block(self, path: str, previous: str | None, following: str | None) -> None:
+        esc, block, stage = html.escape, self.blocks[path], self.stage_of(path)
+        nav = self.home + [(f"Stage {stage}", f"stage-{stage}.html")]
+        if previous:
+            nav.append((f"< {previous}", page_name(previous)))
+        if following:
+            nav.append((f"{following} >", page_name(following)))
         error = block["deletion_error"]
         body = [f"<p>Output {esc(' x '.join(map(str, block['shape'])))}; receptive field "
                 f"{esc(' x '.join(map(str, block['receptive_field'])))} pixels. "
                 + ("" if error is None else
-                   f"{what.capitalize()} with this block deleted: {error:.4f} (intact: "
-                   f"{_fmt(summary.intact_error)}).") + "</p>",
-                f"<p class='note'>Per channel: its feature visualization ({steps} steps of "
-                f"gradient ascent on the channel's mean, Olah et al. 2017), the {k} image "
+                   f"{self.what.capitalize()} with this block deleted: {error:.4f} (intact: "
+                   f"{_fmt(self.summary.intact_error)}).") + "</p>",
+                f"<p class='note'>Per channel: its feature visualization ({self.steps} steps of "
+                f"gradient ascent on the channel's mean, Olah et al. 2017), the {self.k} image "
                 "patches that activate it most, and their guided backpropagation (Chu et al. "
                 "2017).</p>"]
         for unit in block["units"]:
+            c = unit["channel"]
             body.append(
-                f"<figure class='unit'><figcaption>channel {unit['channel']}: feature "
-                f"visualization | top-{k} | guided backprop</figcaption>"
-                + _img(unit["feature_visualization"], f"feature visualization of channel "
-                       f"{unit['channel']}", 128) + " "
-                + _img(unit["top"], f"top-{k} patches of channel {unit['channel']}", 300)
-                + "</figure>")
-        write(page_name(path), _page(f"{path} (stage {stage_of[path]})", nav, body))
+                f"<figure class='unit'><figcaption>channel {c}: feature visualization | "
+                f"top-{self.k} | guided backprop</figcaption>"
+                + _img(unit["feature_visualization"], f"feature visualization of channel {c}",
+                       128) + " "
+                + _img(unit["top"], f"top-{self.k} patches of channel {c}", 300) + "</figure>")
+        self._file(page_name(path), f"{path} (stage {stage})", nav, body)
 
-    if summary.gallery:
-        body = [f"<p>Grad-CAM of {esc(cam_path)} for the class of each image "
-                f"({esc(label_source)}; Selvaraju et al. 2017, Fig. 1).</p>"]
-        for c, files in summary.gallery.items():
-            body.append(f"<h2>class {esc(class_name(c))}</h2>")
+    def _gallery(self) -> None:
+        esc = html.escape
+        body = [f"<p>Grad-CAM of {esc(self.cam_path)} for the class of each image "
+                f"({esc(self.label_source)}; Selvaraju et al. 2017, Fig. 1).</p>"]
+        for c, files in self.summary.gallery.items():
+            body.append(f"<h2>class {esc(self.class_name(c))}</h2>")
             for f in files:
                 image = int(f.rsplit("-", 1)[1][:-len(".png")])
                 body.append(
-                    f"<figure class='cam'>{_img(f, f'Grad-CAM, class {class_name(c)}', 112)}"
-                    f"<figcaption>image {image}, predicted {esc(class_name(predicted[image]))}"
-                    "</figcaption></figure>")
-        write("gallery.html", _page("Grad-CAM gallery", home, body))
+                    f"<figure class='cam'>{_img(f, f'Grad-CAM, class {self.class_name(c)}', 112)}"
+                    f"<figcaption>image {image}, predicted "
+                    f"{esc(self.class_name(int(self.predicted[image])))}</figcaption></figure>")
+        self._file("gallery.html", "Grad-CAM gallery", self.home, body)
