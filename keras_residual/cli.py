@@ -31,6 +31,7 @@ import re
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 PROG = "keras-residual"
 
@@ -340,8 +341,8 @@ def _atlas(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_atlas_command(commands: argparse._SubParsersAction) -> None:
-    """The `atlas` command's subparser."""
+def _add_atlas_command(commands: Any) -> None:
+    """Add the `atlas` command to `commands` (what `add_subparsers` returns)."""
     atlas = commands.add_parser(
         "atlas",
         help="write a browsable HTML atlas of a saved model, block by block",
