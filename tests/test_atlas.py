@@ -162,7 +162,8 @@ def test_atlas_numbers_equal_a_numpy_forward_pass_and_every_page_resolves(tmp_pa
     assert f"{result.deletion_errors['b2']:.4f}" in open(tmp_path / page_name("b2")).read()
 
 
-@pytest.mark.multibackend
+@pytest.mark.backends("tensorflow", reason="which parts the atlas writes for which labels and "
+                      "outputs is backend-neutral; the numbers test above runs on every backend")
 def test_atlas_without_labels_or_without_a_class_output(tmp_path):
     keras.config.set_image_data_format("channels_last")
     images = np.random.default_rng(2).random((24, 8, 8, 2), dtype="float32")
