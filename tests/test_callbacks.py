@@ -17,18 +17,25 @@ pytestmark = pytest.mark.multibackend
 import tensorflow as tf  # noqa: E402  (a core dependency: TensorBoard writes through it)
 
 
-def read_events(log_dir):
-    """{tag: {step: value}}: images as (count, width, height), scalars as floats."""
-    out = {}
+def event_tensors(log_dir):
+    """Every summary of the event files in `log_dir`: (tag, step, plugin name, tensor)."""
     for path in glob.glob(os.path.join(log_dir, "events.out.tfevents.*")):
         for event in tf.compat.v1.train.summary_iterator(path):
             for value in event.summary.value:
-                array = tf.make_ndarray(value.tensor)
-                if value.metadata.plugin_data.plugin_name == "images":
-                    item = (len(array) - 2, int(array[0]), int(array[1]))
-                else:
-                    item = float(array)
-                out.setdefault(value.tag, {})[event.step] = item
+                yield (value.tag, event.step, value.metadata.plugin_data.plugin_name,
+                       tf.make_ndarray(value.tensor))
+
+
+def read_events(log_dir):
+    """{tag: {step: value}}: images as (count, width, height), scalars as floats.
+
+    An image summary's tensor is [width, height, png, png, ...].
+    """
+    out = {}
+    for tag, step, plugin, array in event_tensors(log_dir):
+        item = (len(array) - 2, int(array[0]), int(array[1])) if plugin == "images" else float(
+            array)
+        out.setdefault(tag, {})[step] = item
     return out
 
 

@@ -246,10 +246,8 @@ def test_bad_arguments_say_what_was_received(kwargs, message):
 
 
 def test_callback_logs_the_feature_visualizations_of_the_epochs_weights(tmp_path):
-    import glob
-    import os
-
     import tensorflow as tf
+    from test_callbacks import event_tensors
 
     from keras_residual.viz import FeatureVisualizationImages
 
@@ -262,13 +260,8 @@ def test_callback_logs_the_feature_visualizations_of_the_epochs_weights(tmp_path
     callback = FeatureVisualizationImages(str(tmp_path / "tb"), "c", [0, 2], every=2, steps=6,
                                           png_dir=str(tmp_path / "png"))
     model.fit(x, y, epochs=2, batch_size=4, verbose=0, callbacks=[callback])
-    logged = {}
-    for path in glob.glob(str(tmp_path / "tb" / "events.out.tfevents.*")):
-        for event in tf.compat.v1.train.summary_iterator(path):
-            for value in event.summary.value:
-                pngs = tf.make_ndarray(value.tensor)[2:]
-                logged[(value.tag, event.step)] = np.stack(
-                    [tf.io.decode_png(p).numpy()[..., 0] for p in pngs])
+    logged = {(tag, step): np.stack([tf.io.decode_png(p).numpy()[..., 0] for p in array[2:]])
+              for tag, step, _, array in event_tensors(str(tmp_path / "tb"))}
     assert list(logged) == [("feature_vis/c", 2)]
     # The final weights are epoch 2's: the same images, recomputed, up to 8-bit rounding.
     expected = feature_visualization(model, "c", [0, 2], steps=6)[..., 0]

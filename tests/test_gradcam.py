@@ -6,7 +6,6 @@ everywhere, and Grad-CAM is ReLU(sum_k W[k, c] / (H W) A_k) (Selvaraju et al.
 2017, Eqs. 1-2). The activations A come from a NumPy convolution, not from Keras.
 """
 
-import glob
 import os
 
 import keras
@@ -299,8 +298,8 @@ def test_the_model_is_left_unchanged():
 
 @pytest.mark.multibackend
 def test_callback_writes_overlays_and_pngs(tmp_path):
-    import tensorflow as tf
     from matplotlib.image import imread
+    from test_callbacks import read_events
 
     from keras_residual.viz.callbacks import GradCamImages
 
@@ -311,14 +310,9 @@ def test_callback_writes_overlays_and_pngs(tmp_path):
     callback = GradCamImages(str(tmp_path / "tb"), x[:2], ["conv"], every=2,
                              png_dir=str(tmp_path / "png"))
     model.fit(x, y, epochs=3, batch_size=4, verbose=0, callbacks=[callback])
-    found = {}
-    for path in glob.glob(str(tmp_path / "tb" / "events.out.tfevents.*")):
-        for event in tf.compat.v1.train.summary_iterator(path):
-            for value in event.summary.value:
-                array = tf.make_ndarray(value.tensor)  # [width, height, png, png, ...]
-                found[(value.tag, event.step)] = (len(array) - 2, int(array[0]), int(array[1]))
+    found = read_events(str(tmp_path / "tb"))
     # every=2 over 3 epochs: epoch 2 only; two RGB overlays at the input size.
-    assert found == {("gradcam/conv", 2): (2, W, H)}
+    assert found == {"gradcam/conv": {2: (2, W, H)}}
     png = imread(str(tmp_path / "png" / "epoch_002" / "gradcam_conv.png"))
     assert png.ndim == 3 and png.shape[-1] in (3, 4) and png.shape[0] > 100
     assert sorted(os.listdir(tmp_path / "png")) == ["epoch_002"]

@@ -271,11 +271,15 @@ def atlas(
                                  batch_size, say)
     say(f"[atlas] top-{k} images of {len(paths)} layers over {len(images)} images ...")
     topk, overlaps = _refinement(model, images, stages, shown, k, batch_size)
+    from keras_residual.viz.guided import shared_unit_gradient
+
+    guided = shared_unit_gradient(model, "guided")  # one copy, the weights copied in once
     blocks = {}
     for path, shape in zip(paths, shapes, strict=True):
         say(f"[atlas] {path}: feature visualization ({steps} steps) and top-{k} patches ...")
-        blocks[path] = _block(model, path, images, display, topk[path], shown[path], out_dir,
-                              k=k, steps=steps, size=size, seed=seed, value_range=(low, high))
+        blocks[path] = _block(model, guided, path, images, display, topk[path], shown[path],
+                              out_dir, k=k, steps=steps, size=size, seed=seed,
+                              value_range=(low, high))
         blocks[path].update(shape=list(shape), deletion_error=deletion.get(path))
     gallery = {}
     if predicted is not None and per_class:
@@ -381,19 +385,22 @@ def _refinement(model: keras.Model, images: np.ndarray, stages: list[list[str]],
     return refinement.topk, overlaps
 
 
-def _block(model: keras.Model, path: str, images: np.ndarray, display: np.ndarray, top: Any,
-           channels: list[int], out_dir: str, *, k: int, steps: int, size: Any, seed: int,
-           value_range: tuple[float, float]) -> dict[str, Any]:
-    """One block's images (feature visualization, top-k panel per channel) and their record."""
+def _block(model: keras.Model, guided: Any, path: str, images: np.ndarray, display: np.ndarray,
+           top: Any, channels: list[int], out_dir: str, *, k: int, steps: int, size: Any,
+           seed: int, value_range: tuple[float, float]) -> dict[str, Any]:
+    """One block's images (feature visualization, top-k panel per channel) and their record.
+
+    `guided` is the model's guided-backprop `UnitGradient`.
+    """
     from keras_residual.viz.feature_vis import feature_visualization
-    from keras_residual.viz.guided import guided_patches, shared_unit_gradient
+    from keras_residual.viz.guided import guided_patches
     from keras_residual.viz.plots import _unit_panel
     from keras_residual.viz.receptive_field import receptive_field
 
     spatial_axis = 1 + int(keras.config.image_data_format() == "channels_first")
     field = receptive_field(model, path)
-    patches, grads = guided_patches(shared_unit_gradient(model, "guided"), path, images, top,
-                                    field, channels=channels, display=display)
+    patches, grads = guided_patches(guided, path, images, top, field, channels=channels,
+                                    display=display)
     vis = _channels_last(feature_visualization(model, path, channels, steps=steps, size=size,
                                                seed=seed, value_range=value_range), spatial_axis)
     low, high = value_range
