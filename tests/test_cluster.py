@@ -3,10 +3,13 @@
 The two processes find each other through Keras' cluster variables
 (`keras_residual.distribution.CLUSTER_VARIABLES`) on a free port chosen at run
 time, under a hard timeout that kills both (a process whose peer died waits in
-a collective forever). Each runs `examples/train_cifar.py --quick` and then
-`examples/degradation.py --quick` in the same process, as one job would; the
-references are the same two scripts run here, in this single process, on the
-same global batches.
+a collective forever). The job first loses a worker: process 1 dies in the
+middle of `examples/train_cifar.py`'s second epoch, and process 0, stuck in
+the next gradient exchange, is killed as a scheduler would. Restarted, both
+resume from the chief's backup, finish, and run `examples/degradation.py
+--quick` in the same process, as one job would; the references are the same
+two scripts run here, in this single process, uninterrupted, on the same
+global batches.
 """
 
 from __future__ import annotations
@@ -28,9 +31,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLUSTER_REASON = "the multi-process path is keras.distribution on JAX (README, 'Past one machine')"
 
 #: What every process of the job runs: the two scripts' `main`, one after the other.
+#: `JOB ROOT OUT DATA preempt` runs only train_cifar and kills process 1 (`os._exit`, no
+#: cleanup, as a lost machine) before its 7th step, in the middle of the second epoch.
 JOB = textwrap.dedent(
     """
-    import importlib.util, json, sys
+    import importlib.util, json, os, sys
 
     def script(name):
         spec = importlib.util.spec_from_file_location(name, f"{sys.argv[1]}/examples/{name}.py")
@@ -38,14 +43,29 @@ JOB = textwrap.dedent(
         spec.loader.exec_module(module)
         return module
 
-    out = sys.argv[2]
-    script("train_cifar").main(["--quick", "--seed", "0", "--out", f"{out}/cifar"])
+    out, data, phase = sys.argv[2:5]
+    if phase == "preempt" and os.environ["KERAS_DISTRIBUTION_PROCESS_ID"] == "1":
+        from keras_residual import training
+
+        class LostWorker(training.StopAtStep):
+            def on_train_batch_begin(self, batch, logs=None):
+                if int(self.model.optimizer.iterations) == 6:
+                    print("LOST", flush=True)
+                    os._exit(3)
+
+        training.StopAtStep = LostWorker
+    script("train_cifar").main([*CIFAR_ARGS, "--data", data, "--out", f"{out}/cifar"])
+    if phase == "preempt":
+        sys.exit(0)
     script("degradation").main(["--quick", "--depths", "8", "--no-progress",
                                 "--out", f"{out}/degradation"])
     from keras_residual.distribution import distribution_setup
     print("SETUP", json.dumps(distribution_setup().description))
     """
 )
+#: 12 steps of batch 8 over 32 images: 3 epochs of 4 steps; a backup after each epoch.
+CIFAR_ARGS = ["--depth", "8", "--batch-size", "8", "--iterations", "12", "--seed", "0"]
+JOB = f"CIFAR_ARGS = {CIFAR_ARGS!r}\n" + JOB
 
 
 def _free_port() -> int:
@@ -54,12 +74,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_cluster(tmp_path, processes: int = 2) -> list[subprocess.Popen]:
+def start_cluster(tmp_path, data: str, phase: str = "all",
+                  processes: int = 2) -> list[subprocess.Popen]:
     """Starts the job in `processes` processes; process i's temporary folder is tmp_path/tmp<i>."""
     port = _free_port()
     procs = []
     for i in range(processes):
-        (tmp_path / f"tmp{i}").mkdir()
+        (tmp_path / f"tmp{i}").mkdir(exist_ok=True)
         env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3", MPLBACKEND="Agg",
                    CUDA_VISIBLE_DEVICES="", TMPDIR=str(tmp_path / f"tmp{i}"),
                    KERAS_HOME=str(tmp_path / "keras_home"),
@@ -67,7 +88,8 @@ def start_cluster(tmp_path, processes: int = 2) -> list[subprocess.Popen]:
                    KERAS_DISTRIBUTION_NUM_PROCESSES=str(processes),
                    KERAS_DISTRIBUTION_PROCESS_ID=str(i))
         procs.append(subprocess.Popen(
-            [sys.executable, "-c", JOB, ROOT, str(tmp_path / "cluster")], env=env, cwd=tmp_path,
+            [sys.executable, "-c", JOB, ROOT, str(tmp_path / "cluster"), data, phase], env=env,
+            cwd=tmp_path,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     return procs
 
@@ -126,14 +148,32 @@ def printed(log: str, prefix: str) -> str:
     return [line for line in log.splitlines() if line.startswith(prefix)][-1]
 
 
+def lose_a_worker(procs: list[subprocess.Popen], timeout: float) -> str:
+    """Waits for process 1 to die mid-run, then kills process 0, stuck in a collective."""
+    try:
+        log = procs[1].communicate(timeout=timeout)[0]
+    finally:
+        kill(procs)
+    assert procs[1].returncode == 3 and "LOST" in log, log[-4000:]
+    return log
+
+
 @pytest.mark.backends("jax", reason=CLUSTER_REASON)
 @pytest.mark.slow
-def test_two_processes_train_like_one(tmp_path, capsys):
-    procs = start_cluster(tmp_path)
+def test_two_processes_train_like_one_and_resume_after_losing_one(tmp_path, capsys):
+    data = load_script("train_cifar").write_random_npz(str(tmp_path / "tiny.npz"))
+    lose_a_worker(start_cluster(tmp_path, data, phase="preempt"), timeout=120)
+    cluster = tmp_path / "cluster"
+    assert not (cluster / "cifar" / "model.keras").exists()
+    assert (cluster / "cifar" / "checkpoints" / "epoch_001.weights.h5").exists()
+    assert not (cluster / "cifar" / "checkpoints" / "epoch_002.weights.h5").exists()
+
+    procs = start_cluster(tmp_path, data)
     try:
-        # The references, here in one process, while the cluster runs.
+        # The references, here in one process and uninterrupted, while the cluster runs.
         reference = tmp_path / "single"
-        load_script("train_cifar").main(["--quick", "--seed", "0", "--out", f"{reference}/cifar"])
+        load_script("train_cifar").main([*CIFAR_ARGS, "--data", data,
+                                         "--out", f"{reference}/cifar"])
         load_script("degradation").main(["--quick", "--depths", "8", "--no-progress",
                                          "--out", f"{reference}/degradation"])
         single_log = capsys.readouterr().out
@@ -141,7 +181,6 @@ def test_two_processes_train_like_one(tmp_path, capsys):
         kill(procs)
         raise
     logs = finish(procs, timeout=240)
-    cluster = tmp_path / "cluster"
 
     for i, log in enumerate(logs):
         description = f"jax: DataParallel over 2 devices in 2 processes (this is process {i})"
@@ -150,16 +189,25 @@ def test_two_processes_train_like_one(tmp_path, capsys):
         assert f"Distribution: {description}" in log
         assert f"; {description};" in printed(log, "Data: ")
         assert json.loads(printed(log, "SETUP ")[6:]) == description
-        assert printed(log, "Test error after 5") == printed(single_log, "Test error after 5")
+        # Both restarted from the chief's backup of epoch 1: steps 5 and 6 run again.
+        assert f"Resuming from {cluster}/cifar/backup after 4 iterations" in log
+        assert printed(log, "Test error after 12") == printed(single_log, "Test error after 12")
     assert "Saved" in logs[0] and "Saved" not in logs[1]
 
-    # train_cifar: the cluster's weights are the single process' within float round-off.
-    got, want = model_weights(cluster / "cifar" / "model.keras"), model_weights(
-        reference / "cifar" / "model.keras")
-    assert len(got) == len(want)
-    diff = max(float(np.max(np.abs(g - w))) for g, w in zip(got, want, strict=True))
-    print(f"train_cifar --quick: max |two processes - one process| = {diff:.2e}")
-    assert diff < 1e-5
+    # train_cifar: the cluster's weights are the single process' within float round-off
+    # (12 SGD steps at learning rate 0.1 after gradients summed in another order), far below
+    # what the last epoch moved them: a resume on the wrong batches or without the optimizer's
+    # momentum would be of that size.
+    ckpt = "cifar/checkpoints/epoch_00{}.weights.h5"
+    got, want, before = (h5_arrays(folder / ckpt.format(epoch)) for folder, epoch in (
+        (cluster, 3), (reference, 3), (reference, 2)))
+    assert sorted(got) == sorted(want) and got
+    diff, moved = (max(float(np.max(np.abs(a[k] - want[k]))) for k in want) for a in (got, before))
+    print(f"train_cifar, lost a worker and resumed: max |two processes - one process| = "
+          f"{diff:.2e}; the last epoch moved the weights by up to {moved:.2e}")
+    assert diff < 1e-4 and diff < moved / 100
+    assert [w.shape for w in model_weights(cluster / "cifar" / "model.keras")] == [
+        w.shape for w in model_weights(reference / "cifar" / "model.keras")]
 
     # degradation: the same errors and losses, and the same weights after each epoch.
     ckpt = "degradation/runs/{}/seed0/checkpoints/epoch_001.weights.h5"
@@ -176,10 +224,14 @@ def test_two_processes_train_like_one(tmp_path, capsys):
         assert result[0]["curves"]["test_error"] == pytest.approx(result[1]["curves"]["test_error"])
 
     # Only process 0 wrote the job's folder: it holds what the single process wrote, once
-    # (one TensorBoard file per log folder), and process 1's copies went to its own temp folder.
-    assert len(files_under(cluster)) == len(files_under(reference))
+    # (one TensorBoard file per log folder; train_cifar's two runs wrote one each), and
+    # process 1's copies went to its own temp folders.
     assert [f for f in files_under(cluster) if "events" not in f] == [
         f for f in files_under(reference) if "events" not in f]
+    for part, runs in (("cifar", 2), ("degradation", 1)):
+        events = [len([f for f in files_under(folder / part) if "events" in f])
+                  for folder in (cluster, reference)]
+        assert events[0] == runs * events[1] > 0, events
     theirs = [f for f in files_under(tmp_path / "tmp1") if "keras_residual_process_" in f]
     assert not any(f.endswith("model.keras") for f in theirs)
     assert any(f.endswith("epoch_001.weights.h5") for f in theirs)
