@@ -17,6 +17,7 @@ import numpy as np
 from scipy import stats
 from tqdm import tqdm
 
+from keras_residual.lesion import parallel
 from keras_residual.lesion.evaluation import Data, check_ks, checked_data, evaluate
 from keras_residual.surgery import reorder_blocks, residual_blocks, swappable
 from keras_residual.surgery.select import layer_shape
@@ -164,8 +165,10 @@ def reordering(
     taus, errors = np.empty((len(ks), samples)), np.empty((len(ks), samples))
     taus_all = np.empty((len(ks), samples))
     orders = np.empty((len(ks), samples, n), dtype="int64")
-    intact = evaluate(model, x, y, batch_size)
-    with tqdm(total=errors.size, desc="reordering", disable=not progress) as bar:
+    with parallel.distributed(model) as model, tqdm(
+        total=errors.size, desc="reordering", disable=not progress
+    ) as bar:
+        intact = evaluate(model, x, y, batch_size)
         for row, k in enumerate(ks):
             for s in range(samples):
                 order = random_swaps(groups, n, int(k), rng)

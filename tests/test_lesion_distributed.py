@@ -1,0 +1,135 @@
+"""The lesion studies under a distribution give the single-device numbers (issue 22).
+
+Single- and k-block deletion, reordering and the gradient per path length
+(Veit et al. 2016, Fig. 3-6) run data-parallel inside the distribution
+setup (`keras_residual.lesion.parallel`): on TensorFlow under a
+`MirroredStrategy` over two logical CPU devices, in a fresh subprocess
+(logical devices must be configured before TensorFlow starts); on JAX in a
+job of two processes on localhost with two host devices each, under
+`distribution_setup()`'s scope. Each prints its results as JSON, and the
+references are the same studies computed here on one device.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from test_cluster import ROOT, finish, kill, start_cluster  # noqa: F401 (the JAX job)
+
+#: The network, the data and the four studies, executed here and in the subprocesses.
+STUDIES = textwrap.dedent(
+    """
+    import keras
+    import numpy as np
+
+    from keras_residual import Residual
+    from keras_residual.lesion import (gradient_per_path_length, k_block_deletion, reordering,
+                                       single_block_deletion)
+
+    def build():
+        # 5 blocks, one of them with a projection shortcut (it cannot be swapped), 2k weights.
+        inputs = keras.Input((8,))
+        x = keras.layers.Dense(16, activation="tanh")(inputs)
+        for i in range(5):
+            branch = keras.Sequential([keras.layers.Dense(16, activation="relu"),
+                                       keras.layers.Dense(16 if i < 2 else 12)])
+            x = Residual(branch, shortcut="projection" if i == 2 else "identity")(x)
+        outputs = keras.layers.Softmax()(keras.layers.Dense(5)(x))
+        return keras.Model(inputs, outputs)
+
+    def weights(model):
+        rng = np.random.default_rng(1)
+        return [rng.normal(0.0, 0.3, w.shape).astype("float32") for w in model.get_weights()]
+
+    def data(model):
+        rng = np.random.default_rng(2)
+        x = rng.normal(size=(100, 8)).astype("float32")
+        y = model.predict(x, verbose=0).argmax(-1)  # the intact net's answers, 20 changed
+        y[:20] = rng.integers(0, 5, 20)
+        return x, y
+
+    def studies(model, x, y):
+        single = {m: single_block_deletion(model, (x, y), batch_size=24, method=m,
+                                           progress=False) for m in ("stacked", "each")}
+        k = k_block_deletion(model, (x, y), [1, 2, 4], samples=2, batch_size=24, progress=False)
+        swaps = reordering(model, (x, y), [1, 2], samples=1, batch_size=24, progress=False)
+        gradient = gradient_per_path_length(model, (x, y), [0, 2, 5], samples=30,
+                                            batch_size=24, progress=False)
+        return {
+            "single": {m: [r.intact_error, *r.errors.tolist()] for m, r in single.items()},
+            "k": [k.intact_error, *k.errors.ravel().tolist()],
+            "reorder": [swaps.intact_error, *swaps.errors.ravel().tolist()],
+            "orders": swaps.orders.tolist(),
+            "norms": gradient.norms.tolist(),
+        }
+    """
+)
+
+TENSORFLOW_JOB = textwrap.dedent(
+    """
+    import json
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    exec(STUDIES)
+    from keras_residual.lesion import parallel
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        model = build()
+    model.set_weights(weights(model))
+    x, y = data(model)
+    results = studies(model, x, y)
+    results["replicas"] = parallel.current_split(model).devices
+    results["strategy"] = model.distribute_strategy.num_replicas_in_sync
+    print(json.dumps(results))
+    """
+).replace("exec(STUDIES)", STUDIES)
+
+
+def single_device_results() -> dict:
+    namespace: dict = {}
+    exec(STUDIES, namespace)
+    model = namespace["build"]()
+    model.set_weights(namespace["weights"](model))
+    return namespace["studies"](model, *namespace["data"](model))
+
+
+def assert_same_numbers(got: dict, want: dict) -> None:
+    assert got["single"] == want["single"]  # errors: exactly the same predictions
+    assert got["k"] == want["k"] and got["reorder"] == want["reorder"]
+    assert got["orders"] == want["orders"]
+    np.testing.assert_allclose(got["norms"], want["norms"], rtol=1e-5, atol=1e-7)
+    # The studies are not degenerate: deletions and swaps change the error, lengths the norm.
+    errors = want["single"]["each"]
+    assert len(set(errors)) > 2 and len(set(want["reorder"])) > 1
+    assert len({round(float(np.mean(n)), 4) for n in want["norms"]}) == 3
+
+
+@pytest.mark.backends("tensorflow", reason="tf.distribute.MirroredStrategy is TensorFlow's "
+                      "(the JAX job is the test below)")
+def test_lesion_studies_under_mirrored_strategy_give_the_single_device_numbers():
+    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3",
+               PYTHONPATH=ROOT)
+    job = subprocess.Popen([sys.executable, "-c", TENSORFLOW_JOB], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    try:
+        want = single_device_results()  # meanwhile, here
+    except BaseException:
+        kill([job])
+        raise
+    try:
+        out, err = job.communicate(timeout=300)
+    finally:
+        kill([job])
+    assert job.returncode == 0, err[-3000:]
+    got = json.loads(out.strip().splitlines()[-1])
+    assert got["replicas"] == got["strategy"] == 2  # every evaluation split over both
+    assert_same_numbers(got, want)
