@@ -54,8 +54,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_cluster(tmp_path, processes: int = 2) -> list[subprocess.Popen]:
-    """Starts the job in `processes` processes; process i's temporary folder is tmp_path/tmp<i>."""
+def start_cluster(tmp_path, processes: int = 2, job: str = JOB,
+                  extra_env: dict | None = None) -> list[subprocess.Popen]:
+    """Starts `job` in `processes` processes; process i's temporary folder is tmp_path/tmp<i>.
+
+    Each runs `python -c job ROOT tmp_path/cluster`, with `extra_env` added to its environment.
+    """
     port = _free_port()
     procs = []
     for i in range(processes):
@@ -65,9 +69,9 @@ def start_cluster(tmp_path, processes: int = 2) -> list[subprocess.Popen]:
                    KERAS_HOME=str(tmp_path / "keras_home"),
                    KERAS_DISTRIBUTION_JOB_ADDRESSES=f"localhost:{port}",
                    KERAS_DISTRIBUTION_NUM_PROCESSES=str(processes),
-                   KERAS_DISTRIBUTION_PROCESS_ID=str(i))
+                   KERAS_DISTRIBUTION_PROCESS_ID=str(i), **(extra_env or {}))
         procs.append(subprocess.Popen(
-            [sys.executable, "-c", JOB, ROOT, str(tmp_path / "cluster")], env=env, cwd=tmp_path,
+            [sys.executable, "-c", job, ROOT, str(tmp_path / "cluster")], env=env, cwd=tmp_path,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     return procs
 

@@ -20,7 +20,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from test_cluster import ROOT, finish, kill, start_cluster  # noqa: F401 (the JAX job)
+from test_cluster import ROOT, finish, kill, start_cluster
 
 #: The network, the data and the four studies, executed here and in the subprocesses.
 STUDIES = textwrap.dedent(
@@ -93,6 +93,33 @@ TENSORFLOW_JOB = textwrap.dedent(
     """
 ).replace("exec(STUDIES)", STUDIES)
 
+JAX_JOB = textwrap.dedent(
+    """
+    import json
+    from keras_residual.distribution import distribution_setup
+
+    setup = distribution_setup()  # joins the cluster: before anything starts JAX
+    exec(STUDIES)
+    from keras_residual.lesion import parallel
+
+    reference = build()  # here, on one device: the weights and the labels
+    reference.set_weights(weights(reference))
+    x, y = data(reference)
+    rows = []  # what each predict call of this process evaluated
+    predict = keras.Model.predict
+    keras.Model.predict = lambda self, x, **kwargs: rows.append(
+        len(keras.tree.flatten(x)[0])) or predict(self, x, **kwargs)
+    with setup.scope():
+        model = build()
+        model.set_weights(weights(reference))
+        results = studies(model, x, y)
+        split = parallel.current_split(model)
+    results["split"] = [split.processes, split.process_id, split.devices]
+    results["rows"] = rows
+    print("RESULTS", json.dumps(results))
+    """
+).replace("exec(STUDIES)", STUDIES)
+
 
 def single_device_results() -> dict:
     namespace: dict = {}
@@ -133,3 +160,24 @@ def test_lesion_studies_under_mirrored_strategy_give_the_single_device_numbers()
     got = json.loads(out.strip().splitlines()[-1])
     assert got["replicas"] == got["strategy"] == 2  # every evaluation split over both
     assert_same_numbers(got, want)
+
+
+@pytest.mark.backends("jax", reason="a job of several processes is keras.distribution on JAX "
+                      "(README, 'Past one machine'); the TensorFlow strategy is the test above")
+def test_lesion_studies_in_two_jax_processes_of_two_devices_give_the_single_device_numbers(
+        tmp_path):
+    procs = start_cluster(tmp_path, job=JAX_JOB,
+                          extra_env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    try:
+        want = single_device_results()  # meanwhile, here, on one device
+    except BaseException:
+        kill(procs)
+        raise
+    logs = finish(procs, timeout=120)
+    for i, log in enumerate(logs):
+        got = json.loads([line for line in log.splitlines() if line.startswith("RESULTS ")][-1][8:])
+        assert got["split"] == [2, i, 2]  # 2 processes, each over its 2 devices
+        # Each process evaluated its half of the (padded) rows: the stacked sweep's 128 rows
+        # (8 stacked batches of 16), then 144 rows (6 steps of 24) per network.
+        assert got["rows"][:2] == [64, 72] and max(got["rows"]) < 100
+        assert_same_numbers(got, want)
