@@ -224,6 +224,14 @@ def single_block_deletion(
     blocks (the plain VGG-style twin) each `removable_layers` layer is
     replaced by the identity instead.
 
+    Under a distribution (`keras_residual.lesion.parallel`): the stacked
+    model is built under the current strategy (TensorFlow: each replica runs
+    whole stacked batches of its rows) or distribution (JAX: each stacked
+    batch sharded over the devices), and every evaluation ("each") is a
+    data-parallel prediction; across JAX processes each process evaluates its
+    slice of the images and the predictions are gathered, so the errors are
+    the single-device errors.
+
     Args:
         model: keras.Model returning class scores.
         data: (x, y) arrays or a tf.data.Dataset of (x, y) batches; y holds
@@ -312,6 +320,11 @@ def k_block_deletion(
     progress: bool = True,
 ) -> KDeletionResult:
     """Delete `k` random blocks at once, `samples` times per k (Veit et al. 2016, Fig. 5a).
+
+    Under a distribution (`keras_residual.lesion.parallel`): the random sets
+    are drawn from `seed` alike in every process, and each lesioned network
+    is evaluated data-parallel over the devices (and processes), which gives
+    the single-device errors.
 
     Args:
         model: keras.Model with Residual blocks, returning class scores.

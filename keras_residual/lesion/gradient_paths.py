@@ -507,6 +507,14 @@ def gradient_per_path_length(
     each length it gives the gradient share per length (Fig. 6c) and the
     effective-path range with the share it holds.
 
+    Under a distribution (`keras_residual.lesion.parallel`), in `"sample"`
+    mode: the routes and inputs are drawn from `seed` alike in every
+    process, and the per-sample gradients are taken inside one data-parallel
+    prediction (each device differentiates its rows; across JAX processes
+    each process its slice, the norms gathered in order), which gives the
+    single-device norms within float32 round-off. `"batch"` mode is not
+    split: every process computes every mini-batch gradient.
+
     Args:
         model: keras.Model (Functional or Sequential) with Residual blocks,
             all with a shortcut.

@@ -133,6 +133,12 @@ def reordering(
     Kendall's tau (`scipy.stats.kendalltau`) over the blocks that can move
     (`movable_kendall_tau`; over all blocks in `kendall_tau_all`).
 
+    Under a distribution (`keras_residual.lesion.parallel`): the swaps are
+    drawn from `seed` alike in every process, each reordered network is
+    built under the current strategy or distribution and evaluated
+    data-parallel (a compiled prediction instead of eager calls, which would
+    run on one device), which gives the single-device errors.
+
     Args:
         model: keras.Model with Residual blocks, returning class scores.
         data: (x, y) arrays or a tf.data.Dataset of (x, y) batches.
