@@ -235,6 +235,9 @@ def _replica_predict(model: keras.Model, x: Any, step: int, strategy: Any) -> np
 def predict(model: keras.Model, x: Any, batch_size: int, fixed: bool = False) -> np.ndarray:
     """`model`'s outputs on every row of `x`, in row order, split as `current_split` says.
 
+    In a job of several JAX processes, `model` must live on this process'
+    devices: the model `distributed` yields, or one built inside it.
+
     Args:
         model: keras.Model with one output.
         x: array, or a list of arrays with the same number of rows.
