@@ -575,7 +575,7 @@ def studies_main(args: argparse.Namespace, setup) -> int:
     print(f"[lesion] data: {data.source}")
     figures = run_studies(setting, data, args.out, args.load, args.samples, progress=not args.quick,
                           length_step=length_step, setup=setup)
-    for caption, path in figures:
+    for caption, path in figures if setup is None or setup.is_chief else ():
         print(f"[lesion] {os.path.join(args.out, path)}: {caption}")
     return 0
 
