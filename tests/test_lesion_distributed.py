@@ -57,10 +57,10 @@ STUDIES = textwrap.dedent(
     def studies(model, x, y):
         single = {m: single_block_deletion(model, (x, y), batch_size=24, method=m,
                                            progress=False) for m in ("stacked", "each")}
-        k = k_block_deletion(model, (x, y), [1, 2, 4], samples=2, batch_size=24, progress=False)
+        k = k_block_deletion(model, (x, y), [1, 3], samples=2, batch_size=24, progress=False)
         swaps = reordering(model, (x, y), [1, 2], samples=1, batch_size=24, progress=False)
-        gradient = gradient_per_path_length(model, (x, y), [0, 2, 5], samples=30,
-                                            batch_size=24, progress=False)
+        gradient = gradient_per_path_length(model, (x, y), [0, 2, 5], samples=16,
+                                            batch_size=48, progress=False)
         return {
             "single": {m: [r.intact_error, *r.errors.tolist()] for m, r in single.items()},
             "k": [k.intact_error, *k.errors.ravel().tolist()],
