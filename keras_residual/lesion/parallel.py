@@ -143,6 +143,16 @@ def local_copy(model: keras.Model) -> keras.Model:
     over this process' devices cannot read them; the copy
     (`keras.models.clone_model` under a `DataParallel` over
     `jax.local_devices()`) holds this process' replica of every weight.
+
+    Example:
+        In one process it is a copy on the local devices all the same (JAX only):
+
+        >>> import keras, numpy as np
+        >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+        >>> if keras.backend.backend() == "jax":
+        ...     copy = local_copy(model)
+        ...     np.testing.assert_allclose(copy.predict(np.ones((1, 2)), verbose=0),
+        ...                                model.predict(np.ones((1, 2)), verbose=0))
     """
     with _local_data_parallel().scope():
         copy = keras.models.clone_model(model)
