@@ -45,14 +45,15 @@ STUDIES = textwrap.dedent(
 
     def weights(model):
         rng = np.random.default_rng(1)
-        return [rng.normal(0.0, 0.3, w.shape).astype("float32") for w in model.get_weights()]
+        return [rng.normal(0.0, 0.3, w.shape).astype("float32") for w in model.weights]
 
-    def data(model):
-        rng = np.random.default_rng(2)
-        x = rng.normal(size=(100, 8)).astype("float32")
+    def inputs():
+        return np.random.default_rng(2).normal(size=(100, 8)).astype("float32")
+
+    def labels(model, x):
         y = model.predict(x, verbose=0).argmax(-1)  # the intact net's answers, 20 changed
-        y[:20] = rng.integers(0, 5, 20)
-        return x, y
+        y[:20] = np.random.default_rng(3).integers(0, 5, 20)
+        return y
 
     def studies(model, x, y):
         single = {m: single_block_deletion(model, (x, y), batch_size=24, method=m,
@@ -85,8 +86,8 @@ TENSORFLOW_JOB = textwrap.dedent(
     with strategy.scope():
         model = build()
     model.set_weights(weights(model))
-    x, y = data(model)
-    results = studies(model, x, y)
+    x = inputs()
+    results = studies(model, x, labels(model, x))
     results["replicas"] = parallel.current_split(model).devices
     results["strategy"] = model.distribute_strategy.num_replicas_in_sync
     print(json.dumps(results))
@@ -95,23 +96,21 @@ TENSORFLOW_JOB = textwrap.dedent(
 
 JAX_JOB = textwrap.dedent(
     """
-    import json
+    import json, os
     from keras_residual.distribution import distribution_setup
 
     setup = distribution_setup()  # joins the cluster: before anything starts JAX
     exec(STUDIES)
     from keras_residual.lesion import parallel
 
-    reference = build()  # here, on one device: the weights and the labels
-    reference.set_weights(weights(reference))
-    x, y = data(reference)
+    x, y = inputs(), np.array(json.loads(os.environ["LESION_LABELS"]))  # the test's
     rows = []  # what each predict call of this process evaluated
     predict = keras.Model.predict
     keras.Model.predict = lambda self, x, **kwargs: rows.append(
         len(keras.tree.flatten(x)[0])) or predict(self, x, **kwargs)
     with setup.scope():
         model = build()
-        model.set_weights(weights(reference))
+        model.set_weights(weights(model))
         results = studies(model, x, y)
         split = parallel.current_split(model)
     results["split"] = [split.processes, split.process_id, split.devices]
@@ -121,12 +120,19 @@ JAX_JOB = textwrap.dedent(
 ).replace("exec(STUDIES)", STUDIES)
 
 
-def single_device_results() -> dict:
+def single_device_network() -> tuple[dict, object, np.ndarray, np.ndarray]:
+    """`STUDIES`' names, its network on one device, the inputs and the labels."""
     namespace: dict = {}
     exec(STUDIES, namespace)
     model = namespace["build"]()
     model.set_weights(namespace["weights"](model))
-    return namespace["studies"](model, *namespace["data"](model))
+    x = namespace["inputs"]()
+    return namespace, model, x, namespace["labels"](model, x)
+
+
+def single_device_results() -> dict:
+    namespace, model, x, y = single_device_network()
+    return namespace["studies"](model, x, y)
 
 
 def assert_same_numbers(got: dict, want: dict) -> None:
@@ -166,10 +172,12 @@ def test_lesion_studies_under_mirrored_strategy_give_the_single_device_numbers()
                       "(README, 'Past one machine'); the TensorFlow strategy is the test above")
 def test_lesion_studies_in_two_jax_processes_of_two_devices_give_the_single_device_numbers(
         tmp_path):
-    procs = start_cluster(tmp_path, job=JAX_JOB,
-                          extra_env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    namespace, model, x, y = single_device_network()
+    procs = start_cluster(tmp_path, job=JAX_JOB, extra_env={
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+        "LESION_LABELS": json.dumps(y.tolist())})
     try:
-        want = single_device_results()  # meanwhile, here, on one device
+        want = namespace["studies"](model, x, y)  # meanwhile, here, on one device
     except BaseException:
         kill(procs)
         raise
