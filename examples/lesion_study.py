@@ -33,6 +33,16 @@ Caffe-style weight decay 1e-4 on the kernels, learning rate 0.1 divided by
 ResNet-110 (their warm-up), per-pixel mean subtraction, pad-and-crop and
 flip augmentation, batch 128.
 
+In a job of several JAX processes (Keras' cluster variables
+`KERAS_DISTRIBUTION_JOB_ADDRESSES`, `_NUM_PROCESSES`, `_PROCESS_ID` set in
+every process, as for `train_cifar.py`; README, 'Past one machine'), the
+studies of `--preset mnist` / `cifar110` run inside the job's
+`DistributionSetup.scope()` on the networks rebuilt there: each lesion is
+evaluated data-parallel, every process its part of the images on its
+devices (`keras_residual.lesion.parallel`), with the single-process
+numbers. The networks are trained (or read from `--load`) in every process
+alike before that; only process 0 writes figures and saves networks.
+
 `--keras-hub PRESET` runs the deletion studies (Fig. 3, Fig. 5a) on a
 pretrained keras-hub ResNet converted into `Residual` blocks
 (`keras_residual.models.load_keras_hub_classifier`; keras-hub downloads the
@@ -45,6 +55,7 @@ whose top-1 class differs from the intact network's.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import importlib.util
 import os
@@ -236,8 +247,13 @@ def study_arrays(data):
 
 
 def _train_or_load(setting: Setting, data, plain: bool, final_survival: float,
-                   load_dir: str | None, tag: str, fit_kwargs: dict | None = None):
-    """Train (or load) one network; precise BatchNorm statistics either way."""
+                   load_dir: str | None, tag: str, fit_kwargs: dict | None = None,
+                   save: bool = True):
+    """Train (or load) one network; precise BatchNorm statistics either way.
+
+    `save=False`: a network trained here is not written to `load_dir` (a
+    process other than the chief of a job).
+    """
     from keras_residual.lesion import precise_batchnorm
 
     path = os.path.join(load_dir, f"{tag}.keras") if load_dir else None
@@ -253,7 +269,7 @@ def _train_or_load(setting: Setting, data, plain: bool, final_survival: float,
         else:
             model.fit(data.x_train, data.y_train, epochs=setting.epochs,
                       batch_size=setting.batch_size, verbose=0, **(fit_kwargs or {}))
-        if path:
+        if path and save:
             os.makedirs(load_dir, exist_ok=True)
             model.save(path)
     precise_batchnorm(model, arrays.x_train, batches=PRECISE_BN_BATCHES,
@@ -263,28 +279,67 @@ def _train_or_load(setting: Setting, data, plain: bool, final_survival: float,
     return model
 
 
+def in_scope(model: keras.Model, setup) -> keras.Model:
+    """`model` rebuilt inside `setup.scope()` with its weights (`model` itself without a setup).
+
+    The lesion studies then split their evaluations over the job's devices
+    and processes (`keras_residual.lesion.parallel`).
+    """
+    if setup is None:
+        return model
+    with setup.scope():
+        copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def run_studies(setting: Setting, data, out_dir: str, load_dir: str | None = None,
                 samples: int = 5, progress: bool = False, length_step: int = 1,
-                effective_paths: bool = True) -> list[tuple[str, str]]:
+                effective_paths: bool = True, setup=None) -> list[tuple[str, str]]:
     """Train (or load) the pair, run every study, write the figures.
 
     `length_step` thins the path lengths of the gradient study;
-    `effective_paths=False` skips the effective-path training run.
+    `effective_paths=False` skips the effective-path training run. `setup`:
+    a `DistributionSetup` of a job of several processes, inside whose scope
+    the studies run (only its chief writes `out_dir` and `load_dir`).
 
     Returns:
         `[(caption, png path relative to out_dir), ...]`.
     """
-    residual = _train_or_load(setting, data, False, 1.0, load_dir, "residual")
-    plain = _train_or_load(setting, data, True, 1.0, load_dir, "plain")
+    chief = setup is None or setup.is_chief
+    out_dir = setup.output_dir(out_dir) if setup is not None else out_dir
+    residual = _train_or_load(setting, data, False, 1.0, load_dir, "residual", save=chief)
+    plain = _train_or_load(setting, data, True, 1.0, load_dir, "plain", save=chief)
+    stochastic = _train_or_load(setting, data, False, 0.5, load_dir, "stochastic_depth",
+                                save=chief)
     arrays = study_arrays(data)
-    test = (arrays.x_test, arrays.y_test)
-    n = len(residual_blocks(residual))
     figures = []
 
     def save(fig, name, caption):
         plots.save_figure(fig, os.path.join(out_dir, name))
         figures.append((caption, name))
 
+    with setup.scope() if setup is not None else contextlib.nullcontext():
+        single = _studies(*(in_scope(m, setup) for m in (residual, plain, stochastic)), arrays,
+                          save, samples, progress, length_step)
+    if not effective_paths:
+        return figures
+    n = len(residual_blocks(residual))
+    active = max(1, round(n * 23 / 54))
+    effective = _train_or_load(setting, data, False, 1.0, load_dir, f"effective_{active}",
+                               {"callbacks": [EffectivePathTraining(active, seed=0)]}, save=chief)
+    error = 1.0 - effective.evaluate(arrays.x_test, arrays.y_test, verbose=0)[1]
+    print(f"[lesion] effective-path training ({active} of {n} blocks per batch): "
+          f"test error {error:.4f} vs full {single.intact_error:.4f} (both after precise "
+          "BatchNorm)")
+    return figures
+
+
+def _studies(residual: keras.Model, plain: keras.Model, stochastic: keras.Model, arrays,
+             save: Callable, samples: int, progress: bool, length_step: int):
+    """Fig. 3 to 8 on the trained networks; returns the residual net's single deletion."""
+    test = (arrays.x_test, arrays.y_test)
+    n = len(residual_blocks(residual))
     single = single_block_deletion(residual, test, progress=progress)
     single_plain = single_block_deletion(plain, test, progress=progress)
     print(f"[lesion] single deletion: residual intact {single.intact_error:.3f}, worst "
@@ -302,7 +357,8 @@ def run_studies(setting: Setting, data, out_dir: str, load_dir: str | None = Non
          "Fig. 5b: error after swapping random pairs of blocks vs Kendall's tau")
 
     x_sub, y_sub = arrays.x_train[:2000], arrays.y_train[:2000]
-    gradients = gradient_per_path_length(residual, (x_sub, y_sub), list(range(0, n + 1, length_step)), samples,
+    gradients = gradient_per_path_length(residual, (x_sub, y_sub),
+                                         list(range(0, n + 1, length_step)), samples,
                                          progress=progress)
     lo, hi = gradients.effective_range
     print(f"[lesion] effective paths: {lo} to {hi} blocks of {n}")
@@ -312,22 +368,11 @@ def run_studies(setting: Setting, data, out_dir: str, load_dir: str | None = Non
     save(plots.plot_remaining_paths(54), "lesion_remaining_paths.png",
          "Fig. 7: fraction of paths of each length left after deleting 1, 10, 20 of 54 blocks")
 
-    stochastic = _train_or_load(setting, data, False, 0.5, load_dir, "stochastic_depth")
     resilience = ResilienceResult(single, single_block_deletion(stochastic, test,
                                                                 progress=progress), 0.5)
     save(plots.plot_resilience(resilience), "lesion_stochastic_depth.png",
          "Fig. 8: single-block deletion, normal vs stochastic-depth training")
-
-    if not effective_paths:
-        return figures
-    active = max(1, round(n * 23 / 54))
-    effective = _train_or_load(setting, data, False, 1.0, load_dir, f"effective_{active}",
-                               {"callbacks": [EffectivePathTraining(active, seed=0)]})
-    error = 1.0 - effective.evaluate(*test, verbose=0)[1]
-    print(f"[lesion] effective-path training ({active} of {n} blocks per batch): "
-          f"test error {error:.4f} vs full {single.intact_error:.4f} (both after precise "
-          "BatchNorm)")
-    return figures
+    return single
 
 
 def demo_section(data, out_dir: str, quick: bool = False) -> list[tuple[str, str]]:
@@ -439,8 +484,23 @@ def _write_fig8(result: dict, out: str, table_of: Callable[[dict], str]) -> int:
     return 0
 
 
+def job_setup(args: argparse.Namespace):
+    """The job's `DistributionSetup` when the cluster variables are set (`--preset mnist` or
+    `cifar110`), else None; joins the cluster, so it runs before anything starts JAX."""
+    from keras_residual.distribution import cluster_from_environment, distribution_setup
+
+    if args.keras_hub or args.preset not in ("mnist", "cifar110", "resnet110"):
+        return None
+    if cluster_from_environment(os.environ) is None:
+        return None
+    setup = distribution_setup()
+    print(f"[lesion] distribution: {setup.description}")
+    return setup
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    setup = job_setup(args)
 
     if args.keras_hub:
         from keras_residual.models import load_keras_hub_classifier
@@ -481,6 +541,11 @@ def main(argv: list[str] | None = None) -> int:
         ensemble54_study(data, args.out, **options)
         print(f"[lesion] {os.path.join(args.out, 'results.json')}")
         return 0
+    return studies_main(args, setup)
+
+
+def studies_main(args: argparse.Namespace, setup) -> int:
+    """`--preset mnist` and `cifar110`: train (or load) the networks, every study, the figures."""
     if args.dataset == "cifar10" and args.preset != "cifar110":
         print("[lesion] --dataset cifar10 goes with --preset resnet110")
         return 1
@@ -509,8 +574,8 @@ def main(argv: list[str] | None = None) -> int:
         args.samples, length_step = 1, 3
     print(f"[lesion] data: {data.source}")
     figures = run_studies(setting, data, args.out, args.load, args.samples, progress=not args.quick,
-                          length_step=length_step)
-    for caption, path in figures:
+                          length_step=length_step, setup=setup)
+    for caption, path in figures if setup is None or setup.is_chief else ():
         print(f"[lesion] {os.path.join(args.out, path)}: {caption}")
     return 0
 

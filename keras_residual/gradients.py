@@ -128,3 +128,34 @@ def input_gradient_function(fn: Callable[..., Any]) -> Callable[..., np.ndarray]
         return compiled(x, *(tf.convert_to_tensor(a) for a in args)).numpy()
 
     return run
+
+
+def traced_input_gradient(fn: ScalarFn, x: Any) -> Any:
+    """d fn(x) / d x for a backend tensor `x`, as a backend tensor, inside a compiled function.
+
+    For gradients taken in a layer's `call` (a `predict` that Keras splits
+    over devices, `keras_residual.lesion.parallel`): a `tf.GradientTape` on
+    TensorFlow, `jax.grad` on JAX, `torch.autograd.grad` (with gradients
+    enabled, as `predict` disables them) on PyTorch.
+
+    Example:
+        >>> import keras
+        >>> x = keras.ops.convert_to_tensor([1.0, 2.0])
+        >>> keras.ops.convert_to_numpy(traced_input_gradient(
+        ...     lambda t: keras.ops.sum(t * t), x)).tolist()
+        [2.0, 4.0]
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return _tape_gradient(fn, x)
+    if backend == "jax":
+        import jax
+
+        return jax.grad(fn)(x)
+    _backend_gradient("traced_input_gradient")  # raises on other backends
+    import torch
+
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(fn(x), x)
+    return grad

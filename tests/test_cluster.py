@@ -74,9 +74,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_cluster(tmp_path, data: str, phase: str = "all",
-                  processes: int = 2) -> list[subprocess.Popen]:
-    """Starts the job in `processes` processes; process i's temporary folder is tmp_path/tmp<i>."""
+def start_cluster(tmp_path, *args: str, processes: int = 2, job: str = JOB,
+                  extra_env: dict | None = None) -> list[subprocess.Popen]:
+    """Starts `job` in `processes` processes; process i's temporary folder is tmp_path/tmp<i>.
+
+    Each runs `python -c job ROOT tmp_path/cluster *args`, with `extra_env` added to its
+    environment.
+    """
     port = _free_port()
     procs = []
     for i in range(processes):
@@ -86,9 +90,9 @@ def start_cluster(tmp_path, data: str, phase: str = "all",
                    KERAS_HOME=str(tmp_path / "keras_home"),
                    KERAS_DISTRIBUTION_JOB_ADDRESSES=f"localhost:{port}",
                    KERAS_DISTRIBUTION_NUM_PROCESSES=str(processes),
-                   KERAS_DISTRIBUTION_PROCESS_ID=str(i))
+                   KERAS_DISTRIBUTION_PROCESS_ID=str(i), **(extra_env or {}))
         procs.append(subprocess.Popen(
-            [sys.executable, "-c", JOB, ROOT, str(tmp_path / "cluster"), data, phase], env=env,
+            [sys.executable, "-c", job, ROOT, str(tmp_path / "cluster"), *args], env=env,
             cwd=tmp_path,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     return procs
@@ -162,13 +166,13 @@ def lose_a_worker(procs: list[subprocess.Popen], timeout: float) -> str:
 @pytest.mark.slow
 def test_two_processes_train_like_one_and_resume_after_losing_one(tmp_path, capsys):
     data = load_script("train_cifar").write_random_npz(str(tmp_path / "tiny.npz"))
-    lose_a_worker(start_cluster(tmp_path, data, phase="preempt"), timeout=120)
+    lose_a_worker(start_cluster(tmp_path, data, "preempt"), timeout=120)
     cluster = tmp_path / "cluster"
     assert not (cluster / "cifar" / "model.keras").exists()
     assert (cluster / "cifar" / "checkpoints" / "epoch_001.weights.h5").exists()
     assert not (cluster / "cifar" / "checkpoints" / "epoch_002.weights.h5").exists()
 
-    procs = start_cluster(tmp_path, data)
+    procs = start_cluster(tmp_path, data, "all")
     try:
         # The references, here in one process and uninterrupted, while the cluster runs.
         reference = tmp_path / "single"

@@ -5,6 +5,7 @@
 - `gradient_paths`: the gradient per path length, routed per sample (Fig. 6).
 - `paths`: path-length statistics of the unraveled view.
 - `evaluation`: data and error helpers shared by the studies.
+- `parallel`: the studies under a distribution (data-parallel evaluation, single-device numbers).
 - `schedules`: stochastic depth, effective-path training, resilience comparison.
 - `batchnorm`: precise BatchNorm statistics of the full network after such training.
 - The edits the studies make (delete, reorder, route) live in

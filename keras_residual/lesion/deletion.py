@@ -19,6 +19,7 @@ sweep is one compiled function, traced once.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 
 import keras
@@ -26,6 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from keras_residual import graph
+from keras_residual.lesion import parallel
 from keras_residual.lesion.evaluation import (
     Data,
     check_ks,
@@ -144,19 +146,29 @@ def _stacked_sweep_model(model: keras.Model, units: list, batch: int) -> tuple[k
     return stacked, [index[i] for i in seen]
 
 
-def _single_deletion_stacked(model, units, x, y, batch_size, progress) -> tuple[float, np.ndarray]:
-    # A stacked pass holds about 4 * batch_size rows: 1 + n copies of `batch` images.
-    # Small batches keep the growing activations in cache (measured on CPU).
-    batch = min(max(1, round(4 * batch_size / (len(units) + 1))), len(x))
-    stacked, order = _stacked_sweep_model(model, units, batch)
-    pad = -len(x) % batch
-    x_padded = np.concatenate([x, x[:pad]]) if pad else x
+def _stacked_outputs(stacked, x_padded, batch, split, progress) -> np.ndarray:
+    """(batches, (1 + n) * batch, classes): the stacked model on each `batch` rows."""
+    if split.active:  # one data-parallel predict: each replica runs whole stacked batches
+        outputs = parallel.predict(stacked, x_padded, batch, fixed=True)
+        return outputs.reshape(len(x_padded) // batch, -1, outputs.shape[-1])
     outputs = []
     for start in tqdm(range(0, len(x_padded), batch), desc="single-block deletion",
                       disable=not progress):
         outputs.append(keras.ops.convert_to_numpy(
             stacked.predict_on_batch(x_padded[start:start + batch])))
-    outputs = np.stack(outputs)  # (batches, (1 + n) * batch, classes)
+    return np.stack(outputs)
+
+
+def _single_deletion_stacked(model, units, x, y, batch_size, progress) -> tuple[float, np.ndarray]:
+    # A stacked pass holds about 4 * batch_size rows: 1 + n copies of `batch` images.
+    # Small batches keep the growing activations in cache (measured on CPU).
+    batch = min(max(1, round(4 * batch_size / (len(units) + 1))), len(x))
+    split = parallel.current_split(model)
+    if split.distribution is not None:  # JAX shards each stacked batch over the devices
+        batch = math.ceil(batch / split.devices) * split.devices
+    stacked, order = _stacked_sweep_model(model, units, batch)
+    x_padded = x[np.arange(split.padded_length(len(x), batch, fixed=True)) % len(x)]
+    outputs = _stacked_outputs(stacked, x_padded, batch, split, progress)
     outputs = outputs.reshape(outputs.shape[0], len(units) + 1, batch, -1)
     outputs = outputs.transpose(1, 0, 2, 3).reshape(len(units) + 1, len(x_padded), -1)[:, : len(x)]
     errors = np.empty(len(units))
@@ -179,6 +191,23 @@ def _single_deletion_each(model, units, x, y, batch_size, progress) -> tuple[flo
     return intact, errors
 
 
+def _single_deletion(model, units, x, y, batch_size, method, progress) -> tuple[float, np.ndarray]:
+    with lesion_ready(model):
+        if method == "each":
+            return _single_deletion_each(model, units, x, y, batch_size, progress)
+        try:
+            return _single_deletion_stacked(model, units, x, y, batch_size, progress)
+        except _NotAChain as reason:
+            if method == "stacked":
+                raise ValueError(
+                    f"The blocks of model {model.name!r} do not form one chain from "
+                    f"input to output ({reason}), which the stacked sweep needs; use "
+                    "method='each' (or 'auto', which falls back to it). "
+                    "Received: method='stacked'"
+                ) from None
+            return _single_deletion_each(model, units, x, y, batch_size, progress)
+
+
 def single_block_deletion(
     model: keras.Model,
     data: Data,
@@ -194,6 +223,14 @@ def single_block_deletion(
     downsampling block. On a network without `Residual`
     blocks (the plain VGG-style twin) each `removable_layers` layer is
     replaced by the identity instead.
+
+    Under a distribution (`keras_residual.lesion.parallel`): the stacked
+    model is built under the current strategy (TensorFlow: each replica runs
+    whole stacked batches of its rows) or distribution (JAX: each stacked
+    batch sharded over the devices), and every evaluation ("each") is a
+    data-parallel prediction; across JAX processes each process evaluates its
+    slice of the images and the predictions are gathered, so the errors are
+    the single-device errors.
 
     Args:
         model: keras.Model returning class scores.
@@ -225,29 +262,14 @@ def single_block_deletion(
             f"`method` must be 'auto', 'stacked' or 'each'. Received: method={method!r}"
         )
     x, y = checked_data(model, data, batch_size)
-    units = lesion_units(model)
-    if not units:
+    if not lesion_units(model):
         raise ValueError(
             f"Model {model.name!r} has no Residual blocks and no layer with equal input "
             "and output shape that could be deleted."
         )
-    with lesion_ready(model):
-        if method == "each":
-            intact, errors = _single_deletion_each(model, units, x, y, batch_size, progress)
-        else:
-            try:
-                intact, errors = _single_deletion_stacked(
-                    model, units, x, y, batch_size, progress
-                )
-            except _NotAChain as reason:
-                if method == "stacked":
-                    raise ValueError(
-                        f"The blocks of model {model.name!r} do not form one chain from "
-                        f"input to output ({reason}), which the stacked sweep needs; use "
-                        "method='each' (or 'auto', which falls back to it). "
-                        "Received: method='stacked'"
-                    ) from None
-                intact, errors = _single_deletion_each(model, units, x, y, batch_size, progress)
+    with parallel.distributed(model) as model:
+        units = lesion_units(model)
+        intact, errors = _single_deletion(model, units, x, y, batch_size, method, progress)
     return SingleDeletionResult(
         names=np.array([unit.name for unit in units]),
         errors=errors,
@@ -299,6 +321,11 @@ def k_block_deletion(
 ) -> KDeletionResult:
     """Delete `k` random blocks at once, `samples` times per k (Veit et al. 2016, Fig. 5a).
 
+    Under a distribution (`keras_residual.lesion.parallel`): the random sets
+    are drawn from `seed` alike in every process, and each lesioned network
+    is evaluated data-parallel over the devices (and processes), which gives
+    the single-device errors.
+
     Args:
         model: keras.Model with Residual blocks, returning class scores.
         data: (x, y) arrays or a tf.data.Dataset of (x, y) batches.
@@ -326,9 +353,10 @@ def k_block_deletion(
     ks = check_ks(ks, len(blocks), f"the model has {len(blocks)} deletable blocks")
     rng = np.random.default_rng(seed)
     errors = np.empty((len(ks), samples))
-    with lesion_ready(model), tqdm(
+    with parallel.distributed(model) as model, lesion_ready(model), tqdm(
         total=errors.size, desc="k-block deletion", disable=not progress
     ) as bar:
+        blocks = [block for block in residual_blocks(model) if block.deletable]  # of the copy
         intact = evaluate(model, x, y, batch_size)
         for row, k in enumerate(ks):
             for s in range(samples):

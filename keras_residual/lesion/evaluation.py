@@ -8,6 +8,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_residual.lesion import parallel
 from keras_residual.validation import check_model_input, positive_int
 
 Data = Any  # (x, y) arrays or a tf.data.Dataset of (x, y) batches
@@ -81,7 +82,13 @@ def evaluate(
     A compiled predict function pays off over many evaluations of the same
     model (its gates change, it is not retraced); a model built for one
     evaluation (a reordering) runs eagerly instead of being traced.
+
+    Under a distribution (`keras_residual.lesion.parallel`) every evaluation
+    is a data-parallel `predict` over the devices (and processes), whose
+    errors are the single-device errors.
     """
+    if parallel.current_split(model).active:
+        return classification_error(parallel.predict(model, x, batch_size), y)
     if compiled:
         return classification_error(model.predict(x, batch_size=batch_size, verbose=0), y)
     outputs = [

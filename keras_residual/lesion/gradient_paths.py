@@ -26,8 +26,12 @@ import numpy as np
 from tqdm import tqdm
 
 from keras_residual import graph
-from keras_residual.gradients import input_gradient, input_gradient_function
-from keras_residual.lesion import paths
+from keras_residual.gradients import (
+    input_gradient,
+    input_gradient_function,
+    traced_input_gradient,
+)
+from keras_residual.lesion import parallel, paths
 from keras_residual.lesion.evaluation import Data, check_ks, checked_data
 from keras_residual.residual import Residual
 from keras_residual.surgery import residual_blocks
@@ -346,6 +350,71 @@ def _batch_gradient_function(routed, context, loss_fn, at: str) -> Callable[...,
     return run
 
 
+class _RowGradientNorms(keras.layers.Layer):
+    """Per-row norms of `_routed_gradient`'s gradients, in a `call` that `predict` can split.
+
+    Takes `[x, labels, routes]`; the gradient is taken inside the call
+    (`traced_input_gradient`), so a data-parallel `predict`
+    (`keras_residual.lesion.parallel`) measures each device's rows there.
+    """
+
+    def __init__(self, routed, context, loss_fn, at: str, first_shape: tuple, **kwargs):
+        super().__init__(**kwargs)
+        self.routed, self.context, self.loss_fn = routed, context, loss_fn
+        self.at, self.first_shape = at, tuple(first_shape)
+
+    def call(self, inputs):
+        x, labels, routes = inputs
+        context = self.context
+
+        def loss(t):
+            if self.at == "block":
+                context.offset = t
+            return keras.ops.sum(self.loss_fn(labels, self.routed(
+                x if self.at == "block" else t, training=False)))
+
+        try:
+            context.routes = keras.ops.cast(routes, "float32")
+            start = (keras.ops.zeros((keras.ops.shape(x)[0], *self.first_shape))
+                     if self.at == "block" else x)
+            grad = traced_input_gradient(loss, start)
+        finally:
+            context.routes = context.offset = None
+        grad = keras.ops.reshape(grad, (keras.ops.shape(grad)[0], -1))
+        return keras.ops.sqrt(keras.ops.sum(keras.ops.square(grad), axis=1))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0][0],)
+
+
+def _distributed_norms(routed, context, first_shape, x, y, routes, loss_fn, at,
+                       batch_size) -> np.ndarray:
+    """The norms of `_routed_gradient`'s per-sample gradients, by a data-parallel `predict`."""
+    inputs = [keras.Input(x.shape[1:]), keras.Input(y.shape[1:], dtype=str(y.dtype)),
+              keras.Input(routes.shape[1:])]
+    norms = keras.Model(inputs, _RowGradientNorms(routed, context, loss_fn, at, first_shape)(inputs))
+    return parallel.predict(norms, [x, y, routes], batch_size).astype("float64")
+
+
+def _sample_norms(routed, context, first_shape, x, y, steps, loss_fn, at, batch_size,
+                  bar) -> np.ndarray:
+    """Gradient norm of every drawn `(routes, picks)` step, one per row, in draw order."""
+    if parallel.current_split(routed).active:  # every measurement in one split predict
+        routes = np.concatenate([routes for routes, _ in steps])
+        picks = np.concatenate([picks for _, picks in steps])
+        values = _distributed_norms(routed, context, first_shape, x[picks], y[picks], routes,
+                                    loss_fn, at, batch_size)
+        bar.update(len(picks))
+        return values
+    values = []
+    for routes, picks in steps:
+        grad = _routed_gradient(routed, context, first_shape, x[picks], y[picks], routes,
+                                loss_fn, at)
+        values.append(np.linalg.norm(grad.reshape(len(picks), -1).astype("float64"), axis=1))
+        bar.update(len(picks))
+    return np.concatenate(values)
+
+
 def _draw_routes(rng: np.random.Generator, n: int, lengths: np.ndarray) -> np.ndarray:
     """One 0/1 row per entry of `lengths`: that many random blocks pass through the branch."""
     routes = np.zeros((len(lengths), n), dtype="float32")
@@ -364,28 +433,28 @@ def _measure(routed, context, blocks, x, y, lengths, samples, batch_size, loss_f
     jobs = jobs[rng.permutation(jobs.size)]
     norms = np.empty((len(lengths), samples))
     filled = np.zeros(len(lengths), dtype=int)
-    step = batch_size if mode == "sample" else 1
-    batch_gradient = (_batch_gradient_function(routed, context, loss_fn, at)
-                      if mode == "batch" else None)
     with tqdm(total=jobs.size, desc="gradient per path length", disable=not progress) as bar:
-        for start in range(0, jobs.size, step):
-            rows_of = jobs[start : start + step]
-            routes = _draw_routes(rng, n, lengths[rows_of])
-            if mode == "sample":
-                picks = rng.integers(0, len(x), size=rows_of.size)
-                grad = _routed_gradient(routed, context, first_shape, x[picks], y[picks],
-                                        routes, loss_fn, at)
-                values = np.linalg.norm(grad.reshape(rows_of.size, -1).astype("float64"), axis=1)
-            else:  # one mini-batch, one path: a training step's gradient
+        if mode == "sample":  # the draws first (in the order one step after another makes them)
+            steps = []
+            for start in range(0, jobs.size, batch_size):
+                routes = _draw_routes(rng, n, lengths[jobs[start : start + batch_size]])
+                steps.append((routes, rng.integers(0, len(x), size=len(routes))))
+            values = _sample_norms(routed, context, first_shape, x, y, steps, loss_fn, at,
+                                   batch_size, bar)
+        else:  # one mini-batch, one path: a training step's gradient
+            batch_gradient = _batch_gradient_function(routed, context, loss_fn, at)
+            values = []
+            for row in jobs:
+                routes = _draw_routes(rng, n, lengths[[row]])
                 picks = rng.choice(len(x), size=batch_size, replace=False)
                 t = (np.zeros((batch_size,) + first_shape, "float32") if at == "block"
                      else x[picks])
                 grad = batch_gradient(t, x[picks], y[picks], routes)
-                values = [float(np.linalg.norm(np.asarray(grad, dtype="float64")))]
-            for row, value in zip(rows_of, values, strict=True):
-                norms[row, filled[row]] = value
-                filled[row] += 1
-            bar.update(rows_of.size)
+                values.append(float(np.linalg.norm(np.asarray(grad, dtype="float64"))))
+                bar.update()
+    for row, value in zip(jobs, values, strict=True):
+        norms[row, filled[row]] = value
+        filled[row] += 1
     return norms
 
 
@@ -438,6 +507,14 @@ def gradient_per_path_length(
     each length it gives the gradient share per length (Fig. 6c) and the
     effective-path range with the share it holds.
 
+    Under a distribution (`keras_residual.lesion.parallel`), in `"sample"`
+    mode: the routes and inputs are drawn from `seed` alike in every
+    process, and the per-sample gradients are taken inside one data-parallel
+    prediction (each device differentiates its rows; across JAX processes
+    each process its slice, the norms gathered in order), which gives the
+    single-device norms within float32 round-off. `"batch"` mode is not
+    split: every process computes every mini-batch gradient.
+
     Args:
         model: keras.Model (Functional or Sequential) with Residual blocks,
             all with a shortcut.
@@ -489,9 +566,11 @@ def gradient_per_path_length(
             "At least 2 distinct path lengths are needed to interpolate the others. "
             f"Received: lengths={lengths.tolist()}"
         )
-    routed, context = _sample_routed_model(model, blocks)
-    norms = _measure(routed, context, blocks, x, y, lengths, samples, batch_size,
-                     keras.losses.get(loss), at, mode, seed, progress)
+    with parallel.distributed(model) as model:  # the routed model under the same strategy
+        blocks = residual_blocks(model)
+        routed, context = _sample_routed_model(model, blocks)
+        norms = _measure(routed, context, blocks, x, y, lengths, samples, batch_size,
+                         keras.losses.get(loss), at, mode, seed, progress)
     mean_norm = norms.mean(1)
     distribution = paths.path_length_distribution(n)
     per_path = paths.gradient_per_length(n, lengths, np.maximum(mean_norm, 1e-30))

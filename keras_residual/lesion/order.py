@@ -17,6 +17,7 @@ import numpy as np
 from scipy import stats
 from tqdm import tqdm
 
+from keras_residual.lesion import parallel
 from keras_residual.lesion.evaluation import Data, check_ks, checked_data, evaluate
 from keras_residual.surgery import reorder_blocks, residual_blocks, swappable
 from keras_residual.surgery.select import layer_shape
@@ -132,6 +133,12 @@ def reordering(
     Kendall's tau (`scipy.stats.kendalltau`) over the blocks that can move
     (`movable_kendall_tau`; over all blocks in `kendall_tau_all`).
 
+    Under a distribution (`keras_residual.lesion.parallel`): the swaps are
+    drawn from `seed` alike in every process, each reordered network is
+    built under the current strategy or distribution and evaluated
+    data-parallel (a compiled prediction instead of eager calls, which would
+    run on one device), which gives the single-device errors.
+
     Args:
         model: keras.Model with Residual blocks, returning class scores.
         data: (x, y) arrays or a tf.data.Dataset of (x, y) batches.
@@ -164,8 +171,10 @@ def reordering(
     taus, errors = np.empty((len(ks), samples)), np.empty((len(ks), samples))
     taus_all = np.empty((len(ks), samples))
     orders = np.empty((len(ks), samples, n), dtype="int64")
-    intact = evaluate(model, x, y, batch_size)
-    with tqdm(total=errors.size, desc="reordering", disable=not progress) as bar:
+    with parallel.distributed(model) as model, tqdm(
+        total=errors.size, desc="reordering", disable=not progress
+    ) as bar:
+        intact = evaluate(model, x, y, batch_size)
         for row, k in enumerate(ks):
             for s in range(samples):
                 order = random_swaps(groups, n, int(k), rng)
