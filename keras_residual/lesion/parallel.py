@@ -8,7 +8,9 @@ which reads the current context; the studies take no extra argument:
 
 - TensorFlow: the model's `distribute_strategy` (a model built under
   `strategy.scope()`, e.g. `DistributionSetup.scope()` over several GPUs).
-  Keras' `predict` splits every batch over the replicas; the models a study
+  Every batch is split evenly over the replicas (`strategy.run` on one
+  slice per replica; Keras' `predict` under a strategy gives the same
+  numbers at about 0.5 s per call on CPUs); the models a study
   derives (the stacked sweep, reordered copies, the routed gradient model)
   are built under the same strategy's scope (`distributed`).
 - JAX, one process: `keras.distribution.distribution()` (current inside
