@@ -32,8 +32,10 @@ import keras
 import numpy as np
 from keras import layers
 
-from keras_residual.merges import BatchNormAddMerge  # noqa: F401  (re-exported: its old home)
-from keras_residual.merges import LayerNormAddMerge
+from keras_residual.merges import (
+    BatchNormAddMerge,  # noqa: F401  (re-exported: its old home)
+    LayerNormAddMerge,
+)
 from keras_residual.residual import Residual
 from keras_residual.shortcuts import AvgDownShortcut, ProjectionShortcut, ZeroPadShortcut
 

@@ -43,18 +43,18 @@ from keras_residual.models.imagenet import (
 )
 from keras_residual.models.small import alexnet, mnist_resnet, vgg_plain
 from keras_residual.models.specs import CIFAR_SPECS, IMAGENET_SPECS
+from keras_residual.models.table import (
+    ArchitectureTable,
+    StageRow,
+    architecture_table,
+    count_mult_adds,
+)
 from keras_residual.models.transformer import (
     PositionEmbedding,
     tiny_causal_lm,
     tiny_vit,
     transformer_classifier,
     transformer_stack,
-)
-from keras_residual.models.table import (
-    ArchitectureTable,
-    StageRow,
-    architecture_table,
-    count_mult_adds,
 )
 from keras_residual.models.weights import (
     WeightTransfer,

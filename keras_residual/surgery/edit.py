@@ -31,6 +31,11 @@ from keras_residual.surgery.select import (
     resolve_blocks,
     resolve_units,
 )
+from keras_residual.surgery.stream import (
+    block_call_arguments,
+    moved_call_arguments,
+    record_call_tensors,
+)
 
 
 def delete_blocks(model: keras.Model, blocks: Sequence[BlockRef] | BlockRef) -> keras.Model:
@@ -120,7 +125,9 @@ def reorder_blocks(
 
     Veit et al. 2016, Sec. 4.3, Fig. 5b. Position `p` of the chain of blocks
     (network order) runs block `order[p]`. Only blocks that are `swappable`
-    and have the same shape as the position they move to may move.
+    and have the same shape as the position they move to may move. A moved
+    block keeps its own call arguments (`surgery.stream.moved_call_arguments`:
+    an attention sub-layer its causal mask, an MLP sub-layer none).
 
     Args:
         model: keras.Model. A Functional or Sequential model.
@@ -152,10 +159,16 @@ def reorder_blocks(
     working = _working_model(model, share_weights)
     blocks = residual_blocks(working)
     substitute = {id(blocks[p]): blocks[i] for p, i in enumerate(order) if p != i}
+    # A moved block keeps its own call arguments: an MLP sub-layer in an attention
+    # sub-layer's place gets no causal mask, a moved attention sub-layer keeps it.
+    own, seen = (block_call_arguments(working), {}) if substitute else ({}, {})
 
     def replace(layer, args, kwargs):
+        if isinstance(layer, Residual):
+            record_call_tensors(seen, kwargs)
         if id(layer) in substitute:
-            return substitute[id(layer)](*args, **kwargs)
+            moved = substitute[id(layer)]
+            return moved(*args, **moved_call_arguments(moved, own[id(moved)], kwargs, seen))
         return None
 
     return graph.rebuild(working, replace)
