@@ -4,6 +4,10 @@
 - `order`: reordering, swapping compatible blocks (Fig. 5b).
 - `gradient_paths`: the gradient per path length, routed per sample (Fig. 6).
 - `paths`: path-length statistics of the unraveled view.
+- `stream`: the residual-stream studies of Transformers at block or sub-layer
+  granularity: deletion, adjacent swaps, reordering, the middle skipped,
+  reversed, shuffled or run in parallel (Sun et al. 2025), the most similar
+  contiguous run deleted (Gromov et al. 2025), effective paths compared.
 - `evaluation`: data and error helpers shared by the studies.
 - `schedules`: stochastic depth, effective-path training, resilience comparison.
 - `batchnorm`: precise BatchNorm statistics of the full network after such training.
@@ -54,6 +58,25 @@ from keras_residual.lesion.schedules import (
     subnetwork_error,
     with_stochastic_depth,
 )
+from keras_residual.lesion.stream import (
+    ARRANGEMENTS,
+    GRANULARITIES,
+    ArrangementResult,
+    ContiguousDeletionResult,
+    PathComparison,
+    adjacent_swaps,
+    angular_distances,
+    compare_effective_paths,
+    contiguous_deletion,
+    k_unit_deletion,
+    middle_arrangements,
+    next_token_data,
+    position_errors,
+    stream_states,
+    transformer_units,
+    unit_deletion,
+    unit_reordering,
+)
 from keras_residual.surgery import (
     delete_blocks,
     deleted_blocks,
@@ -84,6 +107,23 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "ARRANGEMENTS",
+    "GRANULARITIES",
+    "ArrangementResult",
+    "ContiguousDeletionResult",
+    "PathComparison",
+    "adjacent_swaps",
+    "angular_distances",
+    "compare_effective_paths",
+    "contiguous_deletion",
+    "k_unit_deletion",
+    "middle_arrangements",
+    "next_token_data",
+    "position_errors",
+    "stream_states",
+    "transformer_units",
+    "unit_deletion",
+    "unit_reordering",
     "EFFECTIVE_MASS",
     "batchnorm_layers",
     "effective_training_blocks",

@@ -156,9 +156,10 @@ def _single_deletion_stacked(model, units, x, y, batch_size, progress) -> tuple[
                       disable=not progress):
         outputs.append(keras.ops.convert_to_numpy(
             stacked.predict_on_batch(x_padded[start:start + batch])))
-    outputs = np.stack(outputs)  # (batches, (1 + n) * batch, classes)
+    outputs = np.stack(outputs)  # (batches, (1 + n) * batch, classes), or (..., positions, vocab)
+    tail = outputs.shape[2:]
     outputs = outputs.reshape(outputs.shape[0], len(units) + 1, batch, -1)
-    outputs = outputs.transpose(1, 0, 2, 3).reshape(len(units) + 1, len(x_padded), -1)[:, : len(x)]
+    outputs = outputs.transpose(1, 0, 2, 3).reshape(len(units) + 1, len(x_padded), *tail)[:, : len(x)]
     errors = np.empty(len(units))
     for copy, unit_index in enumerate(order, start=1):
         errors[unit_index] = classification_error(outputs[copy], y)
