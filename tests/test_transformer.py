@@ -17,9 +17,10 @@ from scipy import special
 
 from keras_residual import LayerNormAddMerge, Residual
 from keras_residual.blocks import transformer_block
-from keras_residual.lesion import gradient_paths, path_gradients, stream
-from keras_residual.models import PositionEmbedding, tiny_causal_lm, transformer_classifier
-from keras_residual.surgery import delete_blocks, parallel_blocks, remove_layers, reorder_blocks
+from keras_residual.gradients import input_gradient
+from keras_residual.lesion import gradient_per_path_length, path_gradients, stream
+from keras_residual.models import PositionEmbedding, tiny_causal_lm
+from keras_residual.surgery import delete_blocks, parallel_blocks, reorder_blocks
 
 VOCAB, LENGTH = 11, 6
 
@@ -158,3 +159,152 @@ def test_new_layers_pass_keras_harness_and_models_round_trip(tmp_path):
     tokens = _tokens(2)
     np.testing.assert_allclose(to_numpy(loaded(tokens)), to_numpy(model(tokens)), rtol=1e-5,
                                atol=1e-6)
+
+
+def _lm_data(n=8, seed=1):
+    tokens = np.random.default_rng(seed).integers(0, VOCAB, (n, LENGTH + 1)).astype("int32")
+    return stream.next_token_data(tokens)
+
+
+def _error(probabilities, y):
+    return float(np.mean(probabilities.argmax(-1) != y))
+
+
+def _names(depth):
+    return [f"block{i}_{part}" for i in range(1, depth + 1) for part in ("attention", "mlp")]
+
+
+@pytest.mark.multibackend
+def test_deletion_studies_equal_the_stream_run_without_the_units():
+    model = _lm()
+    x, y = _lm_data()
+    blocks = stream.unit_deletion(model, (x, y), "block", batch_size=8)
+    sublayers = stream.unit_deletion(model, (x, y), "sublayer", batch_size=8, progress=False)
+    assert blocks.names.tolist() == ["block1_attention+block1_mlp", "block2_attention+block2_mlp"]
+    expected_blocks = [_error(_by_hand(model, SUBLAYERS[2:], x), y),
+                       _error(_by_hand(model, SUBLAYERS[:2], x), y)]
+    expected_sublayers = [_error(_by_hand(model, [n for n in SUBLAYERS if n != gone], x), y)
+                          for gone in SUBLAYERS]
+    np.testing.assert_allclose(blocks.errors, expected_blocks)
+    np.testing.assert_allclose(sublayers.errors, expected_sublayers)  # the stacked sweep
+    assert np.ptp(expected_sublayers + expected_blocks) > 0  # the lesions do change the error
+    assert blocks.intact_error == sublayers.intact_error == _error(_by_hand(model, SUBLAYERS, x), y)
+    per_position = stream.position_errors(to_numpy(model(x)), y)
+    assert per_position.shape == (LENGTH,)
+    np.testing.assert_allclose(per_position.mean(), blocks.intact_error)
+    k = stream.k_unit_deletion(model, (x, y), [2], samples=1, batch_size=8)
+    np.testing.assert_allclose(k.errors, [[_error(_by_hand(model, [], x), y)]])
+
+
+@pytest.mark.multibackend
+def test_swaps_equal_the_blocks_run_in_swapped_order_by_hand():
+    model = _lm()
+    x, y = _lm_data()
+    units = stream.transformer_units(model, "block")
+    swapped = reorder_blocks(model, stream.block_order(model, units, [1, 0]), share_weights=True)
+    order = SUBLAYERS[2:] + SUBLAYERS[:2]
+    np.testing.assert_allclose(to_numpy(swapped(x)), _by_hand(model, order, x), rtol=1e-5,
+                               atol=1e-6)
+    result = stream.adjacent_swaps(model, (x, y), "sublayer", batch_size=8)
+    expected = []
+    for i in range(3):
+        names = list(SUBLAYERS)
+        names[i], names[i + 1] = names[i + 1], names[i]
+        expected.append(_error(_by_hand(model, names, x), y))
+    np.testing.assert_allclose(result.errors, expected)
+    reordered = stream.unit_reordering(model, (x, y), [1], samples=1, batch_size=8)
+    assert reordered.kendall_tau.tolist() == [[-1.0]]
+    np.testing.assert_allclose(reordered.errors, [[_error(_by_hand(model, order, x), y)]])
+
+
+@pytest.mark.multibackend
+def test_middle_arrangements_equal_skip_reverse_shuffle_and_h_plus_mean_f_by_hand():
+    model = _lm(depth=4)
+    x, y = _lm_data()
+    names = _names(4)
+    pairs = [names[i:i + 2] for i in range(0, 8, 2)]
+    h = _stream_in(model, x)
+    for name in pairs[0]:
+        h = _block(model, name, h)
+    branches = []
+    for pair in pairs[1:3]:
+        g = h
+        for name in pair:
+            g = _block(model, name, g)
+        branches.append(to_numpy(g) - to_numpy(h))  # f_i(h) = g_i(h) - h
+    out = to_numpy(h) + (branches[0] + branches[1]) / 2
+    for name in pairs[3]:
+        out = _block(model, name, out)
+    parallel = parallel_blocks(model, [[2, 3], [4, 5]])
+    np.testing.assert_allclose(to_numpy(parallel(x)), _head(model, out), rtol=1e-4, atol=1e-5)
+    shuffled = np.random.default_rng(0).permutation([1, 2]).tolist()
+    orders = {"skip": [0, 3], "reverse": [0, 2, 1, 3], "shuffle": [0, *shuffled, 3]}
+    expected = [_error(_by_hand(model, [n for u in orders[a] for n in pairs[u]], x), y)
+                for a in ("skip", "reverse", "shuffle")] + [_error(_head(model, out), y)]
+    result = stream.middle_arrangements(model, (x, y), batch_size=8)
+    assert result.names.tolist() == ["skip", "reverse", "shuffle", "parallel"]
+    np.testing.assert_allclose(result.errors, expected)
+
+
+@pytest.mark.multibackend
+def test_gromov_run_minimizes_the_angular_distance_computed_in_numpy():
+    model = _lm(depth=3)
+    x, y = _lm_data()
+    states = [to_numpy(_stream_in(model, x))]
+    for i in range(0, 6, 2):
+        states.append(_by_hand_stream(model, _names(3)[i:i + 2], states[-1]))
+    result = stream.contiguous_deletion(model, (x, y), [1, 2], batch_size=8)
+    for row, n in enumerate((1, 2)):
+        distances = []
+        for start in range(4 - n):
+            a = states[start].reshape(-1, 8).astype("float64")
+            b = states[start + n].reshape(-1, 8).astype("float64")
+            cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+            distances.append(np.mean(np.arccos(np.clip(cosine, -1, 1)) / np.pi))
+        np.testing.assert_allclose(result.distances[row, : 4 - n], distances, rtol=1e-4)
+        start = int(np.argmin(distances))
+        assert result.starts[row] == start
+        kept = [name for i, name in enumerate(_names(3)) if not start * 2 <= i < (start + n) * 2]
+        assert result.errors[row] == _error(_by_hand(model, kept, x), y)
+
+
+def _by_hand_stream(model, names, h):
+    for name in names:
+        h = _block(model, name, h)
+    return to_numpy(h)
+
+
+@pytest.mark.multibackend
+def test_path_routing_through_attention_sums_over_all_paths_to_the_full_gradient():
+    model = _lm()
+    x, y = _lm_data(n=2)
+    routes = np.array([[(r >> i) & 1 for i in range(4)] for r in range(16)], "float32")
+    per_path = path_gradients(model, np.repeat(x, 16, 0), np.repeat(y, 16, 0), np.tile(routes, (2, 1)))
+    loss = keras.losses.get("sparse_categorical_crossentropy")
+
+    def rest(h):
+        for name in SUBLAYERS:
+            h = _block(model, name, h)
+        return keras.ops.sum(loss(y, model.get_layer("next_token")(model.get_layer("final_norm")(h))))
+
+    full = input_gradient(rest, to_numpy(_stream_in(model, x)))
+    np.testing.assert_allclose(per_path.reshape(2, 16, LENGTH, 8).sum(1), full, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.backends("tensorflow", reason="the routed gradient is checked on every backend "
+                      "above; this runs the study and the comparison, backend-neutral NumPy")
+def test_gradient_per_path_length_on_a_transformer_compared_with_a_resnet():
+    x, y = _lm_data(n=16)
+    transformer = gradient_per_path_length(_lm(), (x, y), samples=32, batch_size=64,
+                                           progress=False)
+    assert transformer.n_blocks == 4 and transformer.norms.shape == (5, 32)
+    resnet = keras.Sequential([keras.Input((8,))] + [Residual(keras.layers.Dense(8))
+                                                     for _ in range(6)] + [keras.layers.Softmax()])
+    features = np.random.default_rng(0).normal(size=(16, 8)).astype("float32")
+    resnet_result = gradient_per_path_length(resnet, (features, y[:, 0] % 8), samples=32,
+                                             batch_size=64, progress=False)
+    compared = stream.compare_effective_paths({"transformer": transformer, "resnet": resnet_result})
+    assert compared.labels.tolist() == ["transformer", "resnet"]
+    np.testing.assert_allclose(compared.effective_range[0], transformer.effective_range / 4)
+    np.testing.assert_allclose(compared.effective_range[1], resnet_result.effective_range / 6)
+    assert np.all((compared.path_range >= 0) & (compared.path_range <= 1))
