@@ -313,3 +313,39 @@ def test_gradient_per_path_length_on_a_transformer_compared_with_a_resnet():
     np.testing.assert_allclose(compared.effective_range[0], transformer.effective_range / 4)
     np.testing.assert_allclose(compared.effective_range[1], resnet_result.effective_range / 6)
     assert np.all((compared.path_range >= 0) & (compared.path_range <= 1))
+
+
+@pytest.mark.backends("tensorflow", reason="the graph edit is backend-neutral; the masks' "
+                      "arithmetic runs on every backend in the causal-mask test")
+def test_moved_and_parallel_blocks_keep_their_tensor_attention_masks():
+    tokens = keras.Input((LENGTH,), dtype="int32")
+    x = keras.layers.Embedding(VOCAB, 8, name="embed")(tokens)
+    padding = keras.layers.Lambda(lambda t: keras.ops.repeat(
+        keras.ops.not_equal(t, 0)[:, None, :], LENGTH, axis=1), name="mask")(tokens)
+    for i in (1, 2):
+        x = transformer_block(8, num_heads=2, name=f"block{i}")(x, use_causal_mask=True,
+                                                               attention_mask=padding)
+    model = keras.Model(tokens, x)
+    _random_weights(model, seed=4)
+    data = _tokens(3)
+    data[:, 2] = 0  # padding the mask hides
+    mask = model.get_layer("mask")(data)
+    h = model.get_layer("embed")(data)
+    moved = model.get_layer("block1_attention")(model.get_layer("block1_mlp")(h),
+                                                use_causal_mask=True, attention_mask=mask)
+    for name in SUBLAYERS[2:]:
+        layer = model.get_layer(name)
+        moved = layer(moved, use_causal_mask=True, attention_mask=mask) if "attention" in name \
+            else layer(moved)
+    swapped = reorder_blocks(model, [1, 0, 2, 3], share_weights=True)
+    np.testing.assert_allclose(to_numpy(swapped(data)), to_numpy(moved), rtol=1e-5, atol=1e-5)
+    pairs = []
+    for i in (1, 2):
+        g = model.get_layer(f"block{i}_attention")(h, use_causal_mask=True, attention_mask=mask)
+        pairs.append(to_numpy(model.get_layer(f"block{i}_mlp")(g)))
+    parallel = parallel_blocks(model, [[0, 1], [2, 3]], share_weights=True)
+    np.testing.assert_allclose(to_numpy(parallel(data)), (pairs[0] + pairs[1]) / 2, rtol=1e-5,
+                               atol=1e-5)
+    attention, mlp_out = model.get_layer("block1_attention"), model.get_layer("block1_mlp")(h)
+    masked = to_numpy(attention(mlp_out, use_causal_mask=True, attention_mask=mask))
+    assert not np.allclose(masked, to_numpy(attention(mlp_out, use_causal_mask=True)))
