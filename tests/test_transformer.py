@@ -222,7 +222,7 @@ def test_swaps_equal_the_blocks_run_in_swapped_order_by_hand():
 @pytest.mark.backends("tensorflow", "torch", reason="the studies are NumPy over predict, "
                       "gates and rebuilt graphs, each checked on JAX in test_lesion; JAX's eager "
                       "hand-run references would cost 10 s")
-def test_middle_arrangements_equal_skip_reverse_shuffle_and_h_plus_mean_f_by_hand():
+def test_middle_arrangements_equal_skip_reverse_shuffle_repeat_and_h_plus_mean_f_by_hand():
     model = _lm(depth=4)
     x, y = _lm_data()
     names = _names(4)
@@ -242,11 +242,12 @@ def test_middle_arrangements_equal_skip_reverse_shuffle_and_h_plus_mean_f_by_han
     parallel = parallel_blocks(model, [[2, 3], [4, 5]])
     np.testing.assert_allclose(to_numpy(parallel(x)), _head(model, out), rtol=1e-4, atol=1e-5)
     shuffled = np.random.default_rng(0).permutation([1, 2]).tolist()
-    orders = {"skip": [0, 3], "reverse": [0, 2, 1, 3], "shuffle": [0, *shuffled, 3]}
+    orders = {"skip": [0, 3], "reverse": [0, 2, 1, 3], "shuffle": [0, *shuffled, 3],
+              "repeat": [0, 2, 2, 3]}  # the middle-most of units 1, 2 twice
     expected = [_error(_by_hand(model, [n for u in orders[a] for n in pairs[u]], x), y)
-                for a in ("skip", "reverse", "shuffle")] + [_error(_head(model, out), y)]
+                for a in orders] + [_error(_head(model, out), y)]
     result = stream.middle_arrangements(model, (x, y), batch_size=8)
-    assert result.names.tolist() == ["skip", "reverse", "shuffle", "parallel"]
+    assert result.names.tolist() == ["skip", "reverse", "shuffle", "repeat", "parallel"]
     np.testing.assert_allclose(result.errors, expected)
 
 

@@ -13,7 +13,7 @@ The studies:
   (`single_block_deletion`, its stacked sweep, and `k_block_deletion`).
 - `adjacent_swaps` (Lad et al. 2024, Sec. 4) and `unit_reordering` (Veit et
   al. 2016, Fig. 5b: error against Kendall's tau).
-- `middle_arrangements`: skip, reverse, shuffle and run in parallel the
+- `middle_arrangements`: skip, reverse, shuffle, repeat and run in parallel the
   middle units (Sun et al., "Transformer Layers as Painters", AAAI 2025,
   Sec. 3.3-3.6).
 - `contiguous_deletion`: delete the run of n units whose input and output
@@ -65,7 +65,7 @@ from keras_residual.surgery import (
 #: "block": attention + MLP pairs; "sublayer": every Residual on its own.
 GRANULARITIES = ("block", "sublayer")
 #: The arrangements of the middle units of Sun et al. (2025).
-ARRANGEMENTS = ("skip", "reverse", "shuffle", "parallel")
+ARRANGEMENTS = ("skip", "reverse", "shuffle", "repeat", "parallel")
 _ATTENTION = (layers.MultiHeadAttention, layers.GroupQueryAttention)
 
 
@@ -271,8 +271,11 @@ def k_unit_deletion(
 
 
 def block_order(model: keras.Model, units: Sequence[Sequence[Residual]],
-                unit_order: Sequence[int]) -> list[int]:
+                unit_order: Sequence[int], repeats: bool = False) -> list[int]:
     """The order of all `Residual` blocks (for `reorder_blocks`) that runs the units in `unit_order`.
+
+    With `repeats`, a unit may run at several positions (all units must
+    then have the same number of blocks).
 
     Example:
         >>> from keras_residual.models import transformer_classifier
@@ -281,17 +284,20 @@ def block_order(model: keras.Model, units: Sequence[Sequence[Residual]],
         [2, 3, 0, 1]
     """
     position = {id(block): i for i, block in enumerate(residual_blocks(model))}
-    if sorted(unit_order) != list(range(len(units))):
+    valid = sorted(unit_order) == list(range(len(units))) or repeats and len(unit_order) == len(
+        units) and all(0 <= i < len(units) and len(units[i]) == len(units[0]) for i in unit_order)
+    if not valid:
         raise ValueError(
-            f"`unit_order` must be a permutation of range({len(units)}). "
-            f"Received: unit_order={list(unit_order)}"
+            f"`unit_order` must be a permutation of range({len(units)}) (with `repeats`, "
+            f"indices of units of equal size). Received: unit_order={list(unit_order)}"
         )
     return [position[id(block)] for i in unit_order for block in units[i]]
 
 
-def _order_error(model, units, unit_order, x, y, batch_size) -> float:
+def _order_error(model, units, unit_order, x, y, batch_size, repeats=False) -> float:
     """Error of `model` with its units run in `unit_order` (a rebuilt graph over its layers)."""
-    reordered = reorder_blocks(model, block_order(model, units, unit_order), share_weights=True)
+    reordered = reorder_blocks(model, block_order(model, units, unit_order, repeats),
+                               share_weights=True, repeats=repeats)
     return evaluate(reordered, x, y, batch_size, compiled=False)
 
 
@@ -407,16 +413,17 @@ def unit_reordering(
 
 
 def _arrangement_error(model, units, middle, arrangement, rng, x, y, batch_size) -> float:
-    """Error of `model` with the units at positions `middle` skipped, reversed, shuffled or parallel."""
+    """Error of `model` with the units at `middle` skipped, reversed, shuffled, repeated or parallel."""
     if arrangement == "skip":
         with lesion_ready(model):
             return _error_without(model, [units[i] for i in middle], x, y, batch_size)
     if arrangement == "parallel":
         run = parallel_blocks(model, [units[i] for i in middle], share_weights=True)
         return evaluate(run, x, y, batch_size, compiled=False)
-    moved = middle[::-1] if arrangement == "reverse" else rng.permutation(middle).tolist()
+    moved = {"reverse": middle[::-1], "repeat": [middle[len(middle) // 2]] * len(middle)}.get(
+        arrangement) or rng.permutation(middle).tolist()
     order = list(range(middle[0])) + list(moved) + list(range(middle[-1] + 1, len(units)))
-    return _order_error(model, units, order, x, y, batch_size)
+    return _order_error(model, units, order, x, y, batch_size, arrangement == "repeat")
 
 
 def middle_arrangements(
@@ -424,12 +431,13 @@ def middle_arrangements(
     arrangements: Sequence[str] = ARRANGEMENTS, granularity: str = "block",
     batch_size: int = 256, seed: int = 0,
 ) -> ArrangementResult:
-    """Skip, reverse, shuffle or parallelize the middle units (Sun et al., AAAI 2025).
+    """Skip, reverse, shuffle, repeat or parallelize the middle units (Sun et al., AAAI 2025).
 
     "Transformer Layers as Painters", Sec. 3.3-3.6, Fig. 3-7: with the first
     and last layers kept in place, the middle layers of a trained
-    Transformer are skipped, run in reverse or random order, or run in
-    parallel on the same input, `h + mean_i f_i(h)` (`surgery.parallel_blocks`).
+    Transformer are skipped, run in reverse or random order, replaced by
+    the middle-most one run as many times ("repeat"), or run in parallel
+    on the same input, `h + mean_i f_i(h)` (`surgery.parallel_blocks`).
     The middle is every unit but the first `first` and the last `last`.
 
     Args:
@@ -450,7 +458,7 @@ def middle_arrangements(
         >>> model = transformer_classifier(depth=4)
         >>> data = (np.zeros((4, 8), "int32"), np.zeros(4, "int32"))
         >>> middle_arrangements(model, data).names.tolist()
-        ['skip', 'reverse', 'shuffle', 'parallel']
+        ['skip', 'reverse', 'shuffle', 'repeat', 'parallel']
     """
     units = _checked_units(model, granularity)
     middle = list(range(int(first), len(units) - int(last)))
