@@ -8,14 +8,13 @@ attention and MLP separately), "block" one unit per attention + MLP pair.
 The studies:
 
 - `unit_deletion`, `k_unit_deletion`: single and k-unit deletion (Veit et al.
-  2016, Fig. 3, 5a; Lad et al. 2024, arXiv 2406.19384, Sec. 4; Bhojanapalli
-  et al. 2021, Sec. 5). At "sublayer" they are the ResNet studies
+  2016, Fig. 3, 5a; Lad et al. 2024, arXiv 2406.19384; Bhojanapalli
+  et al. 2021, ICCV). At "sublayer" they are the ResNet studies
   (`single_block_deletion`, its stacked sweep, and `k_block_deletion`).
-- `adjacent_swaps` (Lad et al. 2024, Sec. 4) and `unit_reordering` (Veit et
+- `adjacent_swaps` (Lad et al. 2024) and `unit_reordering` (Veit et
   al. 2016, Fig. 5b: error against Kendall's tau).
 - `middle_arrangements`: skip, reverse, shuffle, repeat and run in parallel the
-  middle units (Sun et al., "Transformer Layers as Painters", AAAI 2025,
-  Sec. 3.3-3.6).
+  middle units (Sun et al., "Transformer Layers as Painters", AAAI 2025).
 - `contiguous_deletion`: delete the run of n units whose input and output
   are closest in angular distance (Gromov et al., "The Unreasonable
   Ineffectiveness of the Deeper Layers", ICLR 2025, Sec. 3.2, Eq. 7).
@@ -79,6 +78,9 @@ def _check_granularity(granularity: str) -> None:
 def has_attention(block: Residual) -> bool:
     """Whether the branch of `block` holds an attention layer (at any depth).
 
+    The attention sub-layer of a Transformer block (Vaswani et al. 2017,
+    Sec. 3.1); `transformer_units` starts a block there.
+
     Example:
         >>> has_attention(Residual(keras.layers.MultiHeadAttention(2, 4)))
         True
@@ -113,7 +115,7 @@ def transformer_units(model: keras.Model, granularity: str = "block") -> list[li
 
 
 def unit_names(units: Sequence[Sequence[Residual]]) -> np.ndarray:
-    """One name per unit: its blocks' names joined by "+".
+    """One name per unit: its blocks' names joined by "+" (the labels of the studies' results).
 
     Example:
         >>> unit_names([[Residual(keras.layers.Dense(2), name="a"),
@@ -144,6 +146,9 @@ def next_token_data(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def position_errors(predictions: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """Next-token error at each position: the mean over sequences of argmax != target.
+
+    Lad et al. (2024, arXiv 2406.19384) measure next-token accuracy; per
+    position it shows how a lesion hurts early and late tokens.
 
     Example:
         >>> p = np.array([[[0.9, 0.1], [0.9, 0.1]]])  # (1 sequence, 2 positions, 2 tokens)
@@ -185,8 +190,8 @@ def unit_deletion(
 ) -> SingleDeletionResult:
     """Delete each unit in turn and record the error (Veit et al. 2016, Fig. 3; Lad et al. 2024).
 
-    Lad, Lee, Gurnee, Tegmark (2024, arXiv 2406.19384), Sec. 4, Fig. 2:
-    deleting one layer of a trained Transformer keeps most of its next-token
+    Lad, Lee, Gurnee, Tegmark, "The Remarkable Robustness of LLMs" (2024, arXiv
+    2406.19384): deleting one layer of a trained Transformer keeps most of its next-token
     accuracy, except for the first and last layers. A deleted pre-norm
     sub-layer passes the residual stream on unchanged; a deleted post-norm one
     leaves `LayerNorm(x)` (`LayerNormAddMerge`). At "sublayer" this is
@@ -274,8 +279,10 @@ def block_order(model: keras.Model, units: Sequence[Sequence[Residual]],
                 unit_order: Sequence[int], repeats: bool = False) -> list[int]:
     """The order of all `Residual` blocks (for `reorder_blocks`) that runs the units in `unit_order`.
 
-    With `repeats`, a unit may run at several positions (all units must
-    then have the same number of blocks).
+    Veit et al. (2016), Sec. 4.3 reorder blocks; a Transformer unit moves
+    its attention and MLP sub-layers together. With `repeats`, a unit may run
+    at several positions (all units must then have the same number of
+    blocks; Sun et al. 2025's "repeat").
 
     Example:
         >>> from keras_residual.models import transformer_classifier
@@ -329,8 +336,8 @@ def adjacent_swaps(
 ) -> ArrangementResult:
     """Swap each pair of neighbouring units in turn and record the error.
 
-    Lad, Lee, Gurnee, Tegmark (2024, arXiv 2406.19384), Sec. 4, Fig. 2:
-    swapping adjacent layers keeps 72-95 % of next-token accuracy, the first
+    Lad, Lee, Gurnee, Tegmark, "The Remarkable Robustness of LLMs" (2024, arXiv
+    2406.19384): swapping adjacent layers keeps 72-95 % of next-token accuracy, the first
     and last layers most sensitive. Every unit keeps its own call arguments
     (an attention sub-layer its causal mask).
 
@@ -433,7 +440,7 @@ def middle_arrangements(
 ) -> ArrangementResult:
     """Skip, reverse, shuffle, repeat or parallelize the middle units (Sun et al., AAAI 2025).
 
-    "Transformer Layers as Painters", Sec. 3.3-3.6, Fig. 3-7: with the first
+    "Transformer Layers as Painters" (AAAI 2025), Sec. 3: with the first
     and last layers kept in place, the middle layers of a trained
     Transformer are skipped, run in reverse or random order, replaced by
     the middle-most one run as many times ("repeat"), or run in parallel
@@ -485,8 +492,9 @@ def stream_states(model: keras.Model, x: np.ndarray, granularity: str = "block",
                   batch_size: int = 256) -> list[np.ndarray]:
     """The residual stream before each unit and after the last: `n + 1` arrays.
 
-    Read through `probe` (the first block's input, then each unit's last
-    block's output), on the model's own layers.
+    The representations Gromov et al. (ICLR 2025), Sec. 3.2, compare,
+    read through `probe` (the first block's input, then each unit's last
+    block's output) on the model's own layers.
 
     Example:
         >>> from keras_residual.models import transformer_classifier
@@ -541,7 +549,7 @@ def angular_distances(states: Sequence[np.ndarray], n: int, position: int | None
 
 @dataclasses.dataclass
 class ContiguousDeletionResult:
-    """Error after deleting the most similar run of n units (Gromov et al. 2025, Fig. 1, 2).
+    """Error after deleting the most similar run of n units (Gromov et al., ICLR 2025).
 
     Attributes:
         ns: (m,) int. Lengths of the deleted runs.

@@ -141,7 +141,7 @@ def reorder_blocks(
         repeats: bool. False (the default): `order` is a permutation. True:
             a block may run at several positions and others not at all (the
             "middle repeat" of Sun et al., "Transformer Layers as Painters",
-            AAAI 2025, Sec. 3.4).
+            AAAI 2025, Sec. 3).
 
     Returns:
         A functional keras.Model.
