@@ -176,7 +176,7 @@ def tiny_vit(
     Non-overlapping `patch_size` patches are projected to `d_model` (a
     strided convolution), given learned position embeddings, and run
     through `depth` blocks; the classifier reads the mean over patches
-    (the paper's "GAP" variant, Appendix D.3) instead of a class token.
+    (the "GAP" variant of the paper's appendix) instead of a class token.
 
     Args:
         input_shape: tuple. (height, width, channels), channels-last. Defaults to (16, 16, 3).
