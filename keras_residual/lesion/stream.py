@@ -92,9 +92,9 @@ def transformer_units(model: keras.Model, granularity: str = "block") -> list[li
     """The lesion units of `model`: its `Residual` blocks, grouped by `granularity`.
 
     "sublayer": one unit per block. "block": a block whose branch holds an
-    attention layer starts a unit and the blocks after it (the MLP) join it,
-    so a Transformer block (Vaswani et al. 2017, Fig. 1) is one unit; blocks
-    before the first attention are units of their own.
+    attention layer starts a unit and the next block without attention (the
+    MLP) joins it, so a Transformer block (Vaswani et al. 2017, Fig. 1) is
+    one unit; every other block is a unit of its own.
 
     Example:
         >>> from keras_residual.models import transformer_classifier
@@ -107,10 +107,12 @@ def transformer_units(model: keras.Model, granularity: str = "block") -> list[li
     _check_granularity(granularity)
     units: list[list[Residual]] = []
     for block in residual_blocks(model):
-        if granularity == "sublayer" or has_attention(block) or not units:
-            units.append([block])
-        else:
+        joins = (granularity == "block" and not has_attention(block) and units
+                 and len(units[-1]) == 1 and has_attention(units[-1][0]))
+        if joins:
             units[-1].append(block)
+        else:
+            units.append([block])
     return units
 
 
@@ -209,11 +211,12 @@ def unit_deletion(
         SingleDeletionResult, one entry per unit (`unit_names`).
 
     Example:
-        >>> from keras_residual.models import transformer_classifier
-        >>> model = transformer_classifier(depth=2)
-        >>> data = (np.zeros((4, 8), "int32"), np.zeros(4, "int32"))
+        >>> model = keras.Sequential([keras.Input((2,))] + [
+        ...     Residual(keras.layers.Dense(2), name=f"b{i}") for i in range(2)] + [
+        ...     keras.layers.Softmax()])  # no attention: each block is a unit
+        >>> data = (np.eye(2), np.array([0, 1]))
         >>> unit_deletion(model, data).names.tolist()
-        ['block1_attention+block1_mlp', 'block2_attention+block2_mlp']
+        ['b0', 'b1']
     """
     units = _checked_units(model, granularity)
     if granularity == "sublayer":
@@ -252,9 +255,10 @@ def k_unit_deletion(
         KDeletionResult; `n_blocks` counts units.
 
     Example:
-        >>> from keras_residual.models import transformer_classifier
-        >>> model = transformer_classifier(depth=2)
-        >>> data = (np.zeros((4, 8), "int32"), np.zeros(4, "int32"))
+        >>> model = keras.Sequential([keras.Input((2,))] + [
+        ...     Residual(keras.layers.Dense(2), name=f"b{i}") for i in range(2)] + [
+        ...     keras.layers.Softmax()])  # no attention: each block is a unit
+        >>> data = (np.eye(2), np.array([0, 1]))
         >>> k_unit_deletion(model, data, [1, 2], samples=2).errors.shape
         (2, 2)
     """
@@ -351,11 +355,12 @@ def adjacent_swaps(
         ArrangementResult with `n - 1` entries named "a<->b".
 
     Example:
-        >>> from keras_residual.models import transformer_classifier
-        >>> model = transformer_classifier(depth=3)
-        >>> data = (np.zeros((4, 8), "int32"), np.zeros(4, "int32"))
-        >>> adjacent_swaps(model, data).names.tolist()[0]
-        'block1_attention+block1_mlp<->block2_attention+block2_mlp'
+        >>> model = keras.Sequential([keras.Input((2,))] + [
+        ...     Residual(keras.layers.Dense(2), name=f"b{i}") for i in range(2)] + [
+        ...     keras.layers.Softmax()])  # no attention: each block is a unit
+        >>> data = (np.eye(2), np.array([0, 1]))
+        >>> adjacent_swaps(model, data).names.tolist()
+        ['b0<->b1']
     """
     units = _checked_units(model, granularity, at_least=2)
     names = unit_names(units)
@@ -394,9 +399,10 @@ def unit_reordering(
         ReorderingResult; `orders` are unit orders.
 
     Example:
-        >>> from keras_residual.models import transformer_classifier
-        >>> model = transformer_classifier(depth=2)
-        >>> data = (np.zeros((4, 8), "int32"), np.zeros(4, "int32"))
+        >>> model = keras.Sequential([keras.Input((2,))] + [
+        ...     Residual(keras.layers.Dense(2), name=f"b{i}") for i in range(2)] + [
+        ...     keras.layers.Softmax()])  # no attention: each block is a unit
+        >>> data = (np.eye(2), np.array([0, 1]))
         >>> unit_reordering(model, data, [1], samples=1).kendall_tau.tolist()
         [[-1.0]]
     """
@@ -461,9 +467,10 @@ def middle_arrangements(
         ArrangementResult, one entry per arrangement.
 
     Example:
-        >>> from keras_residual.models import transformer_classifier
-        >>> model = transformer_classifier(depth=4)
-        >>> data = (np.zeros((4, 8), "int32"), np.zeros(4, "int32"))
+        >>> model = keras.Sequential([keras.Input((2,))] + [
+        ...     Residual(keras.layers.Dense(2), name=f"b{i}") for i in range(4)] + [
+        ...     keras.layers.Softmax()])  # no attention: each block is a unit
+        >>> data = (np.eye(2), np.array([0, 1]))
         >>> middle_arrangements(model, data).names.tolist()
         ['skip', 'reverse', 'shuffle', 'repeat', 'parallel']
     """
@@ -497,10 +504,12 @@ def stream_states(model: keras.Model, x: np.ndarray, granularity: str = "block",
     block's output) on the model's own layers.
 
     Example:
-        >>> from keras_residual.models import transformer_classifier
-        >>> model = transformer_classifier(depth=2)
-        >>> [s.shape for s in stream_states(model, np.zeros((3, 8), "int32"))]
-        [(3, 8, 16), (3, 8, 16), (3, 8, 16)]
+        >>> model = keras.Sequential([keras.Input((2,))] + [
+        ...     Residual(keras.layers.Dense(2), name=f"b{i}") for i in range(2)] + [
+        ...     keras.layers.Softmax()])  # no attention: each block is a unit
+        >>> data = (np.eye(2), np.array([0, 1]))
+        >>> [s.shape for s in stream_states(model, data[0])]
+        [(2, 2), (2, 2), (2, 2)]
     """
     units = _checked_units(model, granularity)
     names = [f"{units[0][0].name}/input"] + [unit[-1].name for unit in units]
@@ -600,9 +609,10 @@ def contiguous_deletion(
         ContiguousDeletionResult.
 
     Example:
-        >>> from keras_residual.models import transformer_classifier
-        >>> model = transformer_classifier(depth=3)
-        >>> data = (np.zeros((4, 8), "int32"), np.zeros(4, "int32"))
+        >>> model = keras.Sequential([keras.Input((2,))] + [
+        ...     Residual(keras.layers.Dense(2), name=f"b{i}") for i in range(3)] + [
+        ...     keras.layers.Softmax()])  # no attention: each block is a unit
+        >>> data = (np.eye(2), np.array([0, 1]))
         >>> contiguous_deletion(model, data, [1, 2]).distances.shape
         (2, 3)
     """
