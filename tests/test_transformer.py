@@ -198,7 +198,8 @@ def test_deletion_studies_equal_the_stream_run_without_the_units():
     np.testing.assert_allclose(k.errors, [[_error(_by_hand(model, [], x), y)]])
 
 
-@pytest.mark.multibackend
+@pytest.mark.backends("tensorflow", "torch", reason="JAX runs a swap through the rebuilt "
+                      "graph in the causal-mask test; its eager hand-run references cost 6 s")
 def test_swaps_equal_the_blocks_run_in_swapped_order_by_hand():
     model = _lm()
     x, y = _lm_data()

@@ -97,10 +97,12 @@ def transformer_units(model: keras.Model, granularity: str = "block") -> list[li
     one unit; every other block is a unit of its own.
 
     Example:
-        >>> from keras_residual.models import transformer_classifier
-        >>> model = transformer_classifier(depth=2)
+        >>> model = keras.Sequential([keras.Input((3, 4))] + [
+        ...     Residual(layer, name=f"{kind}{i}") for i in (1, 2) for kind, layer in (
+        ...         ("attention", keras.layers.MultiHeadAttention(1, 4)),
+        ...         ("mlp", keras.layers.Dense(4)))])
         >>> [[b.name for b in unit] for unit in transformer_units(model)][0]
-        ['block1_attention', 'block1_mlp']
+        ['attention1', 'mlp1']
         >>> len(transformer_units(model, "sublayer"))
         4
     """
@@ -289,8 +291,10 @@ def block_order(model: keras.Model, units: Sequence[Sequence[Residual]],
     blocks; Sun et al. 2025's "repeat").
 
     Example:
-        >>> from keras_residual.models import transformer_classifier
-        >>> model = transformer_classifier(depth=2)
+        >>> model = keras.Sequential([keras.Input((3, 4))] + [
+        ...     Residual(layer, name=f"{kind}{i}") for i in (1, 2) for kind, layer in (
+        ...         ("attention", keras.layers.MultiHeadAttention(1, 4)),
+        ...         ("mlp", keras.layers.Dense(4)))])
         >>> block_order(model, transformer_units(model), [1, 0])
         [2, 3, 0, 1]
     """
