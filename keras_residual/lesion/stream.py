@@ -185,7 +185,7 @@ def _error_without(model: keras.Model, units: Sequence[Sequence[Residual]], x, y
     with preserved_lesion_state(blocks):
         for block in blocks:
             block.branch_enabled = False
-        return evaluate(model, x, y, batch_size)
+        return evaluate(model, x, y, batch_size=batch_size)
 
 
 def unit_deletion(
@@ -222,10 +222,10 @@ def unit_deletion(
     """
     units = _checked_units(model, granularity)
     if granularity == "sublayer":
-        return single_block_deletion(model, data, batch_size, progress=progress)
+        return single_block_deletion(model, data, batch_size=batch_size, progress=progress)
     x, y = checked_data(model, data, batch_size)
     with lesion_ready(model):
-        intact = evaluate(model, x, y, batch_size)
+        intact = evaluate(model, x, y, batch_size=batch_size)
         errors = np.array([_error_without(model, [unit], x, y, batch_size) for unit in units])
     return SingleDeletionResult(
         names=unit_names(units), errors=errors, intact_error=intact,
@@ -266,13 +266,14 @@ def k_unit_deletion(
     """
     units = _checked_units(model, granularity)
     if granularity == "sublayer":
-        return k_block_deletion(model, data, ks, samples, batch_size, seed, progress)
+        return k_block_deletion(model, data, ks, samples=samples, batch_size=batch_size, seed=seed,
+                                progress=progress)
     x, y = checked_data(model, data, batch_size, samples)
     ks = check_ks(ks, len(units), f"the model has {len(units)} units")
     rng = np.random.default_rng(seed)
     errors = np.empty((len(ks), samples))
     with lesion_ready(model):
-        intact = evaluate(model, x, y, batch_size)
+        intact = evaluate(model, x, y, batch_size=batch_size)
         for row, k in enumerate(ks):
             for s in range(samples):
                 chosen = rng.choice(len(units), size=int(k), replace=False)
@@ -313,7 +314,7 @@ def _order_error(model, units, unit_order, x, y, batch_size, repeats=False) -> f
     """Error of `model` with its units run in `unit_order` (a rebuilt graph over its layers)."""
     reordered = reorder_blocks(model, block_order(model, units, unit_order, repeats),
                                share_weights=True, repeats=repeats)
-    return evaluate(reordered, x, y, batch_size, compiled=False)
+    return evaluate(reordered, x, y, batch_size=batch_size, compiled=False)
 
 
 @dataclasses.dataclass
@@ -376,7 +377,7 @@ def adjacent_swaps(
         labels.append(f"{names[i]}<->{names[i + 1]}")
         errors.append(_order_error(model, units, order, x, y, batch_size))
     return ArrangementResult(np.array(labels), np.array(errors),
-                             evaluate(model, x, y, batch_size), granularity)
+                             evaluate(model, x, y, batch_size=batch_size), granularity)
 
 
 def unit_reordering(
@@ -412,14 +413,15 @@ def unit_reordering(
     """
     units = _checked_units(model, granularity, at_least=2)
     if granularity == "sublayer":
-        return reordering(model, data, ks, samples, batch_size, seed, progress)
+        return reordering(model, data, ks, samples=samples, batch_size=batch_size, seed=seed,
+                          progress=progress)
     x, y = checked_data(model, data, batch_size, samples)
     n, groups = len(units), [list(range(len(units)))]
     ks = check_ks(ks, n * (n - 1) // 2, f"the model has {n * (n - 1) // 2} pairs of units")
     rng = np.random.default_rng(seed)
     taus, errors = np.empty((len(ks), samples)), np.empty((len(ks), samples))
     orders = np.empty((len(ks), samples, n), dtype="int64")
-    intact = evaluate(model, x, y, batch_size)
+    intact = evaluate(model, x, y, batch_size=batch_size)
     for row, k in enumerate(ks):
         for s in range(samples):
             order = random_swaps(groups, n, int(k), rng)
@@ -436,7 +438,7 @@ def _arrangement_error(model, units, middle, arrangement, rng, x, y, batch_size)
             return _error_without(model, [units[i] for i in middle], x, y, batch_size)
     if arrangement == "parallel":
         run = parallel_blocks(model, [units[i] for i in middle], share_weights=True)
-        return evaluate(run, x, y, batch_size, compiled=False)
+        return evaluate(run, x, y, batch_size=batch_size, compiled=False)
     moved = {"reverse": middle[::-1], "repeat": [middle[len(middle) // 2]] * len(middle)}.get(
         arrangement) or rng.permutation(middle).tolist()
     order = list(range(middle[0])) + list(moved) + list(range(middle[-1] + 1, len(units)))
@@ -496,7 +498,7 @@ def middle_arrangements(
     errors = [_arrangement_error(model, units, middle, a, rng, x, y, batch_size)
               for a in arrangements]
     return ArrangementResult(np.array(list(arrangements)), np.array(errors),
-                             evaluate(model, x, y, batch_size), granularity)
+                             evaluate(model, x, y, batch_size=batch_size), granularity)
 
 
 def stream_states(model: keras.Model, x: np.ndarray, granularity: str = "block",
@@ -629,7 +631,7 @@ def contiguous_deletion(
     distances = np.full((len(ns), len(units)), np.nan)
     starts, errors = np.empty(len(ns), dtype="int64"), np.empty(len(ns))
     with lesion_ready(model):
-        intact = evaluate(model, x, y, batch_size)
+        intact = evaluate(model, x, y, batch_size=batch_size)
         for row, n in enumerate(ns):
             found = angular_distances(states, int(n), position)
             distances[row, : len(found)] = found
