@@ -252,26 +252,39 @@ def test_middle_arrangements_equal_skip_reverse_shuffle_repeat_and_h_plus_mean_f
     np.testing.assert_allclose(result.errors, expected)
 
 
+def _angular(states, start, n):
+    a = states[start].reshape(-1, 8).astype("float64")
+    b = states[start + n].reshape(-1, 8).astype("float64")
+    cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    return np.mean(np.arccos(np.clip(cosine, -1, 1)) / np.pi)
+
+
 @pytest.mark.multibackend
-def test_gromov_run_minimizes_the_angular_distance_computed_in_numpy():
+def test_gromov_and_he_choices_minimize_the_angular_distance_computed_in_numpy():
     model = _lm(depth=3)
     x, y = _lm_data()
-    states = [to_numpy(_stream_in(model, x))]
-    for i in range(0, 6, 2):
-        states.append(_by_hand_stream(model, _names(3)[i:i + 2], states[-1]))
+    names = _names(3)
+    states = [to_numpy(_stream_in(model, x))]  # the stream before each sub-layer, and after
+    for name in names:
+        states.append(_by_hand_stream(model, [name], states[-1]))
     result = stream.contiguous_deletion(model, (x, y), [1, 2], batch_size=8)
-    for row, n in enumerate((1, 2)):
-        distances = []
-        for start in range(4 - n):
-            a = states[start].reshape(-1, 8).astype("float64")
-            b = states[start + n].reshape(-1, 8).astype("float64")
-            cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
-            distances.append(np.mean(np.arccos(np.clip(cosine, -1, 1)) / np.pi))
+    for row, n in enumerate((1, 2)):  # Gromov et al.: runs of n blocks
+        distances = [_angular(states[::2], start, n) for start in range(4 - n)]
         np.testing.assert_allclose(result.distances[row, : 4 - n], distances, rtol=1e-4)
         start = int(np.argmin(distances))
         assert result.starts[row] == start
-        kept = [name for i, name in enumerate(_names(3)) if not start * 2 <= i < (start + n) * 2]
+        kept = [name for i, name in enumerate(names) if not start * 2 <= i < (start + n) * 2]
         assert result.errors[row] == _error(_by_hand(model, kept, x), y)
+    # He et al.: the two attention sub-layers most alike in input and output (the
+    # MLP kind runs in the docstring example).
+    dropped = stream.similarity_drop(model, (x, y), [2], kind="attention", batch_size=8)
+    distances = {i: _angular(states, i, 1) for i in range(0, 6, 2)}
+    np.testing.assert_allclose(dropped.distances[::2], list(distances.values()), rtol=1e-4)
+    assert np.all(np.isnan(dropped.distances[1::2]))
+    gone = sorted(distances, key=distances.get)[:2]
+    assert dropped.order[:2].tolist() == gone
+    kept = [name for i, name in enumerate(names) if i not in gone]
+    assert dropped.errors[0] == _error(_by_hand(model, kept, x), y)
 
 
 def _by_hand_stream(model, names, h):

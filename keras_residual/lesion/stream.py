@@ -18,6 +18,8 @@ The studies:
 - `contiguous_deletion`: delete the run of n units whose input and output
   are closest in angular distance (Gromov et al., "The Unreasonable
   Ineffectiveness of the Deeper Layers", ICLR 2025, Sec. 3.2, Eq. 7).
+- `similarity_drop`: drop the attention (or MLP) sub-layers whose input and
+  output are most alike (He et al. 2024, arXiv 2406.15786).
 - `compare_effective_paths`: Veit et al.'s effective-path range of a
   Transformer and a ResNet on one axis, as a fraction of the number of units.
 
@@ -701,3 +703,86 @@ def compare_effective_paths(results: dict[str, GradientPathResult]) -> PathCompa
         effective_share=np.array([r.effective_share for r in results.values()]),
         decay_per_block=np.array([r.decay_per_block for r in results.values()]),
     )
+
+
+#: Which sub-layers `similarity_drop` may drop.
+KINDS = ("attention", "mlp", "any")
+
+
+@dataclasses.dataclass
+class SimilarityDropResult:
+    """Error after dropping the k sub-layers most alike in input and output (He et al. 2024).
+
+    Attributes:
+        ks: (m,) int. Numbers of dropped sub-layers.
+        order: (c,) int. The candidate sub-layers (indices into `names`),
+            most alike first: the first k are dropped.
+        distances: (n,) float. Angular distance between each sub-layer's
+            input and output (NaN for those not of the chosen kind).
+        errors: (m,) float. Error with the first k of `order` dropped.
+        intact_error: float.
+        names: (n,) str. Sub-layer names in network order.
+
+    Example:
+        >>> r = SimilarityDropResult(np.array([1]), np.array([2, 0]), np.array([0.3, np.nan, 0.1]),
+        ...                          np.array([0.2]), 0.1, np.array(["a1", "m1", "a2"]))
+        >>> r.names[r.order[: r.ks[0]]].tolist()
+        ['a2']
+    """
+
+    ks: np.ndarray
+    order: np.ndarray
+    distances: np.ndarray
+    errors: np.ndarray
+    intact_error: float
+    names: np.ndarray
+
+
+def similarity_drop(
+    model: keras.Model, data: Data, ks: Sequence[int], kind: str = "attention",
+    position: int | None = None, batch_size: int = 256,
+) -> SimilarityDropResult:
+    """Drop the k attention (or MLP) sub-layers whose output is most like their input.
+
+    He et al., "What Matters in Transformers? Not All Attention is Needed"
+    (2024, arXiv 2406.15786): attention and MLP sub-layers are scored by the
+    similarity of their input and output and the most redundant ones
+    dropped, attention far more safely than MLP. Here the score is the
+    angular distance of `angular_distances` with n = 1 (smaller: more
+    alike) and the k lowest of `kind` are deleted together.
+
+    Args:
+        model: keras.Model built from Residual sub-layers.
+        data: (x, y) arrays or a dataset of batches.
+        ks: sequence of int. Numbers of sub-layers to drop.
+        kind: str. "attention" (default), "mlp" or "any" (`KINDS`).
+        position: int or None. The sequence position compared; None: all.
+        batch_size: int. Defaults to 256.
+
+    Returns:
+        SimilarityDropResult.
+
+    Example:
+        >>> model = keras.Sequential([keras.Input((2,))] + [
+        ...     Residual(keras.layers.Dense(2), name=f"b{i}") for i in range(3)] + [
+        ...     keras.layers.Softmax()])
+        >>> data = (np.eye(2), np.array([0, 1]))
+        >>> similarity_drop(model, data, [1, 2], kind="mlp").errors.shape
+        (2,)
+    """
+    if kind not in KINDS:
+        raise ValueError(f"`kind` must be one of {KINDS}. Received: kind={kind!r}")
+    units = _checked_units(model, "sublayer")
+    x, y = checked_data(model, data, batch_size)
+    wanted = [i for i, (block,) in enumerate(units)
+              if kind == "any" or has_attention(block) == (kind == "attention")]
+    ks = check_ks(ks, len(wanted), f"the model has {len(wanted)} sub-layers of kind {kind!r}")
+    distances = np.full(len(units), np.nan)
+    found = angular_distances(stream_states(model, x, "sublayer", batch_size), 1, position)
+    distances[wanted] = found[wanted]
+    order = np.array(sorted(wanted, key=lambda i: distances[i]), dtype="int64")
+    with lesion_ready(model):
+        intact = evaluate(model, x, y, batch_size=batch_size)
+        errors = np.array([_error_without(model, [units[i] for i in order[:k]], x, y, batch_size)
+                           for k in ks])
+    return SimilarityDropResult(ks, order, distances, errors, intact, unit_names(units))
