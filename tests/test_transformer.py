@@ -18,7 +18,7 @@ from scipy import special
 from keras_residual import LayerNormAddMerge, Residual
 from keras_residual.blocks import transformer_block
 from keras_residual.gradients import input_gradient
-from keras_residual.lesion import gradient_per_path_length, path_gradients, stream
+from keras_residual.lesion import gradient_per_path_length, path_gradients, similarity, stream
 from keras_residual.models import PositionEmbedding, tiny_causal_lm
 from keras_residual.surgery import delete_blocks, parallel_blocks, reorder_blocks
 
@@ -267,7 +267,7 @@ def test_gromov_and_he_choices_minimize_the_angular_distance_computed_in_numpy()
     states = [to_numpy(_stream_in(model, x))]  # the stream before each sub-layer, and after
     for name in names:
         states.append(_by_hand_stream(model, [name], states[-1]))
-    result = stream.contiguous_deletion(model, (x, y), [1, 2], batch_size=8)
+    result = similarity.contiguous_deletion(model, (x, y), [1, 2], batch_size=8)
     for row, n in enumerate((1, 2)):  # Gromov et al.: runs of n blocks
         distances = [_angular(states[::2], start, n) for start in range(4 - n)]
         np.testing.assert_allclose(result.distances[row, : 4 - n], distances, rtol=1e-4)
@@ -277,7 +277,7 @@ def test_gromov_and_he_choices_minimize_the_angular_distance_computed_in_numpy()
         assert result.errors[row] == _error(_by_hand(model, kept, x), y)
     # He et al.: the two attention sub-layers most alike in input and output (the
     # MLP kind runs in the docstring example).
-    dropped = stream.similarity_drop(model, (x, y), [2], kind="attention", batch_size=8)
+    dropped = similarity.similarity_drop(model, (x, y), [2], kind="attention", batch_size=8)
     distances = {i: _angular(states, i, 1) for i in range(0, 6, 2)}
     np.testing.assert_allclose(dropped.distances[::2], list(distances.values()), rtol=1e-4)
     assert np.all(np.isnan(dropped.distances[1::2]))

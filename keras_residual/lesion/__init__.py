@@ -6,8 +6,10 @@
 - `paths`: path-length statistics of the unraveled view.
 - `stream`: the residual-stream studies of Transformers at block or sub-layer
   granularity: deletion, adjacent swaps, reordering, the middle skipped,
-  reversed, shuffled or run in parallel (Sun et al. 2025), the most similar
-  contiguous run deleted (Gromov et al. 2025), effective paths compared.
+  reversed, shuffled, repeated or run in parallel (Sun et al. 2025),
+  effective paths compared with a ResNet's.
+- `similarity`: deleting the most redundant units, chosen by input/output
+  similarity (Gromov et al. 2025; He et al. 2024).
 - `evaluation`: data and error helpers shared by the studies.
 - `schedules`: stochastic depth, effective-path training, resilience comparison.
 - `batchnorm`: precise BatchNorm statistics of the full network after such training.
@@ -58,24 +60,26 @@ from keras_residual.lesion.schedules import (
     subnetwork_error,
     with_stochastic_depth,
 )
+from keras_residual.lesion.similarity import (
+    KINDS,
+    ContiguousDeletionResult,
+    SimilarityDropResult,
+    angular_distances,
+    contiguous_deletion,
+    similarity_drop,
+    stream_states,
+)
 from keras_residual.lesion.stream import (
     ARRANGEMENTS,
     GRANULARITIES,
-    KINDS,
     ArrangementResult,
-    ContiguousDeletionResult,
     PathComparison,
-    SimilarityDropResult,
     adjacent_swaps,
-    angular_distances,
     compare_effective_paths,
-    contiguous_deletion,
     k_unit_deletion,
     middle_arrangements,
     next_token_data,
     position_errors,
-    similarity_drop,
-    stream_states,
     transformer_units,
     unit_deletion,
     unit_reordering,
