@@ -7,6 +7,9 @@
 - `resnext_block`: Xie et al., "Aggregated Residual Transformations" (2017),
   Fig. 3c (grouped convolution).
 - `dense_block` and `recurrent_block`: residual MLPs and RNNs (Bolte 2016).
+- `transformer_block`: the attention and MLP sub-layers of a Transformer
+  (Vaswani et al. 2017, Sec. 3.1), pre-norm (Xiong et al. 2020) or post-norm,
+  as two `Residual` layers.
 
 Inner layers follow keras.applications' name grammar: with `name="conv2_block1"`
 the branch holds `conv2_block1_1_conv`, `conv2_block1_1_bn`,
@@ -23,13 +26,16 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import keras
 import numpy as np
 from keras import layers
 
-from keras_residual.merges import BatchNormAddMerge  # noqa: F401  (re-exported: its old home)
+from keras_residual.merges import (
+    BatchNormAddMerge,  # noqa: F401  (re-exported: its old home)
+    LayerNormAddMerge,
+)
 from keras_residual.residual import Residual
 from keras_residual.shortcuts import AvgDownShortcut, ProjectionShortcut, ZeroPadShortcut
 
@@ -648,6 +654,117 @@ def recurrent_block(
         drop_rate=drop_rate,
         name=name,
     )
+
+
+#: Where a Transformer sub-layer normalizes: before its branch or after the addition.
+NORMS = ("pre", "post")
+
+
+class TransformerBlock(NamedTuple):
+    """The two sub-layers of one Transformer block, each a `Residual`; called in order.
+
+    A tuple `(attention, mlp)`: the lesion tools see two blocks (the
+    sub-layer granularity of He et al. 2024) and group them back into one
+    (`keras_residual.lesion.stream.transformer_units`). Calling it runs
+    `mlp(attention(x, **masks))`, passing the masks to the attention only.
+
+    Example:
+        >>> import keras
+        >>> attention, mlp = transformer_block(8, num_heads=2, name="t1")
+        >>> attention.name, mlp.name
+        ('t1_attention', 't1_mlp')
+    """
+
+    attention: Residual
+    mlp: Residual
+
+    def __call__(self, x: Any, use_causal_mask: bool = False, attention_mask: Any = None,
+                 training: bool | None = None) -> Any:
+        """`mlp(attention(x))`, the causal and attention masks reaching the attention layer."""
+        masks = {"use_causal_mask": True} if use_causal_mask else {}
+        if attention_mask is not None:
+            masks["attention_mask"] = attention_mask
+        return self.mlp(self.attention(x, training=training, **masks), training=training)
+
+
+def transformer_block(
+    d_model: int,
+    *,
+    num_heads: int,
+    mlp_dim: int | None = None,
+    dropout: float = 0.0,
+    norm: str = "pre",
+    activation: str = "gelu",
+    epsilon: float = 1e-6,
+    drop_rate: float = 0.0,
+    name: str | None = None,
+) -> TransformerBlock:
+    """A Transformer block as two residual sub-layers: self-attention, then an MLP.
+
+    Vaswani et al., "Attention Is All You Need" (2017), Sec. 3.1, Fig. 1.
+    With `norm="pre"` (GPT-2, ViT; Xiong et al. 2020) each sub-layer is
+    `x + F(LayerNorm(x))`, a `Residual` whose pre-activation is the
+    LayerNormalization: deleting it (Veit et al. 2016, Sec. 4.1) leaves
+    exactly `x`, the residual stream. With `norm="post"` (the original) each
+    is `LayerNorm(x + F(x))` (`LayerNormAddMerge`): deleting it leaves
+    `LayerNorm(x)`, since the norm stays with the stream. Causal and
+    attention masks are call arguments of the attention sub-layer
+    (`attention(x, use_causal_mask=True)`), which passes them to its
+    MultiHeadAttention.
+
+    Args:
+        d_model: int. Width of the residual stream.
+        num_heads: int. Attention heads; `d_model` must divide by it.
+        mlp_dim: int or None. Hidden width of the MLP; None: `4 * d_model`.
+        dropout: float. Dropout on the attention weights and after each
+            MLP Dense layer. Defaults to 0.
+        norm: str. "pre" (default) or "post".
+        activation: str. The MLP's activation. Defaults to "gelu".
+        epsilon: float. LayerNormalization epsilon. Defaults to 1e-6.
+        drop_rate: float. Stochastic depth rate of both sub-layers. Defaults to 0.
+        name: str or None. Block name; None picks "transformer_block_N". The
+            sub-layers are `{name}_attention` (branch `{name}_attention_mha`,
+            norm `{name}_attention_norm`) and `{name}_mlp` (branch
+            `{name}_mlp_branch` with `{name}_mlp_1_dense`, `{name}_mlp_2_dense`).
+
+    Returns:
+        TransformerBlock: the pair `(attention, mlp)` of `Residual` layers.
+
+    Example:
+        >>> import keras
+        >>> block = transformer_block(8, num_heads=2, mlp_dim=16, name="t1")
+        >>> tuple(block(keras.ops.ones((2, 5, 8)), use_causal_mask=True).shape)
+        (2, 5, 8)
+    """
+    if norm not in NORMS:
+        raise ValueError(f"`norm` must be one of {NORMS}. Received: norm={norm!r}")
+    if num_heads < 1 or d_model % num_heads:
+        raise ValueError(
+            f"`d_model` must be a multiple of `num_heads`. Received: d_model={d_model}, "
+            f"num_heads={num_heads}"
+        )
+    name = _block_name(name, "transformer_block")
+    mlp_dim = mlp_dim or 4 * d_model
+    attention = layers.MultiHeadAttention(
+        num_heads, d_model // num_heads, dropout=dropout, name=f"{name}_attention_mha"
+    )
+    mlp = keras.Sequential([
+        layers.Dense(mlp_dim, activation=activation, name=f"{name}_mlp_1_dense"),
+        layers.Dropout(dropout, name=f"{name}_mlp_1_dropout"),
+        layers.Dense(d_model, name=f"{name}_mlp_2_dense"),
+        layers.Dropout(dropout, name=f"{name}_mlp_2_dropout"),
+    ], name=f"{name}_mlp_branch")
+    return TransformerBlock(*(
+        Residual(
+            branch,
+            preactivation=layers.LayerNormalization(epsilon=epsilon, name=f"{sub}_norm")
+            if norm == "pre" else None,
+            merge=LayerNormAddMerge(epsilon, name=f"{sub}_add") if norm == "post" else "add",
+            drop_rate=drop_rate,
+            name=sub,
+        )
+        for branch, sub in ((attention, f"{name}_attention"), (mlp, f"{name}_mlp"))
+    ))
 
 
 def linear_decay_drop_rates(n: int, final_survival: float = 0.5) -> np.ndarray:

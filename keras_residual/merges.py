@@ -513,3 +513,47 @@ class BatchNormAddMerge(Merge):
             "data_format": self.data_format,
             "axis": self.axis,
         }
+
+
+@keras.saving.register_keras_serializable(package="keras_residual")
+class LayerNormAddMerge(Merge):
+    """`y = LayerNorm(h(x) + F(x))`: the post-norm sub-layer of Vaswani et al. (2017), Sec. 3.1.
+
+    "The output of each sub-layer is LayerNorm(x + Sublayer(x))". Deleting
+    such a sub-layer (Veit et al. 2016, Sec. 4.1: the residual module goes,
+    the rest stays) leaves `LayerNorm(x)`, not `x`: the normalization is not
+    part of the branch, so a post-norm stream is renormalized even where a
+    sub-layer is gone (`without_branch`, inherited: the merge of a zero branch).
+
+    Args:
+        epsilon: float. LayerNormalization epsilon. Defaults to 1e-6.
+        **kwargs: base Layer arguments; with `name="block1_attention_add"` the
+            LayerNormalization is named `block1_attention_add_norm`.
+
+    Example:
+        >>> import keras
+        >>> from keras_residual import Residual
+        >>> block = Residual(keras.layers.Dense(4), merge=LayerNormAddMerge())
+        >>> tuple(block(keras.ops.ones((2, 4))).shape)
+        (2, 4)
+    """
+
+    reads_inputs = False
+
+    def __init__(self, epsilon: float = 1e-6, **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon = epsilon
+
+    def build(self, shortcut_shape, branch_shape=None, inputs_shape=None):
+        shape = tuple(branch_shape if branch_shape is not None else shortcut_shape)
+        self.norm = layers.LayerNormalization(
+            epsilon=self.epsilon, name=f"{self.name}_norm", dtype=self.dtype_policy
+        )
+        self.norm.build(shape)
+        self.built = True
+
+    def call(self, shortcut, branch, inputs=None):
+        return self.norm(ops.add(shortcut, branch))
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "epsilon": self.epsilon}

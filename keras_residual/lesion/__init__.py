@@ -4,6 +4,12 @@
 - `order`: reordering, swapping compatible blocks (Fig. 5b).
 - `gradient_paths`: the gradient per path length, routed per sample (Fig. 6).
 - `paths`: path-length statistics of the unraveled view.
+- `stream`: the residual-stream studies of Transformers at block or sub-layer
+  granularity: deletion, adjacent swaps, reordering, the middle skipped,
+  reversed, shuffled, repeated or run in parallel (Sun et al. 2025),
+  effective paths compared with a ResNet's.
+- `similarity`: deleting the most redundant units, chosen by input/output
+  similarity (Gromov et al. 2025; He et al. 2024).
 - `evaluation`: data and error helpers shared by the studies.
 - `parallel`: the studies under a distribution (data-parallel evaluation, single-device numbers).
 - `schedules`: stochastic depth, effective-path training, resilience comparison.
@@ -55,6 +61,30 @@ from keras_residual.lesion.schedules import (
     subnetwork_error,
     with_stochastic_depth,
 )
+from keras_residual.lesion.similarity import (
+    KINDS,
+    ContiguousDeletionResult,
+    SimilarityDropResult,
+    angular_distances,
+    contiguous_deletion,
+    similarity_drop,
+    stream_states,
+)
+from keras_residual.lesion.stream import (
+    ARRANGEMENTS,
+    GRANULARITIES,
+    ArrangementResult,
+    PathComparison,
+    adjacent_swaps,
+    compare_effective_paths,
+    k_unit_deletion,
+    middle_arrangements,
+    next_token_data,
+    position_errors,
+    transformer_units,
+    unit_deletion,
+    unit_reordering,
+)
 from keras_residual.surgery import (
     delete_blocks,
     deleted_blocks,
@@ -85,6 +115,26 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "ARRANGEMENTS",
+    "GRANULARITIES",
+    "KINDS",
+    "ArrangementResult",
+    "ContiguousDeletionResult",
+    "PathComparison",
+    "SimilarityDropResult",
+    "adjacent_swaps",
+    "angular_distances",
+    "compare_effective_paths",
+    "contiguous_deletion",
+    "k_unit_deletion",
+    "middle_arrangements",
+    "next_token_data",
+    "position_errors",
+    "similarity_drop",
+    "stream_states",
+    "transformer_units",
+    "unit_deletion",
+    "unit_reordering",
     "EFFECTIVE_MASS",
     "batchnorm_layers",
     "effective_training_blocks",

@@ -147,10 +147,10 @@ def _stacked_sweep_model(model: keras.Model, units: list, batch: int) -> tuple[k
 
 
 def _stacked_outputs(stacked, x_padded, batch, split, progress) -> np.ndarray:
-    """(batches, (1 + n) * batch, classes): the stacked model on each `batch` rows."""
+    """(batches, (1 + n) * batch, ...): the stacked model on each `batch` rows."""
     if split.active:  # one data-parallel predict: each replica runs whole stacked batches
         outputs = parallel.predict(stacked, x_padded, batch, fixed=True)
-        return outputs.reshape(len(x_padded) // batch, -1, outputs.shape[-1])
+        return outputs.reshape(len(x_padded) // batch, -1, *outputs.shape[1:])
     outputs = []
     for start in tqdm(range(0, len(x_padded), batch), desc="single-block deletion",
                       disable=not progress):
@@ -169,8 +169,9 @@ def _single_deletion_stacked(model, units, x, y, batch_size, progress) -> tuple[
     stacked, order = _stacked_sweep_model(model, units, batch)
     x_padded = x[np.arange(split.padded_length(len(x), batch, fixed=True)) % len(x)]
     outputs = _stacked_outputs(stacked, x_padded, batch, split, progress)
+    tail = outputs.shape[2:]  # (classes,), or (positions, vocab) for a language model
     outputs = outputs.reshape(outputs.shape[0], len(units) + 1, batch, -1)
-    outputs = outputs.transpose(1, 0, 2, 3).reshape(len(units) + 1, len(x_padded), -1)[:, : len(x)]
+    outputs = outputs.transpose(1, 0, 2, 3).reshape(len(units) + 1, len(x_padded), *tail)[:, : len(x)]
     errors = np.empty(len(units))
     for copy, unit_index in enumerate(order, start=1):
         errors[unit_index] = classification_error(outputs[copy], y)

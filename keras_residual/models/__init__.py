@@ -1,4 +1,5 @@
-"""Model builders: ImageNet and CIFAR ResNets, ResNeXt, plain twins, small comparison nets.
+"""Model builders: ImageNet and CIFAR ResNets, ResNeXt, plain twins, small comparison nets,
+small Transformers.
 
 Every builder returns a `keras.Model` whose residual blocks are each one
 `keras_residual.Residual` layer; `architecture_table(model)` prints He et al.
@@ -48,6 +49,13 @@ from keras_residual.models.table import (
     architecture_table,
     count_mult_adds,
 )
+from keras_residual.models.transformer import (
+    PositionEmbedding,
+    tiny_causal_lm,
+    tiny_vit,
+    transformer_classifier,
+    transformer_stack,
+)
 from keras_residual.models.weights import (
     WeightTransfer,
     fetch_keras_applications_weights,
@@ -63,6 +71,7 @@ BUILDERS: dict[str, Callable[..., keras.Model]] = {
         resnet18_vd, resnet34_vd, resnet50_vd, resnet101_vd, resnet152_vd, resnet200_vd,
         resnext50_32x4d, resnext101_32x4d, resnext101_64x4d,
         plain18, plain34, mnist_resnet, vgg_plain, alexnet,
+        transformer_classifier, tiny_vit, tiny_causal_lm,
     )
 }
 #: Builders whose names carry the depth: a name pattern and its builder (see `get_model`).
@@ -107,6 +116,7 @@ def get_model(name: str, **kwargs: Any) -> keras.Model:
 
 __all__ = [
     "ArchitectureTable",
+    "PositionEmbedding",
     "BUILDERS",
     "DEPTH_BUILDERS",
     "CIFAR_SPECS",
@@ -146,6 +156,10 @@ __all__ = [
     "resnext101_32x4d",
     "resnext101_64x4d",
     "resnext50_32x4d",
+    "tiny_causal_lm",
+    "tiny_vit",
     "to_keras_hub",
+    "transformer_classifier",
+    "transformer_stack",
     "vgg_plain",
 ]

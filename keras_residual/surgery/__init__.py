@@ -9,6 +9,8 @@
   leaves the original unchanged), except `rebuild` and `reorder_blocks` /
   `remove_layers` with `share_weights=True`, which run over the original's
   own layer instances: training those trains the original.
+- `parallel_blocks`: a run of blocks side by side (Sun et al. 2025);
+  `moved_call_arguments`: a moved block keeps its own call arguments.
 - `deleted_blocks`, `routed_gradients`, `preserved_lesion_state`: the same
   lesions in place, inside a `with` body, undone on exit.
 - `residual_blocks`, `resolve_blocks`, `removable_layers`, `swappable`,
@@ -34,8 +36,18 @@ from keras_residual.surgery.select import (
     resolve_blocks,
     swappable,
 )
+from keras_residual.surgery.stream import (
+    block_call_arguments,
+    moved_call_arguments,
+    parallel_blocks,
+    record_call_tensors,
+)
 
 __all__ = [
+    "block_call_arguments",
+    "moved_call_arguments",
+    "parallel_blocks",
+    "record_call_tensors",
     "carry_optimizer",
     "clone",
     "delete_blocks",

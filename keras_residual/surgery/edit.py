@@ -31,6 +31,11 @@ from keras_residual.surgery.select import (
     resolve_blocks,
     resolve_units,
 )
+from keras_residual.surgery.stream import (
+    block_call_arguments,
+    moved_call_arguments,
+    record_call_tensors,
+)
 
 
 def delete_blocks(model: keras.Model, blocks: Sequence[BlockRef] | BlockRef) -> keras.Model:
@@ -80,10 +85,12 @@ def _why_fixed(block: Residual) -> str | None:
             f"({part.layer.name!r}), not the identity")
 
 
-def _check_order(blocks: list[Residual], order: list[int]) -> None:
-    if sorted(order) != list(range(len(blocks))):
+def _check_order(blocks: list[Residual], order: list[int], repeats: bool = False) -> None:
+    valid = len(order) == len(blocks) and all(0 <= i < len(blocks) for i in order)
+    if not (valid if repeats else sorted(order) == list(range(len(blocks)))):
+        kind = "a list of block indices" if repeats else "a permutation"
         raise ValueError(
-            f"`order` must be a permutation of range({len(blocks)}) (one entry per block). "
+            f"`order` must be {kind} of range({len(blocks)}) (one entry per block). "
             f"Received: order={order}"
         )
     for position, index in enumerate(order):
@@ -114,13 +121,15 @@ def _working_model(model: keras.Model, share_weights: bool) -> keras.Model:
 
 
 def reorder_blocks(
-    model: keras.Model, order: Sequence[int], share_weights: bool = False
+    model: keras.Model, order: Sequence[int], share_weights: bool = False, repeats: bool = False
 ) -> keras.Model:
     """A new model that runs the blocks in another order.
 
     Veit et al. 2016, Sec. 4.3, Fig. 5b. Position `p` of the chain of blocks
     (network order) runs block `order[p]`. Only blocks that are `swappable`
-    and have the same shape as the position they move to may move.
+    and have the same shape as the position they move to may move. A moved
+    block keeps its own call arguments (`surgery.stream.moved_call_arguments`:
+    an attention sub-layer its causal mask, an MLP sub-layer none).
 
     Args:
         model: keras.Model. A Functional or Sequential model.
@@ -129,12 +138,17 @@ def reorder_blocks(
             copies of the weights, and `model` is not changed by anything done
             to it. True: it is built over `model`'s own layer instances (no
             copy, faster to make); training it then trains `model` too.
+        repeats: bool. False (the default): `order` is a permutation. True:
+            a block may run at several positions and others not at all (the
+            "middle repeat" of Sun et al., "Transformer Layers as Painters",
+            AAAI 2025, Sec. 3).
 
     Returns:
         A functional keras.Model.
 
     Raises:
-        ValueError: if `order` is not a permutation or moves an incompatible block.
+        ValueError: if `order` is not a permutation (or, with `repeats`, not
+            block indices) or moves an incompatible block.
 
     Example:
         >>> from keras_residual import Residual
@@ -146,16 +160,25 @@ def reorder_blocks(
         >>> shared = reorder_blocks(model, [1, 0], share_weights=True)
         >>> {id(w) for w in shared.weights} == {id(w) for w in model.weights}
         True
+        >>> twice = reorder_blocks(model, [1, 1], repeats=True)  # block 1 runs twice
+        >>> [layer.name for layer in twice.layers[1:]] == [model.layers[1].name]
+        True
     """
     order = [int(i) for i in order]
-    _check_order(residual_blocks(model), order)
+    _check_order(residual_blocks(model), order, repeats)
     working = _working_model(model, share_weights)
     blocks = residual_blocks(working)
     substitute = {id(blocks[p]): blocks[i] for p, i in enumerate(order) if p != i}
+    # A moved block keeps its own call arguments: an MLP sub-layer in an attention
+    # sub-layer's place gets no causal mask, a moved attention sub-layer keeps it.
+    own, seen = (block_call_arguments(working), {}) if substitute else ({}, {})
 
     def replace(layer, args, kwargs):
+        if isinstance(layer, Residual):
+            record_call_tensors(seen, kwargs)
         if id(layer) in substitute:
-            return substitute[id(layer)](*args, **kwargs)
+            moved = substitute[id(layer)]
+            return moved(*args, **moved_call_arguments(moved, own[id(moved)], kwargs, seen))
         return None
 
     return graph.rebuild(working, replace)

@@ -47,7 +47,10 @@ def layer_shape(layer: layers.Layer, attr: str) -> tuple:
         (None, 2)
     """
     try:
-        return tuple(getattr(layer, attr).shape)
+        value = getattr(layer, attr)
+        if attr == "input" and isinstance(value, (list, tuple)):
+            value = value[0]  # a call with tensor arguments (an attention mask): `x` comes first
+        return tuple(value.shape)
     except (AttributeError, ValueError) as error:
         raise ValueError(
             f"Layer {layer.name!r} must be called exactly once in a functional graph "
