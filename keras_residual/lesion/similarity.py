@@ -2,7 +2,7 @@
 
 - `contiguous_deletion`: the run of n consecutive units whose input and
   output are closest in angular distance (Gromov et al., "The Unreasonable
-  Ineffectiveness of the Deeper Layers", ICLR 2025, Sec. 3.2).
+  Ineffectiveness of the Deeper Layers", ICLR 2025, Fig. 1).
 - `similarity_drop`: the k attention (or MLP) sub-layers whose output is
   most like their input (He et al., "What Matters in Transformers? Not All
   Attention is Needed", 2024, arXiv 2406.15786).
@@ -29,7 +29,7 @@ def stream_states(model: keras.Model, x: np.ndarray, granularity: str = "block",
                   batch_size: int = 256) -> list[np.ndarray]:
     """The residual stream before each unit and after the last: `n + 1` arrays.
 
-    The representations Gromov et al. (ICLR 2025), Sec. 3.2, compare,
+    The representations Gromov et al. (ICLR 2025, Fig. 1) compare,
     read through `probe` (the first block's input, then each unit's last
     block's output) on the model's own layers.
 
@@ -52,7 +52,7 @@ def angular_distances(states: Sequence[np.ndarray], n: int, position: int | None
                       ) -> np.ndarray:
     """Angular distance between the stream before unit l and after unit l + n - 1, for every l.
 
-    Gromov et al. (ICLR 2025), Sec. 3.2, Eq. 7: `d(x, y) = arccos(x.y /
+    Gromov et al. (ICLR 2025, Fig. 1): `d(x, y) = arccos(x.y /
     (|x| |y|)) / pi`, averaged over the samples; Gromov et al. take the
     last token (`position=-1`), None averages over every position too.
 
@@ -122,7 +122,7 @@ def contiguous_deletion(
     """Delete the run of n consecutive units whose input and output are most alike.
 
     Gromov et al., "The Unreasonable Ineffectiveness of the Deeper Layers"
-    (ICLR 2025), Sec. 3.2: for each n the run `l .. l + n - 1` minimizing the
+    (ICLR 2025, Fig. 1): for each n the run `l .. l + n - 1` minimizing the
     angular distance between the stream before it and after it
     (`angular_distances`, measured on `data`) is deleted, and the error
     recorded (without the healing fine-tune of the paper).

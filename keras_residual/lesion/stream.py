@@ -473,7 +473,7 @@ def middle_arrangements(
 ) -> ArrangementResult:
     """Skip, reverse, shuffle, repeat or parallelize the middle units (Sun et al., AAAI 2025).
 
-    "Transformer Layers as Painters" (AAAI 2025), Sec. 3: with the first
+    "Transformer Layers as Painters" (AAAI 2025): with the first
     and last layers kept in place, the middle layers of a trained
     Transformer are skipped, run in reverse or random order, replaced by
     the middle-most one run as many times ("repeat"), or run in parallel

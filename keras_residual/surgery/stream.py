@@ -7,7 +7,7 @@ attention sub-layer moved elsewhere must keep it. `moved_call_arguments`
 gives a moved block its own arguments; `parallel_blocks` runs a run of
 blocks side by side, `mean_i g_i(h)`, which for additive blocks `g_i(h) = h +
 f_i(h)` is the parallel execution `h + mean_i f_i(h)` of Sun et al.,
-"Transformer Layers as Painters" (AAAI 2025), Sec. 3 ("parallel" layers).
+"Transformer Layers as Painters" (AAAI 2025; "parallel" layers).
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def parallel_blocks(
 ) -> keras.Model:
     """A new model that runs consecutive groups of blocks side by side on the same input.
 
-    Sun et al., "Transformer Layers as Painters" (AAAI 2025), Sec. 3: the middle layers of a
+    Sun et al., "Transformer Layers as Painters" (AAAI 2025): the middle layers of a
     Transformer run in parallel, `h + mean_i f_i(h)`. Here each group (one
     block, or the attention and MLP sub-layers of one Transformer block) runs
     in its own order on the input `h` of the run, and the run outputs the
