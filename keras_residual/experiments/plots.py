@@ -6,6 +6,7 @@ Each function returns a `matplotlib.figure.Figure` built without pyplot;
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 
 import numpy as np
@@ -90,5 +91,79 @@ def plot_table(
             paper.barh(i, value, 0.4, color="#7f7f7f")
     paper.set(title=published_label, xlabel="test error (%)")
     fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def _short(name: str) -> str:
+    """"block1_attention+block1_mlp" -> "block1"; "a<->b" -> each side shortened."""
+    if "<->" in name:
+        return "<->".join(_short(part) for part in name.split("<->"))
+    parts = name.split("+")
+    prefix = os.path.commonprefix(parts).rstrip("_")
+    return prefix if len(parts) > 1 and prefix else name
+
+
+def _seed_mean(results: Mapping, study: str, field: str) -> np.ndarray:
+    return np.mean([seed[study][field] for seed in results["seeds"]], axis=0)
+
+
+def plot_transformer_study(results: Mapping) -> Figure:
+    """The residual-stream lesions of a Transformer, mean over seeds, in four panels.
+
+    (a) error with one block or one sub-layer deleted (Veit et al. 2016,
+    Fig. 3; Lad et al. 2024; He et al. 2024, attention and MLP apart);
+    (b) error with k random blocks deleted (Veit et al. 2016, Fig. 5a);
+    (c) adjacent swaps (Lad et al. 2024) and the middle skipped, reversed,
+    shuffled, repeated or run in parallel (Sun et al. 2025); (d) the most
+    similar contiguous run deleted (Gromov et al. 2025). The dashed line is
+    the intact network's error.
+
+    Args:
+        results: the `results.json` of `examples/transformer_lesion.py`
+            (`experiments.transformer.transformer_lesion_study`).
+
+    Example:
+        >>> seed = {"intact_error": 0.1,
+        ...         "block_deletion": {"names": ["b1", "b2", "b3"], "errors": [0.5, 0.2, 0.3]},
+        ...         "sublayer_deletion": {"names": ["b1_attention", "b1_mlp"],
+        ...                               "errors": [0.2, 0.4]},
+        ...         "k_deletion": {"ks": [0, 1], "mean": [0.1, 0.3], "std": [0, 0.1]},
+        ...         "adjacent_swaps": {"names": ["b1<->b2"], "errors": [0.3]},
+        ...         "middle": {"names": ["skip"], "errors": [0.4]},
+        ...         "contiguous": {"ns": [1], "starts": [1], "errors": [0.2]}}
+        >>> len(plot_transformer_study({"seeds": [seed, seed]}).axes)
+        4
+    """
+    first = results["seeds"][0]
+    intact = float(np.mean([seed["intact_error"] for seed in results["seeds"]]))
+    fig = Figure(figsize=(13, 7.5))
+    (a, b), (c, d) = fig.subplots(2, 2)
+    sub = _seed_mean(results, "sublayer_deletion", "errors")
+    colors = ["C0" if name.endswith("attention") else "C1"
+              for name in first["sublayer_deletion"]["names"]]
+    a.bar(np.arange(len(sub)), sub, color=colors, width=0.8)
+    blocks = _seed_mean(results, "block_deletion", "errors")
+    a.plot(2 * np.arange(len(blocks)) + 0.5, blocks, "ko-", ms=4, label="whole block")
+    a.set_xticks(2 * np.arange(len(blocks)) + 0.5,
+                 [_short(name) for name in first["block_deletion"]["names"]], fontsize=7)
+    a.set(title="(a) one unit deleted: attention (blue), MLP (orange)", ylabel="test error")
+    b.errorbar(first["k_deletion"]["ks"], _seed_mean(results, "k_deletion", "mean"),
+               yerr=_seed_mean(results, "k_deletion", "std"), fmt="o-", capsize=3)
+    b.set(title="(b) k random blocks deleted", xlabel="k", ylabel="test error",
+          xticks=first["k_deletion"]["ks"])
+    labels = [_short(name) for name in first["adjacent_swaps"]["names"] + first["middle"]["names"]]
+    values = np.concatenate([_seed_mean(results, "adjacent_swaps", "errors"),
+                             _seed_mean(results, "middle", "errors")])
+    c.bar(np.arange(len(values)), values,
+          color=["C2"] * len(first["adjacent_swaps"]["names"]) + ["C3"] * len(
+              first["middle"]["names"]))
+    c.set_xticks(np.arange(len(values)), labels, rotation=60, fontsize=7)
+    c.set(title="(c) adjacent swaps (green), middle rearranged (red)", ylabel="test error")
+    d.plot(first["contiguous"]["ns"], _seed_mean(results, "contiguous", "errors"), "o-")
+    d.set(title="(d) most similar contiguous run deleted", xlabel="blocks in the run",
+          ylabel="test error", xticks=first["contiguous"]["ns"])
+    for ax in (a, b, c, d):
+        ax.axhline(intact, color="k", ls="--", lw=0.8)
     fig.tight_layout()
     return fig
