@@ -321,8 +321,8 @@ def test_cluster_variables_all_or_none():
 
 
 @pytest.mark.backends("torch", reason="splits seeds, backend-neutral bookkeeping, on the "
-                       "backend that trains small networks fastest; fig8_study itself runs on "
-                       "every backend (its docstring example)")
+                       "backend that trains small networks fastest; the networks, deletions and "
+                       "precise BatchNorm it runs are tested on every backend")
 def test_fig8_shards_merged_equal_the_unsharded_study(tmp_path):
     from keras_residual.experiments.resilience import fig8_study, merge_fig8
     from keras_residual.models import mnist_resnet

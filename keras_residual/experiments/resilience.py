@@ -58,6 +58,9 @@ def fig8_study(
         network at downsampling / other blocks).
 
     Example:
+        Two 2-block networks on random images (about 10 s;
+        tests/test_cluster.py runs the same, whole and in shards):
+
         >>> from types import SimpleNamespace
         >>> from keras_residual.models import mnist_resnet
         >>> def build(survival):
@@ -69,8 +72,8 @@ def fig8_study(
         >>> d = SimpleNamespace(x_train=rng.random((64, 8, 8, 1), "float32"),
         ...     y_train=np.arange(64) % 10, x_test=rng.random((16, 8, 8, 1), "float32"),
         ...     y_test=np.arange(16) % 10)
-        >>> r = fig8_study(build, d, seeds=1, epochs=1, precise_bn_batches=1)
-        >>> r["downsampling"], len(r["stochastic_depth"]["errors"][0])
+        >>> r = fig8_study(build, d, seeds=1, epochs=1, precise_bn_batches=1)  # doctest: +SKIP
+        >>> r["downsampling"], len(r["stochastic_depth"]["errors"][0])  # doctest: +SKIP
         ([False, True], 2)
     """
     from keras_residual.lesion import downsampling, residual_blocks, stochastic_depth_resilience
