@@ -117,6 +117,28 @@ for name, row in identity["table1"].items():
 for row in cardinality["table3"].values():
     assert row["published_test_error"] == published.CARDINALITY_RESNEXT50[row["cardinality"]]
 """)],
+    "transformer.ipynb": [("sublayers = stream.unit_deletion(", """
+import numpy as np
+from keras_residual.surgery import remove_layers, residual_blocks
+# Sub-layers deleted by rebuilding the model without them (the study used the stacked sweep).
+def error_of(m):
+    return float(np.mean(m.predict(x_test, verbose=0).argmax(-1) != y_test))
+subs = residual_blocks(model)
+assert len(subs) == 12 and abs(blocks.intact_error - error_of(model)) < 1e-9
+assert abs(blocks.intact_error - (1 - accuracy)) < 1e-6
+for i in (0, 1, 11):  # the first block's attention and MLP, the last MLP
+    assert abs(sublayers.errors[i] - error_of(remove_layers(model, [subs[i]]))) < 1e-9, i
+# Lad et al. 2024: the first block matters most.
+assert blocks.errors.argmax() == 0, blocks.errors
+"""), (None, """
+import numpy as np
+from scipy import stats
+# Sun et al.'s "skip" is the model without blocks 2-5; Fig. 6a's path lengths are binomial.
+skip = list(middle.names).index("skip")
+assert abs(middle.errors[skip] - error_of(remove_layers(model, subs[2:10]))) < 1e-9
+np.testing.assert_allclose(g.distribution, stats.binom(12, 0.5).pmf(np.arange(13)), rtol=1e-9)
+assert 0 <= low <= high <= 12 and g.n_blocks == 12
+""")],
     "lesion.ipynb": [("single = lesion.single_block_deletion(", """
 import numpy as np
 # Veit et al. 2016, Fig. 3: deleting one block hurts the plain net far more than the ResNet.
@@ -131,6 +153,12 @@ assert np.all(np.diff(k_result.mean) > 0), k_result.mean
 assert lesion.path_length_interval(54) == tuple(int(v) for v in stats.binom(54, 0.5).interval(0.95))
 """)],
 }
+
+
+#: Notebooks whose kernel runs another backend than TensorFlow, and why. transformer.ipynb
+#: rebuilds 19 networks for its rearrangement studies and runs each eagerly once: 23 s on
+#: TensorFlow, 2 s on PyTorch (the whole notebook: about 50 s against 20 s).
+KERNEL_BACKENDS = {"transformer.ipynb": "torch"}
 
 
 def _with_checks(notebook, checks):
@@ -153,12 +181,12 @@ def test_every_notebook_is_checked():
 
 @pytest.mark.slow
 @pytest.mark.backends("tensorflow", reason="each notebook runs in a kernel of its own, on "
-                      "TensorFlow, its fastest backend (tests/script_runs.py); what they call "
-                      "runs on every backend")
+                      "TensorFlow, its fastest backend (tests/script_runs.py), or the backend "
+                      "KERNEL_BACKENDS names; what they call runs on every backend")
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[os.path.basename(p) for p in NOTEBOOKS])
 def test_notebook_executes(path, tmp_path, monkeypatch):
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")
-    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
+    monkeypatch.setenv("KERAS_BACKEND", KERNEL_BACKENDS.get(os.path.basename(path), "tensorflow"))
     # Notebooks import keras_residual from this checkout even where it is not installed.
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [ROOT, os.environ.get(
         "PYTHONPATH")])))

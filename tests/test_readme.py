@@ -138,6 +138,31 @@ def _check_lesion(namespace, tmp_path):
                                stats.binom(54, 0.5).pmf(np.arange(55)), rtol=1e-9, atol=1e-15)
 
 
+def _check_transformers(namespace, tmp_path):
+    import numpy as np
+
+    from keras_residual.surgery import remove_layers, residual_blocks
+
+    lm, x, y = namespace["lm"], namespace["x"], namespace["y"]
+    np.testing.assert_array_equal(x[:, 1:], y[:, :-1])  # y is x shifted by one token
+
+    def error(model):
+        return float(np.mean(model.predict(x, verbose=0).argmax(-1) != y))
+
+    # Each sub-layer deleted by rebuilding the model without it (the study: the stacked sweep);
+    # the first and the last whole block likewise.
+    subs = residual_blocks(lm)
+    assert [b.name for b in subs] == list(namespace["sublayers"].names)
+    for block, reported in zip(subs, namespace["sublayers"].errors, strict=True):
+        assert reported == error(remove_layers(lm, [block]))
+    for i in (0, 3):
+        assert namespace["blocks"].errors[i] == error(remove_layers(lm, subs[2 * i: 2 * i + 2]))
+    # Sun et al.'s "skip": the middle blocks 2 and 3 removed.
+    skip = list(namespace["middle"].names).index("skip")
+    assert namespace["middle"].errors[skip] == error(remove_layers(lm, subs[2:6]))
+    assert namespace["g"].n_blocks == 8 and len(namespace["swaps"].errors) == 3
+
+
 def _check_hub(namespace, tmp_path):
     names = [layer.name for layer in namespace["net"].layers]
     assert names[-4:] == ["conv2_block1", "conv2_block2", "conv3_block1", "conv3_block2"]
@@ -160,6 +185,7 @@ CHECKS = {
     "Blocks and model builders": _check_builders,
     "Visualization": _check_visualization,
     "Lesion studies": _check_lesion,
+    "Transformers and the residual stream": _check_transformers,
     "keras-hub models": _check_hub,
     "Growing a trained network": _check_growing,
 }

@@ -181,12 +181,18 @@ def _kept(error: Any, intact: float) -> np.ndarray:
     return (1.0 - np.asarray(error, "float64")) / max(1e-12, 1.0 - intact)
 
 
+def _seed_mean(seeds: list[dict], study: str, field: str) -> np.ndarray:
+    return np.mean([seed[study][field] for seed in seeds], axis=0)
+
+
 def summarize(seeds: list[dict]) -> dict:
     """The numbers the table shows, over seeds (mean; ranges over blocks of the seed means).
 
     Example:
         >>> seed = {"intact_error": 0.1, "block_deletion": {"names": ["b1", "b2"],
         ...         "errors": [0.55, 0.19]}, "adjacent_swaps": {"errors": [0.28]},
+        ...         "contiguous": {"ns": [1], "errors": [0.19]},
+        ...         "k_deletion": {"ks": [0, 1], "mean": [0.1, 0.37]},
         ...         "paths": {"effective_range_over_n": [0.25, 0.5]},
         ...         "similarity_drop": {"attention": {"errors": [0.1]}, "mlp": {"errors": [0.3]}}}
         >>> s = summarize([seed])
@@ -207,6 +213,9 @@ def summarize(seeds: list[dict]) -> dict:
         "adjacent_swap_kept": [float(swap_kept.min()), float(swap_kept.max())],
         "similarity_drop": {kind: np.mean([s["similarity_drop"][kind]["errors"] for s in seeds],
                                           axis=0).tolist() for kind in ("attention", "mlp")},
+        "contiguous_error": _seed_mean(seeds, "contiguous", "errors").tolist(),
+        "contiguous_ns": seeds[0]["contiguous"]["ns"],
+        "random_k_error": _seed_mean(seeds, "k_deletion", "mean").tolist(),
         "effective_range_over_n": np.mean(
             [s["paths"]["effective_range_over_n"] for s in seeds], axis=0).tolist(),
     }
@@ -220,7 +229,8 @@ def results_table(results: dict) -> str:
         ...      "block_deletion_kept": [0.6, 0.99], "most_sensitive_block": "block1",
         ...      "most_sensitive_position": 0, "adjacent_swap_kept": [0.7, 0.98],
         ...      "effective_range_over_n": [0.12, 0.31],
-        ...      "similarity_drop": {"attention": [0.05], "mlp": [0.2]}}, "middle": {"skip": 0.2}}
+        ...      "similarity_drop": {"attention": [0.05], "mlp": [0.2]}, "contiguous_ns": [1],
+        ...      "contiguous_error": [0.06], "random_k_error": [0.05, 0.3]}, "middle": {"skip": 0.2}}
         >>> print(results_table(r).splitlines()[2][:40])
         | Accuracy kept after deleting one block
     """
@@ -242,6 +252,12 @@ def results_table(results: dict) -> str:
          "attention far safer to drop than MLP (He et al. 2024)",
          " / ".join(", ".join(f"{e:.3f}" for e in s["similarity_drop"][kind])
                     for kind in ("attention", "mlp"))),
+        ("The n blocks most alike in input and output deleted, against n random blocks "
+         "(error, n = " + ", ".join(str(n) for n in s["contiguous_ns"]) + ")",
+         "a contiguous run chosen by angular distance is the cheapest to delete (Gromov et al. "
+         "2025)",
+         " / ".join(", ".join(f"{e:.3f}" for e in errors) for errors in (
+             s["contiguous_error"], [s["random_k_error"][n] for n in s["contiguous_ns"]]))),
         ("Effective paths, fraction of n (gradient per path length)",
          "0.09-0.31 (ResNet-110, 54 blocks; Veit et al. 2016, Fig. 6)",
          "{:.2f}-{:.2f} ({} sub-layers)".format(*s["effective_range_over_n"], 2 * depth)),
