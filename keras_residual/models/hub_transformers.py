@@ -50,8 +50,8 @@ _VIT_ROLES = (
     ("mlp/dense_2", "mlp/branch/{mlp}_2_dense"),
 )
 _SUPPORTED_TEXT = (
-    f"transformer_from_keras_hub converts pre-norm keras-hub Transformers ({', '.join(SUPPORTED)}"
-    ") and keras-hub ResNets"
+    "from_keras_hub converts keras-hub ResNets and the pre-norm keras-hub Transformers "
+    f"{', '.join(SUPPORTED)}"
 )
 
 
@@ -243,7 +243,7 @@ _VIT_EMBEDDING = {
 def _vit_embedding(images: Any, config: dict) -> Any:
     """Patches, class token and position embeddings as keras-hub's ViT makes them (Eq. 1)."""
     patch = tuple(config["patch_size"])
-    grid = [size // step for size, step in zip(config["image_shape"][:2], patch)]
+    grid = [size // step for size, step in zip(config["image_shape"][:2], patch, strict=True)]
     x = layers.Conv2D(config["hidden_dim"], patch, strides=patch, use_bias=config["use_patch_bias"],
                       data_format="channels_last", name="patch_embedding")(images)
     x = layers.Reshape((grid[0] * grid[1], config["hidden_dim"]), name="patches")(x)
@@ -333,9 +333,9 @@ def _remaining_pairs(model: keras.Model) -> list[tuple[Residual, Residual]]:
                 f"sub-layer, but the sub-layers of {model.name!r} that remain (in network "
                 "order, deleted ones left out) do not alternate so: a block with only one of "
                 "its two sub-layers deleted has no keras-hub counterpart. Delete or move whole "
-                f"blocks. Received: {[f'{b.name} ({k})' for b, k in zip(kept, kinds)]}"
+                f"blocks. Received: {[f'{b.name} ({k})' for b, k in zip(kept, kinds, strict=True)]}"
             )
-    return list(zip(kept[0::2], kept[1::2]))
+    return list(zip(kept[0::2], kept[1::2], strict=True))
 
 
 def transformer_from_keras_hub(
@@ -452,7 +452,7 @@ def transformer_to_keras_hub(model: keras.Model, backbone: Any) -> Any:
         found = _vit_pairs(backbone, model, pairs)
     else:
         found = []
-        for layer, pair in zip(_decoders(backbone), pairs):
+        for layer, pair in zip(_decoders(backbone), pairs, strict=True):
             found += _role_pairs(variable_paths(layer), TransformerBlock(*pair), _DECODER_ROLES,
                                  layer.name)
         decoders = {id(lyr) for lyr in _decoders(backbone)}
