@@ -106,7 +106,7 @@ def test_lesioned_gpt2_back_in_keras_hub_generates_with_its_cache():
 
 @pytest.mark.backends("tensorflow", reason="error messages, the same on every backend; "
                       "the conversions they guard run on all three above")
-def test_post_norm_parallel_and_half_deleted_blocks_are_refused_with_the_reason():
+def test_post_norm_parallel_gemma_and_half_deleted_blocks_are_refused_with_the_reason():
     small = dict(vocabulary_size=50, num_layers=1, num_heads=2, hidden_dim=8,
                  intermediate_dim=16, max_sequence_length=8)
     for cls in (keras_hub.models.BertBackbone, keras_hub.models.RobertaBackbone):
@@ -114,6 +114,11 @@ def test_post_norm_parallel_and_half_deleted_blocks_are_refused_with_the_reason(
             from_keras_hub(cls(**small))
     with pytest.raises(ValueError, match="parallel blocks.*two branches on one shortcut"):
         from_keras_hub(keras_hub.models.GPTNeoXBackbone(**small))
+    gemma = keras_hub.models.GemmaBackbone(
+        vocabulary_size=50, num_layers=1, num_query_heads=2, num_key_value_heads=1, hidden_dim=8,
+        intermediate_dim=16, head_dim=4)
+    with pytest.raises(ValueError, match="rotary position embeddings.*not converted yet"):
+        from_keras_hub(gemma)
     backbone = keras_hub.models.GPT2Backbone(num_layers=2, **DECODER)
     half = delete_blocks(from_keras_hub(backbone), ["transformer_layer_0_mlp"])
     with pytest.raises(ValueError, match="only one of its two sub-layers deleted"):

@@ -49,6 +49,14 @@ _VIT_ROLES = (
     ("mlp/dense_1", "mlp/branch/{mlp}_1_dense"),
     ("mlp/dense_2", "mlp/branch/{mlp}_2_dense"),
 )
+# Pre-norm layouts whose sub-layers have no counterpart in `blocks.transformer_block` yet.
+_NOT_YET = {
+    "GemmaBackbone": "RMSNorm, rotary position embeddings inside the attention (Su et al. "
+                     "2021) and a gated GELU MLP",
+    "LlamaBackbone": "RMSNorm, rotary position embeddings and a gated SiLU MLP",
+    "MistralBackbone": "RMSNorm, rotary position embeddings, sliding-window attention and a "
+                       "gated SiLU MLP",
+}
 _SUPPORTED_TEXT = (
     "from_keras_hub converts keras-hub ResNets and the pre-norm keras-hub Transformers "
     f"{', '.join(SUPPORTED)}"
@@ -89,6 +97,12 @@ def _refusal(backbone: Any) -> str | None:
             "sub-layer is LayerNorm(x + F(x)) (Vaswani et al. 2017; Devlin et al. 2019), "
             "the norm on the shortcut path, so a sub-layer is not x + F(x) and deleting its "
             "branch would not leave the residual stream"
+        )
+    if name in _NOT_YET:
+        return (
+            f"{name}'s blocks are pre-norm, but with {_NOT_YET[name]}, which "
+            "blocks.transformer_block (LayerNorm, MultiHeadAttention, a two-Dense MLP) does not "
+            "build; they are not converted yet"
         )
     if name not in SUPPORTED:
         return f"{name} is not one of the supported layouts"
