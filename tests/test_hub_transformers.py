@@ -7,7 +7,7 @@ import pytest
 
 from keras_residual import Residual, graph
 from keras_residual.models import from_keras_hub, to_keras_hub
-from keras_residual.surgery import delete_blocks, reorder_blocks
+from keras_residual.surgery import delete_blocks, parallel_blocks, reorder_blocks
 
 multibackend = pytest.mark.multibackend
 
@@ -71,7 +71,13 @@ def test_vit_is_residual_pairs_with_keras_hub_outputs_and_copies_back():
     np.testing.assert_allclose(_numpy(model(images, training=False)),
                                _numpy(backbone(images, training=False)), atol=1e-5)
     filled = to_keras_hub(model, keras_hub.models.ViTBackbone(num_layers=2, **config))
-    np.testing.assert_allclose(_numpy(filled(images)), _numpy(backbone(images)), atol=1e-6)
+    assert all(np.array_equal(_numpy(a.value), _numpy(b.value))
+               for a, b in zip(filled.weights, backbone.weights, strict=True))
+    # Sun et al. 2025's "repeat": block 1 runs twice, block 2 never; keras-hub gets it twice.
+    repeated = reorder_blocks(model, [0, 1, 0, 1], repeats=True)
+    filled = to_keras_hub(repeated, filled)
+    np.testing.assert_allclose(_numpy(filled(images)), _numpy(repeated(images, training=False)),
+                               atol=1e-5)
 
 
 @pytest.mark.backends("tensorflow", "torch", reason="keras-hub's generate compiles its sampling "
@@ -123,3 +129,6 @@ def test_post_norm_parallel_gemma_and_half_deleted_blocks_are_refused_with_the_r
     half = delete_blocks(from_keras_hub(backbone), ["transformer_layer_0_mlp"])
     with pytest.raises(ValueError, match="only one of its two sub-layers deleted"):
         to_keras_hub(half, backbone)
+    side_by_side = parallel_blocks(from_keras_hub(backbone), [[0, 1], [2, 3]])
+    with pytest.raises(ValueError, match="do not run as one chain"):
+        to_keras_hub(side_by_side, backbone)

@@ -20,6 +20,7 @@ functions run (their arguments are keras-hub objects).
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Any
 
 import keras
@@ -28,7 +29,7 @@ from keras import layers
 
 from keras_residual.blocks import TransformerBlock, transformer_block
 from keras_residual.graph import blocks as residual_blocks
-from keras_residual.graph import copy_weights, find_layers, variable_paths
+from keras_residual.graph import copy_weights, find_layers, fresh_inputs, trace, variable_paths
 from keras_residual.models.transformer import PositionEmbedding
 from keras_residual.residual import Residual
 
@@ -272,15 +273,17 @@ def _vit_model(backbone: Any, name: str) -> keras.Model:
     images = keras.Input(tuple(config["image_shape"]), name="images")
     x = _vit_embedding(images, config)
     x = layers.Dropout(config["dropout_rate"], name="encoder_dropout")(x)
+    made = []
     for index in range(1, config["num_layers"] + 1):
-        x = transformer_block(
+        made.append(transformer_block(
             config["hidden_dim"], num_heads=config["num_heads"], mlp_dim=config["mlp_dim"],
             dropout=config["dropout_rate"], activation="gelu",
             epsilon=config["layer_norm_epsilon"], name=f"transformer_block_{index}",
-        )(x)
+        ))
+        x = made[-1](x)
     norm = layers.LayerNormalization(epsilon=config["layer_norm_epsilon"], name="layer_norm")
     model = keras.Model(images, norm(x), name=name)
-    for theirs, ours in _vit_pairs(backbone, model, _remaining_pairs(model)):
+    for theirs, ours in _vit_pairs(backbone, model, [tuple(block) for block in made]):
         ours.assign(keras.ops.convert_to_numpy(theirs))
     return model
 
@@ -328,10 +331,37 @@ def _check_outputs(backbone: Any, model: keras.Model) -> None:
         )
 
 
+def _block_chain(model: keras.Model) -> list[Residual]:
+    """The `Residual` calls of `model` in the order they run (a repeated block more than once).
+
+    Checked to be one chain, each block's input the previous block's output:
+    a keras-hub backbone is one, so a model whose blocks run side by side
+    (`surgery.parallel_blocks`) or inside a nested model has no counterpart.
+    """
+    calls: list[tuple[Residual, Any, Any]] = []
+
+    def hook(layer, args, kwargs, capture):
+        outputs = layer(*args, **kwargs)
+        if isinstance(layer, Residual):
+            calls.append((layer, args[0], outputs))
+        return outputs
+
+    trace(model, fresh_inputs(model), hook)
+    chained = all(x is before for (_, _, before), (_, x, _) in pairwise(calls))
+    if not chained or {id(c[0]) for c in calls} != {id(b) for b in residual_blocks(model)}:
+        raise ValueError(
+            f"The blocks of {model.name!r} do not run as one chain at the top level (blocks "
+            "side by side, as `surgery.parallel_blocks` makes, or inside a nested model), "
+            "and a keras-hub backbone runs its layers one after another. Received: "
+            f"{[c[0].name for c in calls]}"
+        )
+    return [c[0] for c in calls]
+
+
 def _remaining_pairs(model: keras.Model) -> list[tuple[Residual, Residual]]:
-    """The (attention, MLP) pairs of `model` in network order, deleted sub-layers left out."""
+    """The (attention, MLP) pairs of `model` in the order they run, deleted sub-layers left out."""
     kept = []
-    for block in residual_blocks(model):
+    for block in _block_chain(model):
         if block.branch_scale != 1.0:
             raise ValueError(
                 f"Block {block.name!r} scales its branch by {block.branch_scale}: keras-hub's "
@@ -344,8 +374,8 @@ def _remaining_pairs(model: keras.Model) -> list[tuple[Residual, Residual]]:
         if kind != ("attention" if position % 2 == 0 else "mlp") or len(kinds) % 2:
             raise ValueError(
                 "A keras-hub Transformer layer is one attention sub-layer followed by one MLP "
-                f"sub-layer, but the sub-layers of {model.name!r} that remain (in network "
-                "order, deleted ones left out) do not alternate so: a block with only one of "
+                f"sub-layer, but the sub-layers of {model.name!r} that remain (in the order "
+                "they run, deleted ones left out) do not alternate so: a block with only one of "
                 "its two sub-layers deleted has no keras-hub counterpart. Delete or move whole "
                 f"blocks. Received: {[f'{b.name} ({k})' for b, k in zip(kept, kinds, strict=True)]}"
             )
@@ -421,10 +451,11 @@ def transformer_from_keras_hub(
 def transformer_to_keras_hub(model: keras.Model, backbone: Any) -> Any:
     """Copy a model made by `transformer_from_keras_hub` (maybe lesioned) into a keras-hub backbone.
 
-    The remaining sub-layers, in network order, fill keras-hub's layers in
-    order: attention and MLP `Residual`s alternate, each pair one keras-hub
-    layer (a whole block deleted with `surgery.delete_blocks` is left out;
-    blocks moved with `surgery.reorder_blocks` go where they run). When
+    The remaining sub-layers, in the order they run, fill keras-hub's layers
+    in order: attention and MLP `Residual`s alternate, each pair one
+    keras-hub layer (a whole block deleted with `surgery.delete_blocks` is
+    left out; blocks moved with `surgery.reorder_blocks` go where they run,
+    a block run twice with `repeats=True` fills two keras-hub layers). When
     their number differs from `backbone`'s `num_layers`, a new backbone of
     `backbone`'s config with that many layers is made, so keras-hub's
     `generate` (with its key/value cache, re-sized by keras-hub) runs the
@@ -442,7 +473,8 @@ def transformer_to_keras_hub(model: keras.Model, backbone: Any) -> Any:
 
     Raises:
         ValueError: a block has only one of its sub-layers deleted (or a
-            branch scale), or a variable has no counterpart.
+            branch scale), the blocks do not run as one chain (e.g.
+            `surgery.parallel_blocks`), or a variable has no counterpart.
 
     Example:
         >>> import keras_hub
