@@ -166,6 +166,7 @@ def _check_transformers(namespace, tmp_path):
 def _check_hub(namespace, tmp_path):
     names = [layer.name for layer in namespace["net"].layers]
     assert names[-4:] == ["conv2_block1", "conv2_block2", "conv3_block1", "conv3_block2"]
+    assert len(namespace["lesioned"].layers) == len(namespace["decoder"].layers)
 
 
 def _check_growing(namespace, tmp_path):

@@ -5,7 +5,8 @@ Every builder returns a `keras.Model` whose residual blocks are each one
 `keras_residual.Residual` layer; `architecture_table(model)` prints He et al.
 (2015)'s Table 1 for any of them, and `get_model(name)` builds one by name
 (the `keras-residual` command uses it). `from_keras_hub` converts keras-hub's
-pretrained ResNets into the same kind of model (needs the `hub` extra).
+pretrained ResNets and pre-norm Transformers (GPT-2, OPT, ViT) into the same
+kind of model (needs the `hub` extra).
 """
 
 from __future__ import annotations
@@ -18,6 +19,12 @@ import keras
 
 from keras_residual.models.cifar import cifar_preact_resnet, cifar_resnet, resnet_v2_paper
 from keras_residual.models.hub import from_keras_hub, load_keras_hub_classifier, to_keras_hub
+from keras_residual.models.hub_transformers import (
+    ClassToken,
+    gelu_approximate,
+    transformer_from_keras_hub,
+    transformer_to_keras_hub,
+)
 from keras_residual.models.imagenet import (
     build_resnet,
     plain18,
@@ -116,6 +123,7 @@ def get_model(name: str, **kwargs: Any) -> keras.Model:
 
 __all__ = [
     "ArchitectureTable",
+    "ClassToken",
     "PositionEmbedding",
     "BUILDERS",
     "DEPTH_BUILDERS",
@@ -131,6 +139,7 @@ __all__ = [
     "count_mult_adds",
     "fetch_keras_applications_weights",
     "from_keras_hub",
+    "gelu_approximate",
     "get_model",
     "load_keras_applications_weights",
     "load_keras_hub_classifier",
@@ -160,6 +169,8 @@ __all__ = [
     "tiny_vit",
     "to_keras_hub",
     "transformer_classifier",
+    "transformer_from_keras_hub",
     "transformer_stack",
+    "transformer_to_keras_hub",
     "vgg_plain",
 ]

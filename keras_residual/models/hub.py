@@ -9,6 +9,10 @@ from the keras-hub layer that plays the same part (`stack{s}_block{b}_{k}_conv`
 is `conv{s+2}_block{b+1}_{k}_conv`), never by flat order. `to_keras_hub` copies
 the other way.
 
+Any other keras-hub backbone goes to `hub_transformers`: the pre-norm
+Transformers (GPT-2, OPT, ViT) convert into attention and MLP `Residual`
+pairs; post-norm and parallel blocks are refused with the reason.
+
 keras-hub is an optional dependency (`pip install keras-residual[hub]`),
 imported only when these functions run.
 """
@@ -24,6 +28,10 @@ import numpy as np
 from keras import layers
 
 from keras_residual.graph import variable_paths
+from keras_residual.models.hub_transformers import (
+    transformer_from_keras_hub,
+    transformer_to_keras_hub,
+)
 from keras_residual.models.imagenet import build_resnet
 
 _BLOCK = re.compile(r"^stack(\d+)_block(\d+)_(.+)$")
@@ -52,6 +60,12 @@ def _load_preset(keras_hub, preset: str, include_top: bool):
             "which needs network access; offline, pass a `keras_hub.models.ResNetBackbone` "
             f"(or ResNetImageClassifier) instance instead. Received: backbone_or_preset={preset!r}"
         ) from error
+
+
+def _is_transformer(keras_hub, backbone: Any) -> bool:
+    """Whether `backbone` goes to `hub_transformers` (any keras-hub backbone but a ResNet)."""
+    return (isinstance(backbone, keras_hub.models.Backbone)
+            and not isinstance(backbone, keras_hub.models.ResNetBackbone))
 
 
 def _our_name(name: str, deep_stem: bool) -> str:
@@ -166,7 +180,13 @@ def from_keras_hub(
     name: str | None = None,
     check: bool = True,
 ) -> keras.Model:
-    """Our equivalent of a keras-hub ResNet, one `Residual` per block, same weights.
+    """Our equivalent of a keras-hub ResNet or pre-norm Transformer, same weights.
+
+    A GPT-2, OPT or ViT backbone converts with
+    `hub_transformers.transformer_from_keras_hub` (each Transformer layer an
+    attention `Residual` and an MLP `Residual`; BERT, RoBERTa and GPT-NeoX
+    are refused, saying why); the rest of this docstring is about ResNets,
+    one `Residual` per block.
 
     Every keras-hub block type converts (`basic_block`, `bottleneck_block`,
     `basic_block_vd`, `bottleneck_block_vd`, with or without
@@ -219,6 +239,14 @@ def from_keras_hub(
         source = _load_preset(keras_hub, source, include_top)
     classifier = source if isinstance(source, keras_hub.models.ImageClassifier) else None
     backbone = classifier.backbone if classifier is not None else source
+    if _is_transformer(keras_hub, backbone):
+        if include_top or input_shape is not None:
+            raise ValueError(
+                "A keras-hub Transformer converts as its backbone, with keras-hub's inputs: "
+                f"include_top and input_shape are for ResNets. Received: include_top="
+                f"{include_top}, input_shape={input_shape}"
+            )
+        return transformer_from_keras_hub(backbone, name=name, check=check)
     if not isinstance(backbone, keras_hub.models.ResNetBackbone):
         raise TypeError(
             "from_keras_hub converts keras-hub ResNets: a ResNetBackbone, an ImageClassifier "
@@ -253,6 +281,9 @@ def from_keras_hub(
 def to_keras_hub(model: keras.Model, backbone: Any) -> Any:
     """Copy the weights of a model made by `from_keras_hub` into a keras-hub backbone.
 
+    For a Transformer backbone this is `hub_transformers.transformer_to_keras_hub`
+    (which returns a new backbone when blocks were deleted); for a ResNet:
+
     The reverse of `from_keras_hub`, by the same layer correspondence. Our
     model does not record keras-hub's constructor arguments, so pass a
     backbone (or classifier) built with the layout the model came from, e.g.
@@ -282,6 +313,8 @@ def to_keras_hub(model: keras.Model, backbone: Any) -> Any:
     """
     keras_hub = _keras_hub()
     inner = backbone.backbone if isinstance(backbone, keras_hub.models.ImageClassifier) else backbone
+    if _is_transformer(keras_hub, inner):
+        return transformer_to_keras_hub(model, inner)
     if not isinstance(inner, keras_hub.models.ResNetBackbone):
         raise TypeError(
             "to_keras_hub fills a keras-hub ResNetBackbone or an ImageClassifier over one. "
