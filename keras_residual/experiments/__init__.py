@@ -14,6 +14,11 @@
   Networks" (2016): every figure on a 54-block residual MLP and effective-path
   training (`ensemble.ensemble54_study`, `examples/lesion_study.py --preset
   ensemble54`), with its results schema (`ensemble.Ensemble54Results`).
+- The same studies on a Transformer's residual stream, beside the published
+  findings on Transformers (Lad et al. 2024; Sun et al. 2025; He et al.
+  2024; Gromov et al. 2025): a pre-norm Transformer reading MNIST rows, or a
+  keras-hub GPT-2 / OPT on a text (`transformer.transformer_lesion_study`,
+  `transformer.keras_hub_lesion_study`, `examples/transformer_lesion.py`).
 
 `runner` loads the data (the offline MNIST digits or CIFAR-10), trains every
 variant for every seed with resume, and summarizes; `networks` builds the
@@ -29,6 +34,7 @@ from keras_residual.experiments import (  # noqa: F401
     networks,
     published,
     results,
+    transformer,
 )
 from keras_residual.experiments.runner import (  # noqa: F401
     PRESETS,

@@ -262,8 +262,10 @@ def results_table(results: dict) -> str:
          "0.09-0.31 (ResNet-110, 54 blocks; Veit et al. 2016, Fig. 6)",
          "{:.2f}-{:.2f} ({} sub-layers)".format(*s["effective_range_over_n"], 2 * depth)),
     ]
-    lines = ["| finding | published | here (mean over {} seeds, intact error {:.3f}) |".format(
-        len(results["seeds"]), s["intact_error"]), "|---|---|---|"]
+    seeds = len(results["seeds"])
+    over = f"mean over {seeds} seeds, " if seeds > 1 else ""
+    lines = [f"| finding | published | here ({over}intact error {s['intact_error']:.3f}) |",
+             "|---|---|---|"]
     return "\n".join(lines + [f"| {a} | {b} | {c} |" for a, b, c in rows]) + "\n"
 
 
@@ -337,7 +339,6 @@ def transformer_lesion_study(data: Any, out_dir: str, seeds: int = 3, depth: int
         >>> sorted(r["figures"])  # doctest: +SKIP
         ['paths', 'studies']
     """
-    from keras_residual.experiments.plots import plot_transformer_study
     from keras_residual.figures import save_figure
     from keras_residual.lesion import plots
 
@@ -360,6 +361,14 @@ def transformer_lesion_study(data: Any, out_dir: str, seeds: int = 3, depth: int
                         os.path.join(out_dir, "transformer_paths.png"))
             results["figures"]["paths"] = "transformer_paths.png"
         _write(out_dir, results)
+    return _finish(results, out_dir)
+
+
+def _finish(results: dict, out_dir: str) -> dict:
+    """The summary over seeds, the studies' figure, results.json and results.md."""
+    from keras_residual.experiments.plots import plot_transformer_study
+    from keras_residual.figures import save_figure
+
     results["summary"] = summarize(results["seeds"])
     names = results["seeds"][0]["middle"]["names"]
     results["middle"] = {name: float(np.mean([s["middle"]["errors"][i] for s in results["seeds"]]))
@@ -370,3 +379,77 @@ def transformer_lesion_study(data: Any, out_dir: str, seeds: int = 3, depth: int
     with open(os.path.join(out_dir, "results.md"), "w") as file:
         file.write(results_table(results))
     return results
+
+
+def text_windows(token_ids: Any, sequence_length: int, sequences: int) -> np.ndarray:
+    """Consecutive, non-overlapping windows of `sequence_length + 1` tokens (at most `sequences`).
+
+    Example:
+        >>> text_windows(np.arange(10), 3, 5).tolist()
+        [[0, 1, 2, 3], [4, 5, 6, 7]]
+    """
+    ids = np.asarray(token_ids).reshape(-1)
+    count = min(sequences, len(ids) // (sequence_length + 1))
+    if count < 1:
+        raise ValueError(f"The text has {len(ids)} tokens, fewer than one window of "
+                         f"{sequence_length + 1}. Received: sequence_length={sequence_length}")
+    return ids[: count * (sequence_length + 1)].reshape(count, sequence_length + 1)
+
+
+def keras_hub_lesion_study(preset: str, text: str, out_dir: str, sequence_length: int = 64,
+                           sequences: int = 128, draws: int = 5, samples: int = 1000,
+                           progress: bool = False) -> dict:
+    """Every residual-stream study on a keras-hub GPT-2 / OPT language model, on a text.
+
+    The preset (a keras-hub name, which keras-hub downloads, or a local
+    preset folder, which works offline) is loaded as a `CausalLM`, converted
+    into `Residual` sub-layers (`models.causal_lm_from_keras_hub`), and its
+    own tokenizer cuts `text` into `sequences` windows; the metric is the
+    next-token error over all positions (Lad et al. 2024 measure the
+    accuracy of the next token). The studies and files are those of
+    `transformer_lesion_study`, with the one network in place of the seeds.
+
+    Args:
+        preset: str. A keras-hub preset name or folder of a GPT-2 or OPT causal LM.
+        text: str. A UTF-8 text file.
+        out_dir: str. Where the results and figures go.
+        sequence_length: int. Tokens per window. Defaults to 64.
+        sequences: int. At most this many windows. Defaults to 128.
+        draws: int. Random sets per k. Defaults to 5.
+        samples: int. Gradient measurements per path length. Defaults to 1000.
+        progress: bool. tqdm bars.
+
+    Returns:
+        The results, as written to `results.json`.
+
+    Example:
+        GPT-2 (124M parameters; keras-hub downloads the preset) on a book:
+
+        >>> from keras_residual.experiments.transformer import keras_hub_lesion_study
+        >>> keras_hub_lesion_study("gpt2_base_en", "book.txt", "out")  # doctest: +SKIP
+    """
+    from types import SimpleNamespace
+
+    import keras_hub
+
+    from keras_residual.figures import save_figure
+    from keras_residual.lesion import plots, stream
+    from keras_residual.models import causal_lm_from_keras_hub
+
+    causal_lm = keras_hub.models.CausalLM.from_preset(preset)
+    with open(text, encoding="utf-8") as file:
+        token_ids = keras.ops.convert_to_numpy(causal_lm.preprocessor.tokenizer(file.read()))
+    x, y = stream.next_token_data(text_windows(token_ids, sequence_length, sequences))
+    model = causal_lm_from_keras_hub(causal_lm)
+    depth = len(stream.transformer_units(model))
+    os.makedirs(out_dir, exist_ok=True)
+    entry = {"seed": 0, "test_error": float(np.mean(
+        model.predict(x, verbose=0).argmax(-1) != y))}
+    entry.update(_lesions(model, (x, y), depth, draws, 0, progress))
+    entry["paths"], gradients = _paths(model, SimpleNamespace(x_train=x, y_train=y), samples, 0,
+                                       progress)
+    results = {"dataset": f"{text} ({x.size} next tokens in {len(x)} windows)", "depth": depth,
+               "preset": preset, "seeds": [entry], "published": PUBLISHED,
+               "figures": {"paths": "transformer_paths.png"}}
+    save_figure(plots.plot_path_gradients(gradients), os.path.join(out_dir, "transformer_paths.png"))
+    return _finish(results, out_dir)

@@ -315,7 +315,7 @@ def path_gradients(
             f"Received: routes.shape={routes.shape}"
         )
     routed, context = _sample_routed_model(model, blocks)
-    first_shape = layer_shape(blocks[0], "input")[1:]
+    first_shape = _block_input_shape(model, blocks[0], x)
     return _routed_gradient(
         routed, context, first_shape, x, np.asarray(y), routes, keras.losses.get(loss), at
     )
@@ -423,11 +423,25 @@ def _draw_routes(rng: np.random.Generator, n: int, lengths: np.ndarray) -> np.nd
     return routes
 
 
+def _block_input_shape(model: keras.Model, block: Residual, x: np.ndarray) -> tuple:
+    """`block`'s input shape per sample, read from one input where the graph leaves it open.
+
+    A keras-hub decoder takes sequences of any length: its blocks' input
+    shapes are (None, None, d) until data arrive.
+    """
+    shape = tuple(layer_shape(block, "input")[1:])
+    if None not in shape:
+        return shape
+    from keras_residual.probe import probe
+
+    path = next(p for p in graph.block_paths(model) if graph.resolve_path(model, p) is block)
+    return tuple(np.shape(probe(model, [f"{path}/input"]).predict(x[:1], verbose=0))[1:])
+
+
 def _measure(routed, context, blocks, x, y, lengths, samples, batch_size, loss_fn, at, mode,
-             seed, progress) -> np.ndarray:
+             seed, progress, first_shape) -> np.ndarray:
     """(len(lengths), samples) gradient norms, per sample or per mini-batch (`mode`)."""
     n, rng = len(blocks), np.random.default_rng(seed)
-    first_shape = layer_shape(blocks[0], "input")[1:]
     # Every (length, sample) pair once, shuffled so that the lengths mix.
     jobs = np.repeat(np.arange(len(lengths)), samples)
     jobs = jobs[rng.permutation(jobs.size)]
@@ -570,7 +584,8 @@ def gradient_per_path_length(
         blocks = residual_blocks(model)
         routed, context = _sample_routed_model(model, blocks)
         norms = _measure(routed, context, blocks, x, y, lengths, samples, batch_size,
-                         keras.losses.get(loss), at, mode, seed, progress)
+                         keras.losses.get(loss), at, mode, seed, progress,
+                         _block_input_shape(model, blocks[0], x))
     mean_norm = norms.mean(1)
     distribution = paths.path_length_distribution(n)
     per_path = paths.gradient_per_length(n, lengths, np.maximum(mean_norm, 1e-30))

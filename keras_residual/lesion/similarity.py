@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 
+from keras_residual import graph
 from keras_residual.lesion.evaluation import Data, check_ks, checked_data, evaluate
 from keras_residual.lesion.stream import error_without, has_attention, study_units, unit_names
 from keras_residual.lesion_state import lesion_ready
@@ -43,7 +44,9 @@ def stream_states(model: keras.Model, x: np.ndarray, granularity: str = "block",
         [(2, 2), (2, 2), (2, 2)]
     """
     units = study_units(model, granularity)
-    names = [f"{units[0][0].name}/input"] + [unit[-1].name for unit in units]
+    # Paths, not names: blocks inside a nested model (a converted keras-hub decoder) too.
+    path = {id(graph.resolve_path(model, p)): p for p in graph.block_paths(model)}
+    names = [f"{path[id(units[0][0])]}/input"] + [path[id(unit[-1])] for unit in units]
     states = probe(model, names).predict(x, batch_size=batch_size, verbose=0)
     return [np.asarray(state) for state in states]
 

@@ -21,6 +21,7 @@ from keras_residual.models.cifar import cifar_preact_resnet, cifar_resnet, resne
 from keras_residual.models.hub import from_keras_hub, load_keras_hub_classifier, to_keras_hub
 from keras_residual.models.hub_transformers import (
     ClassToken,
+    causal_lm_from_keras_hub,
     gelu_approximate,
     transformer_from_keras_hub,
     transformer_to_keras_hub,
@@ -134,6 +135,7 @@ __all__ = [
     "alexnet",
     "architecture_table",
     "build_resnet",
+    "causal_lm_from_keras_hub",
     "cifar_preact_resnet",
     "cifar_resnet",
     "count_mult_adds",

@@ -221,9 +221,7 @@ class ClassToken(layers.Layer):
     """Prepends one learned token to a sequence (Dosovitskiy et al. 2021, Sec. 3.1, Eq. 1).
 
     ViT's "[class]" embedding, whose final state is the image representation.
-
-    Args:
-        **kwargs: base Layer arguments.
+    It takes the base Layer arguments (`name`, `dtype`, ...).
 
     Example:
         >>> tuple(ClassToken()(keras.ops.zeros((2, 4, 8))).shape)
@@ -508,3 +506,72 @@ def transformer_to_keras_hub(model: keras.Model, backbone: Any) -> Any:
     for theirs, ours in found:
         theirs.assign(keras.ops.convert_to_numpy(ours))
     return backbone
+
+
+def _token_embedding(decoder: keras.Model) -> layers.Layer:
+    """The converted decoder's `ReversibleEmbedding` (GPT-2's own layer, OPT's inside `embeddings`)."""
+    import keras_hub
+
+    # keras-hub's own class, or Keras' (3.13+), which newer keras-hub releases use.
+    kinds = tuple(kind for kind in (keras_hub.layers.ReversibleEmbedding,
+                                    getattr(layers, "ReversibleEmbedding", None)) if kind)
+    for layer in decoder.layers:
+        if isinstance(layer, kinds):
+            return layer
+        if isinstance(getattr(layer, "token_embedding", None), kinds):
+            return layer.token_embedding
+    raise ValueError(f"No token embedding to read the logits with in {decoder.name!r}. "
+                     f"Received: layers={[layer.name for layer in decoder.layers]}")
+
+
+def causal_lm_from_keras_hub(causal_lm: Any, check: bool = True) -> keras.Model:
+    """A keras-hub GPT-2 or OPT language model as one network of `Residual` sub-layers.
+
+    `transformer_from_keras_hub` on its backbone, then the next-token
+    distribution as keras-hub's `CausalLM` computes it (Radford et al. 2019,
+    Sec. 2.3): the final hidden state times the transposed token embedding,
+    then a softmax. The input is one array of token ids, every position
+    real (no padding), so that the lesion studies (`keras_residual.lesion`,
+    `lesion.stream`) take `(token_ids, next_tokens)` pairs
+    (`lesion.stream.next_token_data`).
+
+    Args:
+        causal_lm: a keras-hub `GPT2CausalLM` / `OPTCausalLM`, or its backbone.
+        check: bool. Compare the probabilities with keras-hub's own on a
+            random batch and raise a ValueError where they differ. Defaults to True.
+
+    Returns:
+        A `keras.Model` from token ids (B, T) to next-token probabilities (B, T, vocabulary),
+        sharing the converted decoder's layers.
+
+    Example:
+        >>> import keras_hub
+        >>> hub = keras_hub.models.GPT2Backbone(
+        ...     vocabulary_size=50, num_layers=2, num_heads=2, hidden_dim=8,
+        ...     intermediate_dim=16, max_sequence_length=16)
+        >>> lm = causal_lm_from_keras_hub(hub)
+        >>> tuple(lm.output.shape), len(residual_blocks(lm))
+        ((None, None, 50), 4)
+    """
+    backbone = getattr(causal_lm, "backbone", causal_lm)
+    decoder = transformer_from_keras_hub(backbone, check=check)
+    tokens = keras.Input((None,), dtype="int32", name="token_ids")
+    padding = keras.ops.ones_like(tokens)
+    hidden = decoder({"token_ids": tokens, "padding_mask": padding})
+    logits = _token_embedding(decoder)(hidden, reverse=True)
+    probabilities = layers.Softmax(name="next_token", dtype="float32")(logits)
+    model = keras.Model(tokens, probabilities, name=f"{backbone.name}_causal_lm_residual")
+    if check:
+        _check_causal_lm(backbone, model)
+    return model
+
+
+def _check_causal_lm(backbone: Any, model: keras.Model) -> None:
+    tokens = np.random.default_rng(0).integers(0, backbone.vocabulary_size, (2, 8))
+    hidden = backbone({"token_ids": tokens, "padding_mask": np.ones_like(tokens)}, training=False)
+    theirs = keras.ops.softmax(backbone.token_embedding(hidden, reverse=True), axis=-1)
+    difference = float(np.max(np.abs(keras.ops.convert_to_numpy(theirs)
+                                     - keras.ops.convert_to_numpy(model(tokens, training=False)))))
+    if difference > 1e-4:
+        raise ValueError(f"The converted language model's next-token probabilities differ from "
+                         f"keras-hub's by up to {difference:.2e}. Received: backbone={backbone.name}")

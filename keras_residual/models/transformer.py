@@ -85,7 +85,11 @@ def transformer_stack(
     Args:
         x: tensor (B, T, d_model).
         depth: int. Number of blocks (>= 1).
-        d_model, num_heads, mlp_dim, dropout, norm: see `blocks.transformer_block`.
+        d_model: int. Width of the stream (`blocks.transformer_block`).
+        num_heads: int. Attention heads.
+        mlp_dim: int or None. Hidden width of each MLP; None: `4 * d_model`.
+        dropout: float. Attention and MLP dropout.
+        norm: str. "pre" or "post" (`blocks.transformer_block`).
         causal: bool. Each position attends only to itself and earlier ones.
         attention_mask: tensor (B, T, T) or None, passed to every attention layer.
         name: str. Prefix of the block names. Defaults to "block".
