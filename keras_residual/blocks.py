@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import keras
 import numpy as np
@@ -660,13 +660,19 @@ def recurrent_block(
 NORMS = ("pre", "post")
 
 
-class TransformerBlock(NamedTuple):
+@dataclass(frozen=True)
+class TransformerBlock:
     """The two sub-layers of one Transformer block, each a `Residual`; called in order.
 
-    A tuple `(attention, mlp)`: the lesion tools see two blocks (the
-    sub-layer granularity of He et al. 2024) and group them back into one
-    (`keras_residual.lesion.stream.transformer_units`). Calling it runs
-    `mlp(attention(x, **masks))`, passing the masks to the attention only.
+    The pair `(attention, mlp)`, which unpacks like a tuple: the lesion tools
+    see two blocks (the sub-layer granularity of He et al. 2024) and group
+    them back into one (`keras_residual.lesion.stream.transformer_units`).
+    Calling it runs `mlp(attention(x, **masks))`, passing the masks to the
+    attention only.
+
+    Args:
+        attention: Residual. The attention sub-layer.
+        mlp: Residual. The MLP sub-layer.
 
     Example:
         >>> import keras
@@ -677,6 +683,10 @@ class TransformerBlock(NamedTuple):
 
     attention: Residual
     mlp: Residual
+
+    def __iter__(self) -> Any:
+        """`attention`, then `mlp`: `attention, mlp = block`."""
+        return iter((self.attention, self.mlp))
 
     def __call__(self, x: Any, use_causal_mask: bool = False, attention_mask: Any = None,
                  training: bool | None = None) -> Any:

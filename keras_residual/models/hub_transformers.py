@@ -221,12 +221,17 @@ class ClassToken(layers.Layer):
     """Prepends one learned token to a sequence (Dosovitskiy et al. 2021, Sec. 3.1, Eq. 1).
 
     ViT's "[class]" embedding, whose final state is the image representation.
-    It takes the base Layer arguments (`name`, `dtype`, ...).
+
+    Args:
+        **kwargs: base Layer arguments (`name`, `dtype`, ...).
 
     Example:
         >>> tuple(ClassToken()(keras.ops.zeros((2, 4, 8))).shape)
         (2, 5, 8)
     """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
 
     def build(self, input_shape):
         self.class_token = self.add_weight(shape=(1, 1, input_shape[-1]), initializer="zeros",
