@@ -9,7 +9,8 @@
    `OUT/results.json`.
 3. Runs the sections other examples contribute, loaded by path:
    `examples/visualize_mnist.py::demo_section(residual_model, plain_model, data, out_dir)`
-   and `examples/lesion_study.py::demo_section(data, out_dir)`, each returning
+   `examples/lesion_study.py::demo_section(data, out_dir)` and
+   `examples/transformer_lesion.py::demo_section(data, out_dir)`, each returning
    `[(caption, png_path_relative_to_out_dir), ...]`; the "grad_cam" section
    (Selvaraju et al. 2017) is `visualize_mnist.py::grad_cam_section` with the
    same arguments. A missing file, or a missing named section function other
@@ -44,6 +45,7 @@ SECTIONS = (
     ("visualize_mnist.py", "models"),
     ("visualize_mnist.py", "models", "grad_cam_section"),
     ("lesion_study.py", "data"),
+    ("transformer_lesion.py", "data"),
 )
 
 

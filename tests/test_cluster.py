@@ -7,9 +7,11 @@ a collective forever). The job first loses a worker: process 1 dies in the
 middle of `examples/train_cifar.py`'s second epoch, and process 0, stuck in
 the next gradient exchange, is killed as a scheduler would. Restarted, both
 resume from the chief's backup, finish, and run `examples/degradation.py
---quick` in the same process, as one job would; the references are the same
-two scripts run here, in this single process, uninterrupted, on the same
-global batches.
+--quick` in the same process, as one job would, then the lesion studies of
+tests/test_lesion_distributed.py; the references are the same two scripts
+and studies run here, in this single process, uninterrupted, on the same
+global batches. Each process has two host devices: `DataParallel` runs over
+4 devices in 2 processes.
 """
 
 from __future__ import annotations
@@ -165,16 +167,24 @@ def lose_a_worker(procs: list[subprocess.Popen], timeout: float) -> str:
 @pytest.mark.backends("jax", reason=CLUSTER_REASON)
 @pytest.mark.slow
 def test_two_processes_train_like_one_and_resume_after_losing_one(tmp_path, capsys):
+    from test_lesion_distributed import JAX_JOB, check_jax_job, single_device_network
+
     data = load_script("train_cifar").write_random_npz(str(tmp_path / "tiny.npz"))
-    lose_a_worker(start_cluster(tmp_path, data, "preempt"), timeout=120)
+    # Two host devices per process: DataParallel over 4 devices in 2 processes. The job's
+    # last part is the lesion studies of test_lesion_distributed (issue 22, item 5).
+    lesions, lesion_model, lesion_x, lesion_y = single_device_network()
+    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+           "LESION_LABELS": json.dumps(lesion_y.tolist())}
+    lose_a_worker(start_cluster(tmp_path, data, "preempt", extra_env=env), timeout=120)
     cluster = tmp_path / "cluster"
     assert not (cluster / "cifar" / "model.keras").exists()
     assert (cluster / "cifar" / "checkpoints" / "epoch_001.weights.h5").exists()
     assert not (cluster / "cifar" / "checkpoints" / "epoch_002.weights.h5").exists()
 
-    procs = start_cluster(tmp_path, data, "all")
+    procs = start_cluster(tmp_path, data, "all", job=JOB + JAX_JOB, extra_env=env)
     try:
         # The references, here in one process and uninterrupted, while the cluster runs.
+        lesion_reference = lesions["studies"](lesion_model, lesion_x, lesion_y)
         reference = tmp_path / "single"
         load_script("train_cifar").main([*CIFAR_ARGS, "--data", data,
                                          "--out", f"{reference}/cifar"])
@@ -186,8 +196,9 @@ def test_two_processes_train_like_one_and_resume_after_losing_one(tmp_path, caps
         raise
     logs = finish(procs, timeout=240)
 
+    check_jax_job(logs, lesion_reference)
     for i, log in enumerate(logs):
-        description = f"jax: DataParallel over 2 devices in 2 processes (this is process {i})"
+        description = f"jax: DataParallel over 4 devices in 2 processes (this is process {i})"
         # Both scripts' mains in one process: the second one got the setup the first made
         # (joining the cluster again would have failed).
         assert f"Distribution: {description}" in log

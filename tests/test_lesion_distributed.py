@@ -6,8 +6,10 @@ setup (`keras_residual.lesion.parallel`): on TensorFlow under a
 `MirroredStrategy` over two logical CPU devices, in a fresh subprocess
 (logical devices must be configured before TensorFlow starts); on JAX in a
 job of two processes on localhost with two host devices each, under
-`distribution_setup()`'s scope. Each prints its results as JSON, and the
-references are the same studies computed here on one device.
+`distribution_setup()`'s scope: the last part of the job that
+tests/test_cluster.py launches (`check_jax_job` reads it), so that one
+launch serves both. Each prints its results as JSON, and the references are
+the same studies computed in the test process on one device.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from test_cluster import ROOT, finish, kill, start_cluster
+from test_cluster import ROOT, kill
 
 #: The network, the data and the four studies, executed here and in the subprocesses.
 STUDIES = textwrap.dedent(
@@ -168,20 +170,12 @@ def test_lesion_studies_under_mirrored_strategy_give_the_single_device_numbers()
     assert_same_numbers(got, want)
 
 
-@pytest.mark.backends("jax", reason="a job of several processes is keras.distribution on JAX "
-                      "(README, 'Past one machine'); the TensorFlow strategy is the test above")
-def test_lesion_studies_in_two_jax_processes_of_two_devices_give_the_single_device_numbers(
-        tmp_path):
-    namespace, model, x, y = single_device_network()
-    procs = start_cluster(tmp_path, job=JAX_JOB, extra_env={
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-        "LESION_LABELS": json.dumps(y.tolist())})
-    try:
-        want = namespace["studies"](model, x, y)  # meanwhile, here, on one device
-    except BaseException:
-        kill(procs)
-        raise
-    logs = finish(procs, timeout=120)
+def check_jax_job(logs: list[str], want: dict) -> None:
+    """The lesion part of the JAX job in tests/test_cluster.py: each process' numbers.
+
+    That job (two processes of two host devices each) trains first and then
+    runs `JAX_JOB`; one launch serves both tests' questions.
+    """
     for i, log in enumerate(logs):
         got = json.loads([line for line in log.splitlines() if line.startswith("RESULTS ")][-1][8:])
         assert got["split"] == [2, i, 2]  # 2 processes, each over its 2 devices

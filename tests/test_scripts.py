@@ -155,3 +155,21 @@ def test_demo_quick_runs_every_section_for_real(tmp_path):
     assert record["intact_error"] == pytest.approx(1 - results["residual CNN test accuracy"],
                                                    abs=6e-5)
     assert min(record["deletion_errors"].values()) > record["intact_error"]
+    # The Transformer section: its errors recomputed from the network it saved, a deleted
+    # sub-layer by rebuilding the network without it (the section used the stacked sweep).
+    from keras_residual.surgery import remove_layers, residual_blocks
+
+    assert "transformer_lesion" in results["sections"]
+    record = json.load(open(os.path.join(out, "transformer_demo.json"), encoding="utf-8"))
+    rows = data.x_test[: record["test_digits"]].reshape(-1, 28, 28)
+    labels = data.y_test[: record["test_digits"]]
+    transformer = keras.saving.load_model(os.path.join(out, "transformer_demo.keras"))
+
+    def error(network):
+        return float(np.mean(network.predict(rows, verbose=0).argmax(-1) != labels))
+
+    assert record["intact_error"] == pytest.approx(error(transformer), abs=1e-9)
+    blocks = residual_blocks(transformer)
+    assert record["names"] == [b.name for b in blocks] and len(blocks) == 8
+    assert record["errors"][0] == pytest.approx(error(remove_layers(transformer, blocks[:1])),
+                                                abs=1e-9)
