@@ -213,7 +213,7 @@ def test_every_section_with_code_is_checked():
 
 #: Expensive sections that run on PyTorch instead of TensorFlow, and why.
 ON_TORCH = {"Transformers and the residual stream": "rebuilds a network per rearrangement and "
-            "runs it once, eagerly: 18 s on TensorFlow, 5 s on PyTorch; the library code is the "
+            "runs it once, eagerly: 18 s on TensorFlow, 2 s on PyTorch; the library code is the "
             "same on every backend (tests/test_transformer.py)"}
 
 
