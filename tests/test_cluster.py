@@ -173,7 +173,9 @@ def test_two_processes_train_like_one_and_resume_after_losing_one(tmp_path, caps
     # Two host devices per process: DataParallel over 4 devices in 2 processes. The job's
     # last part is the lesion studies of test_lesion_distributed (issue 22, item 5).
     lesions, lesion_model, lesion_x, lesion_y = single_device_network()
-    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+    # Added to the session's XLA_FLAGS (make test's cheaper CPU code generation), not instead.
+    flags = [os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=2"]
+    env = {"XLA_FLAGS": " ".join(flag for flag in flags if flag),
            "LESION_LABELS": json.dumps(lesion_y.tolist())}
     lose_a_worker(start_cluster(tmp_path, data, "preempt", extra_env=env), timeout=120)
     cluster = tmp_path / "cluster"
